@@ -1,0 +1,35 @@
+"""The command line's surface: version, help, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from wsiseg import __version__
+from wsiseg.cli import COMMANDS
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "wsiseg", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+def test_help_lists_every_command_with_one_line() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_command_has_help(name: str) -> None:
+    result = run_cli(name, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout

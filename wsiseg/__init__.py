@@ -1,0 +1,34 @@
+"""wsiseg: whole-slide semantic segmentation with SAM-Path.
+
+The public Python API (imported lazily, so ``import wsiseg`` stays cheap and torch-free until a model is
+needed)::
+
+    from wsiseg import open_slide, load_model, segment_slide, export_geojson, train, evaluate
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from wsiseg._version import __version__
+from wsiseg.classes import ClassList, TissueClass
+
+#: public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "open_slide": "wsiseg.slide",
+    "Slide": "wsiseg.slide",
+    "load_model": "wsiseg.model",
+    "segment_slide": "wsiseg.infer",
+    "export_geojson": "wsiseg.export",
+    "train": "wsiseg.train",
+    "evaluate": "wsiseg.train",
+}
+
+__all__ = ["ClassList", "TissueClass", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'wsiseg' has no attribute {name!r}")

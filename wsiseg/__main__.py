@@ -1,0 +1,5 @@
+"""``python -m wsiseg`` runs the command line."""
+
+from wsiseg.cli import main
+
+main()

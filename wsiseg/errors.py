@@ -1,0 +1,46 @@
+"""User-facing error types.
+
+Every failure a user can cause (bad input, missing metadata, wrong checkpoint, full disk, ...) raises one
+of these. The CLI prints ``str(error)`` on one line and exits with ``error.exit_code``; internal bugs may
+raise anything else and keep their traceback.
+"""
+
+from __future__ import annotations
+
+
+class WsisegError(Exception):
+    """Base class of all user-facing errors; the message must fit on one line."""
+
+    exit_code: int = 1
+
+
+class SlideError(WsisegError):
+    """A slide is missing, unreadable, corrupt or of an unsupported format."""
+
+
+class MissingMppError(SlideError):
+    """A slide records no microns-per-pixel and the caller gave none (``--mpp``)."""
+
+
+class CheckpointError(WsisegError):
+    """A checkpoint is missing, truncated, of the wrong kind, or its keys/shapes do not match."""
+
+
+class ClassMismatchError(CheckpointError):
+    """The number or names of classes do not match between a checkpoint, a data set or an output."""
+
+
+class DatasetError(WsisegError):
+    """A training/evaluation data set is missing files or does not follow the documented layout."""
+
+
+class OutputExistsError(WsisegError):
+    """An output exists and is finished; pass ``--overwrite`` to replace it."""
+
+
+class OutputError(WsisegError):
+    """An output cannot be written (disk full, permission denied, incompatible existing output)."""
+
+
+class ConfigError(WsisegError):
+    """A recipe/config file or a combination of options is invalid."""
