@@ -1,0 +1,175 @@
+"""Loading the official pretrained weights: Segment Anything ``sam_vit_*.pth`` and HIPT's DINO checkpoint.
+
+SAM (REFERENCE.md section 5): a flat state_dict with ``image_encoder.*`` (its ``neck.*`` is ignored: R
+replaces it), ``prompt_encoder.*`` (only ``pe_layer`` and ``no_mask_embed`` are used) and ``mask_decoder.*``
+with 4 mask tokens. Class tokens are initialised from SAM's pretrained multimask tokens: decoder slot
+``j = 1..k`` (class ``j - 1``) takes SAM slot ``((j - 1) mod 3) + 1`` -- its token, its hypernetwork MLP
+and its row of the IoU head's last layer; the dropped slot 0 takes SAM's slot 0.
+
+HIPT (``vit256_small_dino.pth``): a DINO training dict whose ``teacher`` entry holds the weights under
+``backbone.`` (and possibly ``module.``) prefixes; ``head.*`` (the DINO projection head) is dropped.
+
+Position embeddings learned at 1024 (SAM, 64x64 grid) or 224 (HIPT, 14x14 grid) are resized bicubically
+to the working grid ``G = input_size / 16``; SAM's relative position tables of the global-attention blocks
+are resized linearly (what segment-anything's ``get_rel_pos`` does on the fly).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from wsiseg.errors import CheckpointError, ConfigError
+from wsiseg.model._io import as_state_dict, check_layout, copy_into, sha256_file, torch_load
+from wsiseg.model.class_decoder import ClassPromptDecoder, PromptState
+from wsiseg.model.presets import build_pathology_encoder, build_sam_encoder
+from wsiseg.model.sam_path import SamPath
+
+#: input size of the official SAM weights and of HIPT's ViT-S (pixels)
+SAM_PRETRAIN_SIZE = 1024
+HIPT_PRETRAIN_SIZE = 224
+#: how many multimask slots SAM's decoder has (class tokens cycle over them)
+SAM_MULTIMASK = 3
+_SAM_IGNORED: tuple[str, ...] = (
+    "image_encoder.neck.", "prompt_encoder.point_embeddings.", "prompt_encoder.not_a_point_embed.",
+    "prompt_encoder.mask_downscaling.")
+_PROMPT_KEYS = ("pe_layer.positional_encoding_gaussian_matrix", "no_mask_embed.weight")
+
+
+def sam_slot(j: int) -> int:
+    """SAM decoder slot whose pretrained token/MLP/IoU row initialises our slot ``j`` (0 = dropped slot)."""
+    return 0 if j == 0 else (j - 1) % SAM_MULTIMASK + 1
+
+
+def resize_grid_pos_embed(pos: torch.Tensor, grid: int, num_prefix: int = 0) -> torch.Tensor:
+    """Resize position embeddings to a ``grid x grid`` layout, bicubic (antialiased when shrinking).
+
+    Accepts SAM's ``(1, g, g, C)`` (``num_prefix`` must be 0) or ViT's ``(1, prefix + g*g, C)``.
+    """
+    if pos.ndim == 4:
+        src = pos.permute(0, 3, 1, 2).float()
+        out = F.interpolate(src, size=(grid, grid), mode="bicubic", align_corners=False, antialias=True)
+        return out.permute(0, 2, 3, 1).to(pos.dtype)
+    prefix, patches = pos[:, :num_prefix], pos[:, num_prefix:]
+    g_old = round(patches.shape[1] ** 0.5)
+    src = patches.reshape(1, g_old, g_old, -1)
+    return torch.cat([prefix, resize_grid_pos_embed(src, grid).reshape(1, grid * grid, -1)], dim=1)
+
+
+def resize_rel_pos(rel: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly resize a ``(L, head_dim)`` relative position table to ``length`` rows (as ``get_rel_pos``)."""
+    out = F.interpolate(rel.float().t().unsqueeze(0), size=length, mode="linear")
+    return out[0].t().to(rel.dtype).contiguous()
+
+
+def _meta(fn: Any, *args: Any) -> Any:
+    with torch.device("meta"):
+        return fn(*args)
+
+
+def _shapes(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Size]:
+    return {prefix + k: v.shape for k, v in module.state_dict().items()}
+
+
+def load_sam_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
+    """Load an official SAM checkpoint into ``model``; return the file's sha256.
+
+    Fills Fs (when present), the prompt state and the whole mask decoder (class slots as in the module
+    docstring). R stays randomly initialised. Raises CheckpointError for a wrong file, a missing or
+    unexpected key or a shape mismatch (naming the key and the expected shape), e.g. a ViT-L file for a
+    ``sam_vit_b`` model.
+    """
+    what = "Segment Anything checkpoint"
+    state = as_state_dict(torch_load(path, what), path, what)
+    expected: dict[str, torch.Size] = {}
+    ignored = _SAM_IGNORED
+    if model.sam_encoder is not None:
+        assert model.config.sam is not None
+        ref_enc = _meta(build_sam_encoder, model.config.sam, SAM_PRETRAIN_SIZE)
+        expected.update(_shapes(ref_enc, "image_encoder."))
+    else:
+        ignored = (*ignored, "image_encoder.")
+    ref_prompt = _meta(PromptState, SAM_PRETRAIN_SIZE // 16)
+    expected.update({f"prompt_encoder.{k}": v for k, v in _shapes(ref_prompt).items()})
+    expected.update(_shapes(_meta(ClassPromptDecoder, SAM_MULTIMASK), "mask_decoder."))
+    hint = f" (is it the checkpoint of {model.config.sam}?)" if model.config.sam else ""
+    try:
+        check_layout(state, expected, path, what, ignored)
+    except CheckpointError as exc:
+        raise CheckpointError(str(exc) + hint) from None
+
+    if model.sam_encoder is not None:
+        enc_vals: dict[str, torch.Tensor] = {}
+        own = model.sam_encoder.state_dict()
+        for key, target in own.items():
+            src = state["image_encoder." + key]
+            if src.shape != target.shape:
+                if key == "pos_embed":
+                    src = resize_grid_pos_embed(src, model.grid_size)
+                elif key.endswith(("rel_pos_h", "rel_pos_w")):
+                    src = resize_rel_pos(src, target.shape[0])
+            enc_vals[key] = src
+        copy_into(model.sam_encoder, enc_vals)
+    copy_into(model.prompt_encoder, {k: state["prompt_encoder." + k] for k in _PROMPT_KEYS})
+
+    dec_vals: dict[str, torch.Tensor] = {}
+    slots = [sam_slot(j) for j in range(model.num_classes + 1)]
+    for key in model.mask_decoder.state_dict():
+        if key == "mask_tokens.weight" or key.startswith("iou_prediction_head.layers.2."):
+            dec_vals[key] = state["mask_decoder." + key][slots]
+        elif key.startswith("output_hypernetworks_mlps."):
+            _, j, rest = key.split(".", 2)
+            dec_vals[key] = state[f"mask_decoder.output_hypernetworks_mlps.{slots[int(j)]}.{rest}"]
+        else:
+            dec_vals[key] = state["mask_decoder." + key]
+    copy_into(model.mask_decoder, dec_vals)
+    digest = sha256_file(path)
+    model.base_weights["sam"] = {"file": os.path.basename(os.fspath(path)), "sha256": digest}
+    return digest
+
+
+def hipt_state_dict(obj: Any, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The backbone weights of a HIPT/DINO checkpoint: ``teacher`` entry (or a bare state_dict), with
+    ``module.``/``backbone.`` prefixes stripped and ``head.*`` dropped."""
+    what = "HIPT/DINO checkpoint"
+    if isinstance(obj, dict) and "teacher" in obj:
+        obj = obj["teacher"]
+    elif isinstance(obj, dict) and ("student" in obj or "optimizer" in obj):
+        raise CheckpointError(f"{path}: {what} has no 'teacher' weights (keys: {', '.join(map(str, obj))})")
+    state = as_state_dict(obj, path, what)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        k = key
+        for prefix in ("module.", "backbone."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        if not k.startswith("head."):
+            out[k] = value
+    return out
+
+
+def load_hipt_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
+    """Load HIPT's DINO ViT-S checkpoint into Fp; return the file's sha256.
+
+    ``pos_embed`` [1, 197, C] (14x14 + CLS) is resized to the working grid. Raises CheckpointError for a
+    wrong file, a missing/unexpected key or a shape mismatch, ConfigError when the model has no Fp.
+    """
+    if model.pathology_encoder is None or model.config.hipt is None:
+        raise ConfigError(f"a {model.config.variant.value} model has no pathology encoder to load HIPT into")
+    what = "HIPT/DINO checkpoint"
+    state = hipt_state_dict(torch_load(path, what), path)
+    ref = _meta(build_pathology_encoder, model.config.hipt, HIPT_PRETRAIN_SIZE)
+    try:
+        check_layout(state, _shapes(ref), path, what)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (is it the checkpoint of {model.config.hipt}?)") from None
+    vals = dict(state)
+    if vals["pos_embed"].shape != model.pathology_encoder.state_dict()["pos_embed"].shape:
+        vals["pos_embed"] = resize_grid_pos_embed(vals["pos_embed"], model.grid_size, num_prefix=1)
+    copy_into(model.pathology_encoder, vals)
+    digest = sha256_file(path)
+    model.base_weights["hipt"] = {"file": os.path.basename(os.fspath(path)), "sha256": digest}
+    return digest

@@ -1,0 +1,190 @@
+"""The inference interface consumed by :mod:`wsiseg.infer`: RGB uint8 tiles in, class probabilities out."""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsiseg._version import __version__
+from wsiseg.classes import ClassList
+from wsiseg.errors import ClassMismatchError, ConfigError
+from wsiseg.model._io import sha256_file
+from wsiseg.model.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint
+from wsiseg.model.sam_path import SamPath, logits_to_probs
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What a segmentation model offers to the tiling engine.
+
+    ``classes``: the k output classes; ``mpp``: resolution it was trained at (um/px) or None;
+    ``tile_size``: default tile side (pixels at ``mpp``); ``device``: torch device string.
+    """
+
+    classes: ClassList
+    mpp: float | None
+    tile_size: int
+    device: str
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, H, W)`` float32 probabilities summing to 1 over k."""
+        ...
+
+    def predict_with_iou(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`predict`, plus the predicted IoU per class ``(N, k)`` float32."""
+        ...
+
+    def provenance(self) -> dict[str, Any]:
+        """JSON-serialisable description: model name/config, weights sha256, version."""
+        ...
+
+
+class Precision(str, enum.Enum):
+    """Arithmetic used for the forward pass (autocast); probabilities are always returned as float32."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"  #: CUDA, and CPU autocast
+    FP16 = "fp16"  #: CUDA and MPS only
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda if available, else mps, else cpu; an unavailable device raises ConfigError."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available in this torch build")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} requested but MPS is not available")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def to_model_input(tiles: torch.Tensor, input_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                   std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 RGB -> ``(N, 3, S, S)`` float32 normalised model input.
+
+    Resized bilinearly (antialiased when shrinking, align_corners=False) to ``S = input_size``, scaled
+    to 0..1 and normalised with ``mean``/``std``. Shared by inference and training.
+    """
+    x = tiles.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (input_size, input_size):
+        shrink = x.shape[-2] > input_size or x.shape[-1] > input_size
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False,
+                          antialias=shrink)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+class SamPathPredictor:
+    """A :class:`Predictor` around a :class:`SamPath` model (moved to ``device``, eval mode).
+
+    Memory is bounded by the batch the caller passes to :meth:`predict`.
+    """
+
+    def __init__(self, model: SamPath, classes: ClassList, *, mpp: float | None = None,
+                 tile_size: int | None = None, device: str | torch.device = "auto",
+                 precision: Precision | str = Precision.FP32,
+                 normalization: dict[str, list[float]] | None = None,
+                 provenance: dict[str, Any] | None = None) -> None:
+        if len(classes) != model.num_classes:
+            raise ClassMismatchError(
+                f"the model predicts {model.num_classes} classes but {len(classes)} were given "
+                f"({', '.join(classes.names)})")
+        self._device = resolve_device(device)
+        try:
+            self.precision = Precision(precision)
+        except ValueError as exc:
+            raise ConfigError(f"unknown precision {precision!r}; use fp32, bf16 or fp16") from exc
+        if self.precision is Precision.FP16 and self._device.type == "cpu":
+            raise ConfigError("fp16 needs a GPU (cuda or mps); use bf16 or fp32 on the CPU")
+        if self.precision is Precision.BF16 and self._device.type == "mps":
+            raise ConfigError("bf16 is not supported on mps; use fp16 or fp32")
+        self.model = model.to(self._device).eval()
+        self.classes = classes
+        self.mpp = None if mpp is None else float(mpp)
+        self.tile_size = int(tile_size) if tile_size else model.input_size
+        self.device = str(self._device)
+        norm = normalization or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        self._mean = tuple(float(v) for v in norm["mean"])
+        self._std = tuple(float(v) for v in norm["std"])
+        self._provenance = dict(provenance or {})
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, H, W)`` float32 class probabilities (sum 1 over k)."""
+        return self.predict_with_iou(tiles)[0]
+
+    def predict_with_iou(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``(N, k, H, W)`` and predicted IoUs ``(N, k)``, both float32."""
+        ok = isinstance(tiles, np.ndarray) and tiles.dtype == np.uint8 and tiles.ndim == 4
+        if not ok or tiles.shape[-1] != 3:
+            desc = f"{tiles.dtype} {tiles.shape}" if isinstance(tiles, np.ndarray) else type(tiles).__name__
+            raise ValueError(f"expected uint8 tiles of shape (N, H, W, 3), got {desc}")
+        n, h, w, _ = tiles.shape
+        k = self.model.num_classes
+        if n == 0:
+            return np.zeros((0, k, h, w), np.float32), np.zeros((0, k), np.float32)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self._device, non_blocking=True)
+            x = to_model_input(x, self.model.input_size, self._mean, self._std)
+            dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(self.precision)
+            with torch.autocast(self._device.type, dtype=dtype, enabled=dtype is not None):
+                logits, iou = self.model(x)
+            probs = logits_to_probs(logits, (h, w))
+            return (probs.cpu().numpy().astype(np.float32, copy=False),
+                    iou.float().cpu().numpy().astype(np.float32, copy=False))
+
+    def provenance(self) -> dict[str, Any]:
+        """Model name, config, classes, base weight hashes, checkpoint hash, versions (JSON-serialisable)."""
+        return {
+            "model": "SamPath",
+            "config": self.model.config.to_dict(),
+            "classes": self.classes.names,
+            "mpp": self.mpp,
+            "tile_size": self.tile_size,
+            "input_size": self.model.input_size,
+            "precision": self.precision.value,
+            "device": self.device,
+            "base_weights": {k: dict(v) for k, v in self.model.base_weights.items()},
+            "wsiseg_version": __version__,
+            **self._provenance,
+        }
+
+
+def load_model(path: str | os.PathLike[str], device: str = "auto",
+               sam_checkpoint: str | os.PathLike[str] | None = None,
+               hipt_checkpoint: str | os.PathLike[str] | None = None, *,
+               classes: ClassList | None = None,
+               precision: Precision | str = Precision.FP32) -> SamPathPredictor:
+    """Load a ``.wsiseg`` checkpoint as a ready :class:`Predictor`.
+
+    Slim checkpoints need the official SAM/HIPT files they were trained from (sha256-checked).
+    ``classes`` (optional) must have the checkpoint's class count. Raises CheckpointError,
+    ClassMismatchError or ConfigError (bad device/precision).
+    """
+    model, data = load_checkpoint(path, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint,
+                                  classes=classes)
+    prov = {
+        "checkpoint": {"file": Path(path).name, "sha256": sha256_file(path)},
+        "trained": data.provenance,
+    }
+    return SamPathPredictor(model, data.classes, mpp=data.mpp, tile_size=data.tile_size, device=device,
+                            precision=precision, normalization=data.normalization, provenance=prov)

@@ -1,0 +1,118 @@
+"""Plain registries of builder functions for the two encoders, and named whole-model presets.
+
+Encoder builders take the working input size ``S`` (pixels, a multiple of 16) and return a freshly
+initialised module whose ``forward`` maps ``(B, 3, S, S)`` to ``(B, C, S/16, S/16)``.
+Full-size presets follow segment-anything's ``build_sam_vit_{b,l,h}`` and HIPT's ``vit_small`` exactly;
+the ``*_tiny`` presets are for tests and the CPU demo (random weights, a forward well under a second).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wsiseg.errors import ConfigError
+from wsiseg.model.pathology_encoder import PathologyEncoder
+from wsiseg.model.sam_encoder import SamImageEncoder
+
+PATCH_SIZE = 16
+
+
+def check_input_size(input_size: int) -> int:
+    """Return ``input_size`` if it is a positive multiple of the 16-pixel patch, else raise ConfigError."""
+    if not isinstance(input_size, int) or input_size < 2 * PATCH_SIZE or input_size % PATCH_SIZE:
+        raise ConfigError(
+            f"model input size must be a multiple of {PATCH_SIZE} and >= 32, got {input_size!r}")
+    return input_size
+
+
+def sam_vit_b(input_size: int = 1024) -> SamImageEncoder:
+    """SAM ViT-B (embed 768, depth 12, 12 heads, global attention in blocks 2, 5, 8, 11)."""
+    return SamImageEncoder(img_size=check_input_size(input_size), embed_dim=768, depth=12, num_heads=12,
+                           global_attn_indexes=(2, 5, 8, 11), window_size=14)
+
+
+def sam_vit_l(input_size: int = 1024) -> SamImageEncoder:
+    """SAM ViT-L (embed 1024, depth 24, 16 heads, global attention in blocks 5, 11, 17, 23)."""
+    return SamImageEncoder(img_size=check_input_size(input_size), embed_dim=1024, depth=24, num_heads=16,
+                           global_attn_indexes=(5, 11, 17, 23), window_size=14)
+
+
+def sam_vit_h(input_size: int = 1024) -> SamImageEncoder:
+    """SAM ViT-H (embed 1280, depth 32, 16 heads, global attention in blocks 7, 15, 23, 31)."""
+    return SamImageEncoder(img_size=check_input_size(input_size), embed_dim=1280, depth=32, num_heads=16,
+                           global_attn_indexes=(7, 15, 23, 31), window_size=14)
+
+
+def sam_tiny(input_size: int = 256) -> SamImageEncoder:
+    """A 2-block, 64-wide SAM-style encoder (window 4, block 1 global) for tests and CPU demos."""
+    return SamImageEncoder(img_size=check_input_size(input_size), embed_dim=64, depth=2, num_heads=2,
+                           global_attn_indexes=(1,), window_size=4)
+
+
+def hipt_vit_s(input_size: int = 1024) -> PathologyEncoder:
+    """HIPT's first-stage ViT-S/16 (embed 384, depth 12, 6 heads, mlp ratio 4, qkv bias, CLS token)."""
+    return PathologyEncoder(img_size=check_input_size(input_size), embed_dim=384, depth=12, num_heads=6)
+
+
+def hipt_tiny(input_size: int = 256) -> PathologyEncoder:
+    """A 2-block, 48-wide ViT/16 with CLS token for tests and CPU demos."""
+    return PathologyEncoder(img_size=check_input_size(input_size), embed_dim=48, depth=2, num_heads=2)
+
+
+#: name -> builder of the SAM image encoder Fs
+SAM_ENCODERS: dict[str, Callable[[int], SamImageEncoder]] = {
+    "sam_vit_b": sam_vit_b,
+    "sam_vit_l": sam_vit_l,
+    "sam_vit_h": sam_vit_h,
+    "sam_tiny": sam_tiny,
+}
+
+#: name -> builder of the pathology encoder Fp
+PATHOLOGY_ENCODERS: dict[str, Callable[[int], PathologyEncoder]] = {
+    "hipt_vit_s": hipt_vit_s,
+    "hipt_tiny": hipt_tiny,
+}
+
+#: input size (pixels) each encoder preset is meant for
+DEFAULT_INPUT_SIZE: dict[str, int] = {
+    "sam_vit_b": 1024, "sam_vit_l": 1024, "sam_vit_h": 1024, "sam_tiny": 256,
+    "hipt_vit_s": 1024, "hipt_tiny": 256,
+}
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A named combination of encoder presets and input size (pixels)."""
+
+    sam: str | None
+    hipt: str | None
+    input_size: int
+
+
+#: whole-model presets: the paper's model, its two ablations, and the tiny CPU model
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    "sam_path_vit_b": ModelPreset("sam_vit_b", "hipt_vit_s", 1024),
+    "sam_path_vit_l": ModelPreset("sam_vit_l", "hipt_vit_s", 1024),
+    "sam_path_vit_h": ModelPreset("sam_vit_h", "hipt_vit_s", 1024),
+    "sam_vit_b_only": ModelPreset("sam_vit_b", None, 1024),
+    "hipt_only": ModelPreset(None, "hipt_vit_s", 1024),
+    "tiny": ModelPreset("sam_tiny", "hipt_tiny", 256),
+    "tiny_sam_only": ModelPreset("sam_tiny", None, 256),
+    "tiny_hipt_only": ModelPreset(None, "hipt_tiny", 256),
+}
+
+
+def build_sam_encoder(name: str, input_size: int) -> SamImageEncoder:
+    """Build the SAM encoder preset ``name`` at ``input_size``; unknown names raise ConfigError."""
+    if name not in SAM_ENCODERS:
+        raise ConfigError(f"unknown SAM encoder preset {name!r}; known: {', '.join(SAM_ENCODERS)}")
+    return SAM_ENCODERS[name](input_size)
+
+
+def build_pathology_encoder(name: str, input_size: int) -> PathologyEncoder:
+    """Build the pathology encoder preset ``name`` at ``input_size``; unknown names raise ConfigError."""
+    if name not in PATHOLOGY_ENCODERS:
+        raise ConfigError(
+            f"unknown pathology encoder preset {name!r}; known: {', '.join(PATHOLOGY_ENCODERS)}")
+    return PATHOLOGY_ENCODERS[name](input_size)

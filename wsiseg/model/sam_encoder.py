@@ -1,0 +1,52 @@
+"""Fs: Segment Anything's ViT image encoder, used without its neck (REFERENCE.md section 1)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from segment_anything.modeling import ImageEncoderViT
+from torch import nn
+
+
+class SamImageEncoder(ImageEncoderViT):  # type: ignore[misc]
+    """SAM's ``ImageEncoderViT`` whose neck is replaced by the identity.
+
+    The parameter names are those of segment-anything's ``image_encoder.*`` minus ``neck.*``, so official
+    weights load key for key. ``forward(images (B, 3, S, S)) -> features (B, C, S/16, S/16)`` (the
+    pre-neck tokens, permuted to channels-first by the parent's forward).
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        global_attn_indexes: tuple[int, ...],
+        window_size: int = 14,
+        patch_size: int = 16,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=global_attn_indexes,
+            window_size=window_size,
+        )
+        self.neck = nn.Identity()
+        self.out_channels = embed_dim
+        self.patch_size = patch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` normalised images -> ``(B, C, S/16, S/16)`` pre-neck features."""
+        out: torch.Tensor = super().forward(x)
+        return out
