@@ -1,0 +1,168 @@
+"""Tiny BCSS, CRAG and folder trees built in tmp load with the right classes, labels and splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wsiseg.errors import DatasetError
+from wsiseg.train.datasets import Split, build_dataset, patch_starts
+from wsiseg.train.datasets.bcss import DEFAULT_GROUPS, site_code
+
+# 4 test-institution ROIs (OL, LL, E2, GM) and 10 training ROIs from other sites
+BCSS_TEST = ["TCGA-OL-A5RW-DX1", "TCGA-LL-A5YO-DX1", "TCGA-E2-A1B1-DX1", "TCGA-GM-A2DF-DX1"]
+BCSS_TRAIN = [f"TCGA-{site}-A{i:03d}-DX1" for i, site in enumerate(["A1", "A2", "AR", "BH", "C8", "D8",
+                                                                   "A7", "AO", "A8", "B6"])]
+
+
+def _write(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _make_bcss(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for case in BCSS_TEST + BCSS_TRAIN:
+        name = f"{case}_xmin100_ymin200_MPP-0.2500"
+        h, w = 40, 60  # cut into 32-px patches at 0.25 um/px: 2 x 2 per ROI
+        mask = np.zeros((h, w), np.uint8)
+        mask[:, :10] = 1          # tumor
+        mask[:, 10:20] = 2        # stroma
+        mask[:, 20:30] = 10       # plasma cells -> inflammatory
+        mask[:, 30:40] = 4        # necrosis
+        mask[:, 40:50] = 9        # fat -> others
+        mask[:, 50:55] = 20       # dcis -> tumor
+        # columns 55.. stay 0 (outside ROI, ignored)
+        _write(root / "masks" / f"{name}.png", mask)
+        _write(root / "rgbs_colorNormalized" / f"{name}.png", rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def test_patch_starts_spread_overlap_evenly() -> None:
+    assert patch_starts(1024, 1024) == [0]
+    assert patch_starts(500, 1024) == [0]
+    assert patch_starts(2500, 1024) == [0, 738, 1476]
+    assert patch_starts(60, 32) == [0, 28]
+
+
+def test_bcss_classes_labels_and_splits(tmp_path: Path) -> None:
+    _make_bcss(tmp_path)
+    train = build_dataset("bcss", tmp_path, "train", patch_size=32, mpp=0.25, seed=3)
+    val = build_dataset("bcss", tmp_path, "val", patch_size=32, mpp=0.25, seed=3)
+    test = build_dataset("bcss", tmp_path, "test", patch_size=32, mpp=0.25, seed=3)
+    assert train.classes.names == ["tumor", "stroma", "inflammatory", "necrosis", "others"]
+    # split by ROI: official test institutions, then 20% of the 10 training ROIs held out
+    assert {site_code(g) for g in test.groups} == {"OL", "LL", "E2", "GM"}
+    assert len(val.groups) == 2 and len(train.groups) == 8
+    assert not set(train.groups) & set(val.groups) and not set(train.groups) & set(test.groups)
+    assert set(train.groups) | set(val.groups) == {f"{c}_xmin100_ymin200_MPP-0.2500" for c in BCSS_TRAIN}
+    assert len(train) == 8 * 4  # 2 x 2 patches per ROI
+    # the split is seeded: same seed same split, other seed (usually) another
+    again = build_dataset("bcss", tmp_path, "val", patch_size=32, mpp=0.25, seed=3)
+    assert again.groups == val.groups
+    # the label of the top-left patch (x 0..31, y 0..31) and the top-right one (x 28..59)
+    img, lab = train[0]
+    assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and lab.dtype == np.uint8
+    ign = train.classes.ignore_index
+    assert (lab[:, :10] == 0).all() and (lab[:, 10:20] == 1).all() and (lab[:, 20:30] == 2).all()
+    assert (lab[:, 30:32] == 3).all()
+    _, lab_right = train[1]  # starts at x 28
+    assert (lab_right[:, 2:12] == 3).all() and (lab_right[:, 12:22] == 4).all()
+    assert (lab_right[:, 22:27] == 0).all() and (lab_right[:, 27:] == ign).all()
+
+
+def test_bcss_resizes_to_target_mpp_and_reads_mapping_file(tmp_path: Path) -> None:
+    _make_bcss(tmp_path)
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("classes:\n  tumor: [1, 20]\n  rest: [2, 4, 10]\n")
+    ds = build_dataset("bcss", tmp_path, "all", patch_size=32, mpp=0.5, mapping=mapping)
+    assert ds.classes.names == ["tumor", "rest"]
+    assert len(ds) == 14 * 1 * 1  # 40x60 at 0.25 -> 20x30 at 0.5: one padded patch per ROI
+    _, lab = ds[0]
+    assert (lab[:20, :5] == 0).all() and (lab[:20, 5:20] == 1).all()
+    assert (lab[:20, 20:25] == 255).all()  # fat (9) is not in the mapping -> ignored
+    assert (lab[:20, 25:27] == 0).all() and (lab[:20, 27:] == 255).all()  # dcis -> tumor; code 0 ignored
+    assert (lab[20:, :] == 255).all()  # padding is ignored
+
+
+def test_bcss_default_grouping_covers_every_labelled_code() -> None:
+    codes = sorted(c for group in DEFAULT_GROUPS.values() for c in group)
+    assert codes == list(range(1, 22))
+
+
+def _make_crag(root: Path) -> None:
+    rng = np.random.default_rng(1)
+    for part, n in (("train", 5), ("test", 2)):
+        for i in range(n):
+            inst = np.zeros((48, 40), np.uint16)
+            inst[5:20, 5:20] = 1
+            inst[25:40, 10:30] = 300 + i  # instance ids beyond 255 (16-bit masks)
+            _write(root / part / "Annotation" / f"{part}_{i}.png", inst)
+            _write(root / part / "Images" / f"{part}_{i}.png", rng.integers(0, 255, (48, 40, 3), dtype=np.uint8))
+
+
+def test_crag_instances_become_gland_and_splits_hold(tmp_path: Path) -> None:
+    _make_crag(tmp_path)
+    train = build_dataset("crag", tmp_path, "train", patch_size=64)
+    val = build_dataset("crag", tmp_path, "val", patch_size=64)
+    test = build_dataset("crag", tmp_path, "test", patch_size=64)
+    assert train.classes.names == ["background", "gland"]
+    assert len(train) == 4 and len(val) == 1 and len(test) == 2
+    assert all(g.startswith("test/") for g in test.groups)
+    assert not set(train.groups) & set(val.groups)
+    img, lab = test[0]
+    assert img.shape == (64, 64, 3)
+    assert (lab[5:20, 5:20] == 1).all() and (lab[25:40, 10:30] == 1).all()
+    assert lab[0, 0] == 0 and (lab[48:, :] == 255).all() and (lab[:, 40:] == 255).all()
+    assert int((lab == 1).sum()) == 15 * 15 + 15 * 20
+
+
+def test_folder_class_map_values_and_errors(tmp_path: Path) -> None:
+    for i in range(5):
+        m = np.zeros((20, 20), np.uint8)
+        m[:10] = 255
+        m[15:, :] = 128
+        _write(tmp_path / "images" / f"im{i}.png", np.full((20, 20, 3), 100 + i, np.uint8))
+        _write(tmp_path / "masks" / f"im{i}.png", m)
+    with pytest.raises(DatasetError, match="no class map"):
+        build_dataset("folder", tmp_path, "train", patch_size=16)
+    (tmp_path / "classes.yaml").write_text(
+        "classes:\n  - {name: background, value: 0}\n  - {name: gland, value: 255, color: [200, 0, 0]}\n"
+        "ignore: [128]\n")
+    ds = build_dataset("folder", tmp_path, "all", patch_size=20)
+    assert ds.classes.names == ["background", "gland"] and ds.classes.colors[1] == (200, 0, 0)
+    _, lab = ds[0]
+    assert (lab[:10] == 1).all() and (lab[10:15] == 0).all() and (lab[15:] == 255).all()
+    assert len(build_dataset("folder", tmp_path, "val", patch_size=20)) == 1
+    with pytest.raises(DatasetError, match="test/images"):
+        build_dataset("folder", tmp_path, "test", patch_size=20)
+    # a mask value the class map does not name is an error, not silently a class
+    (tmp_path / "classes.yaml").write_text("classes:\n  - {name: background, value: 0}\n"
+                                           "  - {name: gland, value: 255}\n")
+    bad = build_dataset("folder", tmp_path, "all", patch_size=20)
+    with pytest.raises(DatasetError, match=r"values \[128\]"):
+        bad[0]
+
+
+def test_layout_errors_are_dataset_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not a BCSS folder"):
+        build_dataset("bcss", tmp_path, "train")
+    with pytest.raises(DatasetError, match="not a CRAG folder"):
+        build_dataset("crag", tmp_path, "train")
+    with pytest.raises(DatasetError, match="unknown data set"):
+        build_dataset("pannuke", tmp_path, "train")
+    with pytest.raises(DatasetError, match="unknown split"):
+        build_dataset("crag", tmp_path, "holdout")
+
+
+def test_glas_folder_layout_loads(glas_dir: Path) -> None:
+    classes = Path(__file__).resolve().parents[2] / "pipelines" / "glas-classes.yaml"
+    ds = build_dataset("folder", glas_dir, "all", patch_size=256, mpp=2.48, source_mpp=0.62, class_map=classes)
+    assert ds.classes.names == ["background", "gland"]
+    img, lab = ds[0]
+    assert img.shape == (256, 256, 3)
+    # 775x522 at 0.62 um/px -> 194x130 at 2.48 um/px: one padded patch per image
+    assert len(ds) == 20
+    assert set(np.unique(lab[:130, :194]).tolist()) == {0, 1} and (lab[130:] == 255).all()
