@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from wsiseg.errors import DatasetError
-from wsiseg.train.datasets import Split, build_dataset, patch_starts
+from wsiseg.train.datasets import build_dataset, patch_starts
 from wsiseg.train.datasets.bcss import DEFAULT_GROUPS, site_code
 
 # 4 test-institution ROIs (OL, LL, E2, GM) and 10 training ROIs from other sites
@@ -100,7 +100,8 @@ def _make_crag(root: Path) -> None:
             inst[5:20, 5:20] = 1
             inst[25:40, 10:30] = 300 + i  # instance ids beyond 255 (16-bit masks)
             _write(root / part / "Annotation" / f"{part}_{i}.png", inst)
-            _write(root / part / "Images" / f"{part}_{i}.png", rng.integers(0, 255, (48, 40, 3), dtype=np.uint8))
+            rgb = rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)
+            _write(root / part / "Images" / f"{part}_{i}.png", rgb)
 
 
 def test_crag_instances_become_gland_and_splits_hold(tmp_path: Path) -> None:
@@ -159,7 +160,8 @@ def test_layout_errors_are_dataset_errors(tmp_path: Path) -> None:
 
 def test_glas_folder_layout_loads(glas_dir: Path) -> None:
     classes = Path(__file__).resolve().parents[2] / "pipelines" / "glas-classes.yaml"
-    ds = build_dataset("folder", glas_dir, "all", patch_size=256, mpp=2.48, source_mpp=0.62, class_map=classes)
+    ds = build_dataset("folder", glas_dir, "all", patch_size=256, mpp=2.48, source_mpp=0.62,
+                       class_map=classes)
     assert ds.classes.names == ["background", "gland"]
     img, lab = ds[0]
     assert img.shape == (256, 256, 3)
