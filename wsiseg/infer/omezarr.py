@@ -1,0 +1,313 @@
+"""The segmentation output: an OME-Zarr probability pyramid plus a ``labels/classes`` label pyramid.
+
+Layout (NGFF 0.4 on zarr v2 by default, NGFF 0.5 on zarr v3 as an option)::
+
+    out.zarr/
+      0 .. n-1            uint8 (c, y, x) class probabilities, 0..255 (p * 255 rounded); level l is 2**l
+                          times coarser than level 0 (mean of the finer probabilities)
+      labels/classes/0 .. n-1
+                          uint8 (y, x): 0 = not analysed (outside tissue), i + 1 = class index i
+                          (argmax of that level's probabilities; 0 where less than half the area was analysed)
+
+Scales are in micrometres; ``omero.channels[*].label`` names the classes; ``image-label`` gives colours and
+class names. Root attributes carry ``wsiseg`` provenance (see :class:`SegmentationWriter.set_provenance`).
+
+Everything here is torch-free; :func:`open_segmentation` is the reader used by :mod:`wsiseg.export`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numcodecs
+import numpy as np
+import zarr
+
+from wsiseg.classes import ClassList
+from wsiseg.errors import OutputError
+
+#: Coarsest levels stop once the whole image fits in this many pixels per side.
+MIN_LEVEL_SIZE = 256
+#: Chunks of coarse levels are never smaller than this (pieces then fill them in several writes).
+MIN_CHUNK = 128
+
+
+class NgffVersion(str, enum.Enum):
+    """OME-NGFF version of the output: 0.4 (zarr v2; what most viewers read today) or 0.5 (zarr v3)."""
+
+    V04 = "0.4"
+    V05 = "0.5"
+
+    @property
+    def zarr_format(self) -> int:
+        return 2 if self is NgffVersion.V04 else 3
+
+
+def n_levels_for(width_t: int, height_t: int, chunk_size: int) -> int:
+    """Pyramid depth: halve until the image fits in :data:`MIN_LEVEL_SIZE` (at most ``log2(chunk_size)``)."""
+    levels, size = 1, max(width_t, height_t)
+    while size > MIN_LEVEL_SIZE and (1 << levels) <= chunk_size:
+        size = math.ceil(size / 2)
+        levels += 1
+    return levels
+
+
+def level_chunk(chunk_size: int, level: int) -> int:
+    """Zarr chunk side at ``level``: the level-0 chunk shrunk ``2**level`` times, >= :data:`MIN_CHUNK`."""
+    return max(chunk_size >> level, min(MIN_CHUNK, chunk_size))
+
+
+def downsample2(probs: np.ndarray) -> np.ndarray:
+    """2x mean downsampling of ``(c, h, w)`` float32; odd edges are padded by replication."""
+    _, h, w = probs.shape
+    if h % 2 or w % 2:
+        probs = np.pad(probs, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
+    out: np.ndarray = 0.25 * (probs[:, 0::2, 0::2] + probs[:, 1::2, 0::2] + probs[:, 0::2, 1::2]
+                              + probs[:, 1::2, 1::2])
+    return out
+
+
+def quantise(probs: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] -> uint8 0..255 (rounded)."""
+    out: np.ndarray = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return out
+
+
+def labels_from_probs(probs: np.ndarray) -> np.ndarray:
+    """Label image ``(h, w)`` uint8: ``argmax + 1`` where at least half the area was analysed, else 0.
+
+    ``probs`` is ``(k, h, w)`` float; analysed pixels sum to 1 over ``k``, not-analysed ones to 0, so after
+    averaging the sum is the analysed fraction.
+    """
+    labels: np.ndarray = probs.argmax(axis=0).astype(np.uint8) + 1
+    labels[probs.sum(axis=0) < 0.5] = 0
+    return labels
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "{:02X}{:02X}{:02X}".format(*rgb)
+
+
+def _multiscale(name: str, axes: list[dict[str, str]], n_levels: int, mpp: float, channel: bool,
+                version: NgffVersion) -> dict[str, Any]:
+    datasets = []
+    for level in range(n_levels):
+        s = mpp * (1 << level)
+        scale = [1.0, s, s] if channel else [s, s]
+        transforms = [{"type": "scale", "scale": scale}]
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    ms: dict[str, Any] = {"name": name, "axes": axes, "datasets": datasets,
+                          "type": "mean" if channel else "mode"}
+    if version is NgffVersion.V04:
+        ms = {"version": "0.4", **ms}
+    return ms
+
+
+def _put_ome(group: zarr.Group, version: NgffVersion, attrs: dict[str, Any]) -> None:
+    if version is NgffVersion.V04:
+        group.attrs.update(attrs)
+    else:
+        group.attrs.update({"ome": {"version": "0.5", **attrs}})
+
+
+_SPACE = [{"name": "y", "type": "space", "unit": "micrometer"},
+          {"name": "x", "type": "space", "unit": "micrometer"}]
+
+
+class SegmentationWriter:
+    """Create (or reopen, to resume) a segmentation store and write finished chunks into it.
+
+    Args:
+        path: the ``.zarr`` directory.
+        width_t, height_t: size of pyramid level 0 in target pixels.
+        mpp: microns per pixel of level 0.
+        classes: the model's classes (channel ``i`` = class ``i``).
+        chunk_size: level-0 chunk side (power of two); chunk ``(i, j)`` of :mod:`wsiseg.infer.stitch`.
+        version: NGFF version.
+    """
+
+    def __init__(self, path: Path, *, width_t: int, height_t: int, mpp: float, classes: ClassList,
+                 chunk_size: int, version: NgffVersion = NgffVersion.V04, create: bool = True) -> None:
+        self.path = Path(path)
+        self.width_t, self.height_t, self.mpp = width_t, height_t, mpp
+        self.classes, self.chunk_size, self.version = classes, chunk_size, NgffVersion(version)
+        self.n_levels = n_levels_for(width_t, height_t, chunk_size)
+        if len(classes) > 254:
+            raise OutputError(f"at most 254 classes fit a uint8 label image, got {len(classes)}")
+        fmt = self.version.zarr_format
+        try:
+            if create:
+                self._root = zarr.open_group(str(self.path), mode="w", zarr_format=fmt)  # type: ignore[arg-type]
+                self._create()
+            else:
+                self._root = zarr.open_group(str(self.path), mode="r+", zarr_format=fmt)  # type: ignore[arg-type]
+            self._probs: list[Any] = [self._root[str(lv)] for lv in range(self.n_levels)]
+            self._labels: list[Any] = [self._root[f"labels/classes/{lv}"] for lv in range(self.n_levels)]
+        except (OSError, KeyError, ValueError) as exc:
+            raise OutputError(f"cannot write segmentation {self.path}: {exc}") from exc
+
+    def _compressor(self) -> Any:
+        if self.version is NgffVersion.V04:
+            return numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+        from zarr.codecs import BloscCodec
+
+        return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+    def _array(self, group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...],
+               dims: list[str]) -> None:
+        kwargs: dict[str, Any] = {"shape": shape, "chunks": chunks, "dtype": "uint8", "fill_value": 0,
+                                  "compressors": self._compressor()}
+        if self.version is NgffVersion.V04:
+            kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+        else:
+            kwargs["dimension_names"] = dims
+        group.create_array(name, **kwargs)
+
+    def _create(self) -> None:
+        k, v = len(self.classes), self.version
+        labels_group = self._root.create_group("labels")
+        classes_group = labels_group.create_group("classes")
+        for level in range(self.n_levels):
+            h, w = self.level_shape(level)
+            c = level_chunk(self.chunk_size, level)
+            self._array(self._root, str(level), (k, h, w), (k, c, c), ["c", "y", "x"])
+            self._array(classes_group, str(level), (h, w), (c, c), ["y", "x"])
+        axes = [{"name": "c", "type": "channel"}, *_SPACE]
+        _put_ome(self._root, v, {
+            "multiscales": [_multiscale("probabilities", axes, self.n_levels, self.mpp, True, v)],
+            "omero": {
+                "name": "probabilities",
+                "channels": [
+                    {"label": c.name, "color": _hex(c.color), "active": True, "coefficient": 1.0,
+                     "family": "linear", "inverted": False,
+                     "window": {"start": 0, "end": 255, "min": 0, "max": 255}}
+                    for c in self.classes
+                ],
+                "rdefs": {"model": "color", "defaultZ": 0, "defaultT": 0},
+            },
+        })
+        _put_ome(labels_group, v, {"labels": ["classes"]})
+        image_label: dict[str, Any] = {
+            "colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
+            + [{"label-value": i + 1, "rgba": [*c.color, 255]} for i, c in enumerate(self.classes)],
+            "properties": [{"label-value": 0, "class": "not analysed"}]
+            + [{"label-value": i + 1, "class": c.name} for i, c in enumerate(self.classes)],
+            "source": {"image": "../../"},
+        }
+        if v is NgffVersion.V04:
+            image_label = {"version": "0.4", **image_label}
+        _put_ome(classes_group, v, {
+            "multiscales": [_multiscale("classes", list(_SPACE), self.n_levels, self.mpp, False, v)],
+            "image-label": image_label,
+        })
+
+    def level_shape(self, level: int) -> tuple[int, int]:
+        """``(height, width)`` of pyramid ``level`` in its own pixels."""
+        f = 1 << level
+        return math.ceil(self.height_t / f), math.ceil(self.width_t / f)
+
+    def write_chunk(self, box: tuple[int, int, int, int], probs: np.ndarray) -> None:
+        """Write blended probabilities ``(k, h, w)`` float32 of level-0 ``box`` (y0, y1, x0, x1), all levels.
+
+        ``box`` must start on a level-0 chunk boundary so each level receives whole chunks (or aligned
+        pieces of its coarser chunks).
+        """
+        y0, _, x0, _ = box
+        p = probs
+        for level in range(self.n_levels):
+            if level:
+                p = downsample2(p)
+            ly, lx = y0 >> level, x0 >> level
+            _, h, w = p.shape
+            self._probs[level][:, ly:ly + h, lx:lx + w] = quantise(p)
+            self._labels[level][ly:ly + h, lx:lx + w] = labels_from_probs(p)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(cast(dict[str, Any], self._root.attrs.asdict()).get("wsiseg", {}))
+
+    def set_provenance(self, wsiseg: dict[str, Any]) -> None:
+        """Store the ``wsiseg`` root attribute (slide, model, params, classes, mpp, timings, times)."""
+        self._root.attrs["wsiseg"] = wsiseg
+
+
+# -- reader ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A segmentation output opened for reading (arrays are lazy zarr arrays; nothing is loaded).
+
+    ``probs[l]`` is ``(k, h_l, w_l)`` uint8, ``labels[l]`` is ``(h_l, w_l)`` uint8 (0 = not analysed,
+    ``i + 1`` = class ``i``); ``mpp[l]`` is microns per pixel of level ``l``; ``slide_mpp`` is the slide's
+    level-0 ``(mpp_x, mpp_y)`` so that level-``l`` pixel ``x`` is level-0 slide pixel
+    ``x * mpp[l] / slide_mpp[0]``.
+    """
+
+    path: Path
+    version: NgffVersion
+    classes: ClassList
+    probs: list[zarr.Array]
+    labels: list[zarr.Array]
+    mpp: list[float]
+    slide_mpp: tuple[float, float]
+    attrs: dict[str, Any]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.attrs.get("finished"))
+
+    def downsample0(self, level: int) -> tuple[float, float]:
+        """Level-0 slide pixels per pixel of ``level`` along ``(x, y)``."""
+        return self.mpp[level] / self.slide_mpp[0], self.mpp[level] / self.slide_mpp[1]
+
+    def level_for_mpp(self, mpp: float) -> int:
+        """The finest level whose resolution is at least as coarse as ``mpp`` (or the coarsest level)."""
+        for level, m in enumerate(self.mpp):
+            if m >= mpp * (1 - 1e-6):
+                return level
+        return self.n_levels - 1
+
+
+def _ome_attrs(group: zarr.Group) -> dict[str, Any]:
+    attrs = cast(dict[str, Any], group.attrs.asdict())
+    if "ome" in attrs:
+        return dict(attrs["ome"])
+    return dict(attrs)
+
+
+def open_segmentation(path: Path | str) -> Segmentation:
+    """Open a ``wsiseg segment`` output (NGFF 0.4 or 0.5); raises :class:`OutputError` if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise OutputError(f"segmentation {path} does not exist")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except (OSError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as exc:
+        raise OutputError(f"{path} is not a zarr group: {exc}") from exc
+    meta = _ome_attrs(root)
+    info: dict[str, Any] = dict(cast(dict[str, Any], root.attrs.asdict()).get("wsiseg", {}))
+    if "multiscales" not in meta or not info:
+        raise OutputError(f"{path} is not a wsiseg segmentation (no multiscales/wsiseg metadata)")
+    version = NgffVersion(meta.get("version", meta["multiscales"][0].get("version", "0.4")))
+    try:
+        datasets = meta["multiscales"][0]["datasets"]
+        probs = [root[d["path"]] for d in datasets]
+        labels_group = root["labels/classes"]
+        label_meta = _ome_attrs(labels_group)  # type: ignore[arg-type]
+        labels = [labels_group[d["path"]] for d in label_meta["multiscales"][0]["datasets"]]  # type: ignore[index]
+        mpp = [float(d["coordinateTransformations"][0]["scale"][-1]) for d in datasets]
+        classes = ClassList.from_dict(info["classes"])
+        slide_mpp = tuple(float(v) for v in info["slide"]["mpp"])
+    except (KeyError, IndexError, TypeError) as exc:
+        raise OutputError(f"{path}: malformed wsiseg segmentation metadata ({exc})") from exc
+    return Segmentation(path, version, classes, probs, labels, mpp,  # type: ignore[arg-type]
+                        (slide_mpp[0], slide_mpp[1]), info)

@@ -1,0 +1,161 @@
+"""The three overlapping stages of a run: Dask-scheduled tile reads, batched inference, stitching/writing.
+
+::
+
+    reader thread:  batches of tiles -> dask.delayed reads on a thread pool (``read_workers``) -> queue
+    calling thread: queue -> model.predict(batch) (the device stays busy) -> queue
+    writer thread:  queue -> consume(tiles, probs)  (stitch, write finished chunks, commit the journal)
+
+Both queues are bounded (``prefetch`` batches in, one batch out), so memory holds a few batches whatever
+the slide size. Order is preserved end to end: batches leave in the order they were formed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+from dask.base import compute
+from dask.delayed import delayed
+
+T = TypeVar("T")
+_STOP = object()
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage. ``read`` sums the read tasks over all workers (CPU-side work);
+    ``infer`` is time inside the model; ``wait_input`` is the model stage idle waiting for tiles;
+    ``stitch`` and ``write`` are the writer thread's blending and zarr/journal time."""
+
+    read: float = 0.0
+    infer: float = 0.0
+    wait_input: float = 0.0
+    stitch: float = 0.0
+    write: float = 0.0
+    wall: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + seconds)
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(getattr(self, k)), 4)
+                for k in ("read", "infer", "wait_input", "stitch", "write", "wall")}
+
+
+class _Stage(Generic[T]):
+    """A daemon thread running ``fn``; its exception is kept and re-raised by :meth:`join`."""
+
+    def __init__(self, name: str, fn: Callable[[], None], stop: threading.Event) -> None:
+        self.error: BaseException | None = None
+        self._fn, self._stop = fn, stop
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:
+            self.error = exc
+            self._stop.set()
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def run_pipeline(tiles: Sequence[T], read: Callable[[T], np.ndarray],
+                 predict: Callable[[np.ndarray], np.ndarray],
+                 consume: Callable[[list[T], np.ndarray], None], *, batch_size: int, read_workers: int,
+                 times: StageTimes, prefetch: int = 2) -> None:
+    """Read, predict and consume ``tiles`` in order, overlapping the three stages.
+
+    ``read(tile)`` returns an RGB uint8 array ``(S, S, 3)``; ``predict`` maps ``(N, S, S, 3)`` to
+    ``(N, k, S, S)``; ``consume(batch_tiles, probs)`` runs in the writer thread in batch order. The first
+    exception of any stage stops the others; batches predicted before it are still consumed, then it is
+    re-raised.
+    """
+    stop = threading.Event()
+    read_q: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
+    write_q: queue.Queue[Any] = queue.Queue(maxsize=1)
+    batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
+
+    def timed_read(tile: T) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = read(tile)
+        times.add("read", time.perf_counter() - t0)
+        return out
+
+    def reader() -> None:
+        with ThreadPoolExecutor(max_workers=max(1, read_workers), thread_name_prefix="wsiseg-read") as pool:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                arrays = compute(*[delayed(timed_read)(t) for t in batch],
+                                      scheduler="threads", pool=pool)
+                if not _put(read_q, (batch, np.stack(arrays)), stop):
+                    return
+        _put(read_q, _STOP, stop)
+
+    def writer() -> None:
+        while True:
+            item = write_q.get()
+            if item is _STOP:
+                return
+            batch, probs = item
+            consume(batch, probs)
+
+    read_stage = _Stage[Any]("wsiseg-reader", reader, stop)
+    # the writer must not be stopped by a failing model: it drains what was predicted, then ends
+    write_stop = threading.Event()
+    write_stage = _Stage[Any]("wsiseg-writer", writer, write_stop)
+    read_stage.thread.start()
+    write_stage.thread.start()
+    model_error: BaseException | None = None
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = None
+            while not stop.is_set() and not write_stop.is_set():
+                try:
+                    item = read_q.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    continue
+            times.add("wait_input", time.perf_counter() - t0)
+            if item is None or item is _STOP:
+                break
+            batch, tiles_arr = item
+            t0 = time.perf_counter()
+            probs = predict(tiles_arr)
+            times.add("infer", time.perf_counter() - t0)
+            if not _put(write_q, (batch, probs), write_stop):
+                break
+    except BaseException as exc:
+        model_error = exc
+    finally:
+        stop.set()
+        # drain the read queue so a blocked reader can see ``stop``
+        while read_stage.thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                read_q.get(timeout=0.05)
+        _put(write_q, _STOP, write_stop)
+        write_stage.thread.join()
+        read_stage.thread.join()
+    for err in (write_stage.error, model_error, read_stage.error):
+        if err is not None:
+            raise err

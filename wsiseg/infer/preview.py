@@ -1,0 +1,55 @@
+"""A small overlay preview: slide thumbnail with class colours blended in and a legend (PNG, Pillow only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from wsiseg.infer.omezarr import open_segmentation
+
+#: Longest side of the preview image in pixels.
+PREVIEW_SIDE = 1024
+#: Opacity of class colours over the thumbnail.
+ALPHA = 0.45
+
+
+def write_preview(seg_path: Path, slide: Any, png: Path, max_side: int = PREVIEW_SIDE) -> Path:
+    """Write ``png``: ``slide``'s thumbnail at the coarsest label level still >= ``max_side`` (or the finest
+    one smaller), labels blended in with the class colours, a legend strip below. Returns ``png``."""
+    seg = open_segmentation(seg_path)
+    level = 0
+    for lv in range(seg.n_levels):
+        if max(seg.labels[lv].shape) >= max_side:
+            level = lv
+    labels = np.asarray(seg.labels[level][...])
+    thumb = slide.thumbnail(seg.mpp[level])
+    h, w = min(labels.shape[0], thumb.shape[0]), min(labels.shape[1], thumb.shape[1])
+    labels, thumb = labels[:h, :w], thumb[:h, :w].astype(np.float32)
+    lut = np.zeros((256, 3), np.float32)
+    for i, c in enumerate(seg.classes):
+        lut[i + 1] = c.color
+    analysed = (labels > 0)[..., None]
+    blended = np.where(analysed, (1 - ALPHA) * thumb + ALPHA * lut[labels], thumb)
+    image = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
+    scale = max_side / max(h, w)
+    if scale < 1:
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    font = ImageFont.load_default()
+    row_h = 18
+    legend_h = row_h * (len(seg.classes) + 1) + 6
+    canvas = Image.new("RGB", (max(image.width, 220), image.height + legend_h), (255, 255, 255))
+    canvas.paste(image, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    y = image.height + 4
+    for c in seg.classes:
+        draw.rectangle([6, y + 2, 20, y + 14], fill=tuple(c.color), outline=(0, 0, 0))
+        draw.text((28, y + 1), c.name, fill=(0, 0, 0), font=font)
+        y += row_h
+    note = f"not analysed: no colour | {seg.mpp[level]:.3g} um/px"
+    draw.text((6, y + 1), note, fill=(80, 80, 80), font=font)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(png)
+    return png

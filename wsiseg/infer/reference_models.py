@@ -1,0 +1,95 @@
+"""Torch-free reference models implementing :class:`~wsiseg.infer.predictor.Predictor`.
+
+- :class:`NullModel` predicts constant probabilities; it measures what the pipeline around a model (reading,
+  tissue check, stitching, writing) sustains, and is ``wsiseg segment --model null``.
+- :class:`ColourModel` predicts, per pixel, the class whose palette colour is nearest to the locally averaged
+  tile colour: the "oracle" for synthetic slides (:attr:`wsiseg.slide.synthetic.SyntheticTruth.palette`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from wsiseg._version import __version__
+from wsiseg.classes import ClassList
+from wsiseg.errors import ConfigError
+
+
+def _check_tiles(tiles: np.ndarray) -> None:
+    if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
+        raise ValueError(f"expected (N, H, W, 3) uint8 tiles, got {tiles.shape} {tiles.dtype}")
+
+
+class NullModel:
+    """Constant probabilities ``probs`` (default: uniform) for every pixel; costs nothing to run.
+
+    Args:
+        classes: output classes.
+        mpp: target resolution in um/px (None: the caller must give one).
+        tile_size: tile side in pixels at ``mpp``.
+        probs: ``k`` probabilities summing to 1.
+    """
+
+    device = "cpu"
+
+    def __init__(self, classes: ClassList, mpp: float | None, tile_size: int,
+                 probs: Sequence[float] | None = None) -> None:
+        k = len(classes)
+        p = np.full(k, 1.0 / k, np.float32) if probs is None else np.asarray(probs, np.float32)
+        if p.shape != (k,) or abs(float(p.sum()) - 1.0) > 1e-5 or (p < 0).any():
+            raise ConfigError(f"NullModel needs {k} non-negative probabilities summing to 1, got {list(p)}")
+        self.classes, self.mpp, self.tile_size = classes, mpp, tile_size
+        self._p = p
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 -> ``(N, k, H, W)`` float32 (a read-only broadcast view, no allocation)."""
+        _check_tiles(tiles)
+        n, h, w, _ = tiles.shape
+        return np.broadcast_to(self._p[None, :, None, None], (n, len(self.classes), h, w))
+
+    def provenance(self) -> dict[str, Any]:
+        return {"name": "null", "probs": [float(v) for v in self._p], "version": __version__}
+
+
+class ColourModel:
+    """Nearest-palette-colour classifier on a ``(2 * radius_px + 1)``-pixel box mean of the tile.
+
+    Probabilities are ``softmax(-d^2 / (2 sigma^2))`` over the squared RGB distances ``d^2`` to the
+    palette colours, so they are smooth (and blend meaningfully) but near one-hot away from borders.
+
+    Args:
+        classes: output classes; ``palette[i]`` is the mean RGB (0..255) of class ``i``.
+        palette: ``(k, 3)`` float colours.
+        mpp: resolution (um/px) the palette holds at; tile_size: default tile side.
+        radius_px: half-width of the averaging box in pixels; sigma: softness in RGB units.
+    """
+
+    device = "cpu"
+
+    def __init__(self, classes: ClassList, palette: np.ndarray, mpp: float | None, tile_size: int,
+                 radius_px: int = 7, sigma: float = 8.0) -> None:
+        palette = np.asarray(palette, np.float32)
+        if palette.shape != (len(classes), 3):
+            raise ConfigError(f"palette of shape {palette.shape} for {len(classes)} classes")
+        self.classes, self.mpp, self.tile_size = classes, mpp, tile_size
+        self.palette, self.radius_px, self.sigma = palette, int(radius_px), float(sigma)
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 -> ``(N, k, H, W)`` float32 probabilities."""
+        _check_tiles(tiles)
+        size = 2 * self.radius_px + 1
+        mean = ndimage.uniform_filter(tiles.astype(np.float32), size=(1, size, size, 1), mode="reflect")
+        d2 = np.stack([((mean - c) ** 2).sum(axis=-1) for c in self.palette], axis=1)  # (N, k, H, W)
+        logits = -d2 / (2.0 * self.sigma**2)
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        probs: np.ndarray = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return probs
+
+    def provenance(self) -> dict[str, Any]:
+        return {"name": "colour", "palette": self.palette.round(3).tolist(), "radius_px": self.radius_px,
+                "sigma": self.sigma, "version": __version__}

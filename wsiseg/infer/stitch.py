@@ -1,0 +1,321 @@
+"""Seamless stitching of overlapping tile predictions into output chunks, with bounded memory.
+
+Tiles arrive in row-major grid order (skipped tiles are simply absent). Each output chunk (a
+``chunk_size`` square of target pixels, the zarr chunk of pyramid level 0) keeps a float32 accumulator
+``(k + 1, h, w)``: the sum of ``w * p`` per class and the sum of ``w``. A chunk is *finished* as soon as
+the grid cursor has passed the last tile that can touch it; it is then normalised and handed to the
+writer. Accumulators of chunks that will get their next contribution only from the next tile row are
+spilled to small ``.npy`` files in a work directory, so memory holds a handful of chunks whatever the
+slide size. The same files (and the cursor) are the resume state: :meth:`Stitcher.save_state` returns a
+JSON-able dict that, stored atomically by the caller after the finished chunks are written, lets a new
+:class:`Stitcher` continue bit-for-bit where the old one stopped.
+
+Order independence: stitching always accumulates in row-major grid order whatever order reads complete
+in, so the floating-point sums, and therefore the output bytes, never depend on scheduling.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsiseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Geometry of the tile grid and of the output chunk grid, all in target-resolution pixels.
+
+    Tile ``(row, col)`` covers ``[row * stride, row * stride + tile_size)`` vertically (same for x), with
+    ``stride = tile_size - overlap``; chunk ``(i, j)`` covers ``[i * chunk_size, (i + 1) * chunk_size)``
+    clipped to the image. The tile grid must cover the image.
+    """
+
+    width_t: int
+    height_t: int
+    tile_size: int
+    overlap: int
+    n_cols: int
+    n_rows: int
+    chunk_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.width_t <= 0 or self.height_t <= 0:
+            raise ConfigError(f"empty image {self.width_t}x{self.height_t}")
+        if not 0 <= self.overlap <= self.tile_size // 2:
+            raise ConfigError(
+                f"overlap must be between 0 and half the tile size ({self.tile_size // 2}), "
+                f"got {self.overlap}"
+            )
+        if self.chunk_size <= 0 or self.chunk_size & (self.chunk_size - 1):
+            raise ConfigError(f"chunk size must be a power of two, got {self.chunk_size}")
+        if (self.n_cols - 1) * self.stride + self.tile_size < self.width_t or (
+            (self.n_rows - 1) * self.stride + self.tile_size < self.height_t
+        ):
+            raise ConfigError("tile grid does not cover the image")
+
+    @classmethod
+    def covering(cls, width_t: int, height_t: int, tile_size: int, overlap: int,
+                 chunk_size: int = 1024) -> Layout:
+        """The smallest grid of ``tile_size`` tiles at ``tile_size - overlap`` stride covering the image."""
+        stride = tile_size - overlap
+        n_cols = max(1, math.ceil((width_t - overlap) / stride)) if stride > 0 else 1
+        n_rows = max(1, math.ceil((height_t - overlap) / stride)) if stride > 0 else 1
+        return cls(width_t, height_t, tile_size, overlap, n_cols, n_rows, chunk_size)
+
+    @property
+    def stride(self) -> int:
+        return self.tile_size - self.overlap
+
+    @property
+    def n_tiles(self) -> int:
+        return self.n_cols * self.n_rows
+
+    @property
+    def n_chunk_cols(self) -> int:
+        return math.ceil(self.width_t / self.chunk_size)
+
+    @property
+    def n_chunk_rows(self) -> int:
+        return math.ceil(self.height_t / self.chunk_size)
+
+    def tile_index(self, row: int, col: int) -> int:
+        """Row-major position of tile ``(row, col)`` in the full (unfiltered) grid."""
+        return row * self.n_cols + col
+
+    def chunk_box(self, i: int, j: int) -> tuple[int, int, int, int]:
+        """``(y0, y1, x0, x1)`` of chunk ``(i, j)`` in target pixels, clipped to the image."""
+        c = self.chunk_size
+        return i * c, min((i + 1) * c, self.height_t), j * c, min((j + 1) * c, self.width_t)
+
+    def _last_tile(self, chunk_idx: int, n_tiles: int) -> int:
+        return min(n_tiles - 1, math.ceil((chunk_idx + 1) * self.chunk_size / self.stride) - 1)
+
+    def last_tile_row(self, i: int) -> int:
+        """The last tile row that touches chunk row ``i``."""
+        return self._last_tile(i, self.n_rows)
+
+    def last_tile_col(self, j: int) -> int:
+        """The last tile column that touches chunk column ``j``."""
+        return self._last_tile(j, self.n_cols)
+
+    def chunk_range(self, start_t: int, size: int) -> range:
+        """Chunk indices (along one axis) touched by the pixel range ``[start_t, start_t + size)``."""
+        return range(start_t // self.chunk_size, (start_t + size - 1) // self.chunk_size + 1)
+
+
+@dataclass
+class FinishedChunk:
+    """A chunk no tile can touch any more.
+
+    ``probs`` is float32 ``(k, h, w)``: blended probabilities where some tile covered the pixel, 0 where
+    none did ("not analysed"); ``None`` when no tile touched the chunk at all.
+    """
+
+    i: int
+    j: int
+    box: tuple[int, int, int, int]
+    probs: np.ndarray | None
+
+
+@dataclass
+class _Acc:
+    data: np.ndarray  # (k + 1, h, w) float32
+    bbox: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # touched y0, y1, x0, x1 (chunk-local)
+    file: str | None = None  # a saved file holding exactly this state, if not dirty
+    dirty: bool = False
+
+    def touch(self, y0: int, y1: int, x0: int, x1: int) -> None:
+        b = self.bbox
+        if b[1] <= b[0]:
+            self.bbox = [y0, y1, x0, x1]
+        else:
+            self.bbox = [min(b[0], y0), max(b[1], y1), min(b[2], x0), max(b[3], x1)]
+        self.dirty = True
+
+
+class Stitcher:
+    """Blend tile probabilities (fed in row-major grid order) into finished chunks.
+
+    Args:
+        layout: tile and chunk geometry.
+        n_classes: ``k``, the number of probability channels per tile.
+        window: ``(tile_size, tile_size)`` float32 weights from :func:`wsiseg.infer.blending.blend_window`.
+        work_dir: where spilled accumulators go (created if missing).
+        state: a dict from :meth:`save_state` of an earlier run to continue from.
+    """
+
+    def __init__(self, layout: Layout, n_classes: int, window: np.ndarray, work_dir: Path,
+                 state: dict[str, Any] | None = None) -> None:
+        if window.shape != (layout.tile_size, layout.tile_size):
+            raise ConfigError(f"window shape {window.shape} does not match tile size {layout.tile_size}")
+        self.layout = layout
+        self.n_classes = n_classes
+        self._window = window.astype(np.float32, copy=False)
+        self._dir = Path(work_dir)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._ram: dict[tuple[int, int], _Acc] = {}
+        self._spilled: dict[tuple[int, int], tuple[str, list[int]]] = {}
+        self._gen = 0
+        self.cursor = 0
+        # chunk rows/cols whose last contributing tile row/col is r/c
+        self._rows_done: dict[int, list[int]] = {}
+        for i in range(layout.n_chunk_rows):
+            self._rows_done.setdefault(layout.last_tile_row(i), []).append(i)
+        self._cols_done: dict[int, list[int]] = {}
+        for j in range(layout.n_chunk_cols):
+            self._cols_done.setdefault(layout.last_tile_col(j), []).append(j)
+        if state is not None:
+            self.cursor = int(state["cursor"])
+            self._gen = int(state["gen"])
+            for key, (fname, bbox) in state["accs"].items():
+                i, j = (int(v) for v in key.split(","))
+                self._spilled[(i, j)] = (str(fname), [int(v) for v in bbox])
+
+    # -- feeding -------------------------------------------------------------------------------------
+
+    def add(self, row: int, col: int, probs: np.ndarray) -> list[FinishedChunk]:
+        """Blend one tile's probabilities ``(k, tile_size, tile_size)`` and return the chunks it finished.
+
+        Tiles must come in strictly increasing row-major order; tiles never added count as skipped.
+        """
+        t = self.layout.tile_index(row, col)
+        if t < self.cursor:
+            raise ValueError(f"tile ({row}, {col}) comes after the cursor {self.cursor}: not row-major order")
+        if probs.shape != (self.n_classes, self.layout.tile_size, self.layout.tile_size):
+            raise ValueError(f"probabilities of shape {probs.shape}, expected "
+                             f"({self.n_classes}, {self.layout.tile_size}, {self.layout.tile_size})")
+        finished = self.advance(t)
+        self._accumulate(row, col, probs)
+        finished.extend(self._pass(t))
+        self.cursor = t + 1
+        return finished
+
+    def advance(self, t: int) -> list[FinishedChunk]:
+        """Treat every tile before grid index ``t`` not yet added as skipped; return finished chunks."""
+        finished: list[FinishedChunk] = []
+        while self.cursor < min(t, self.layout.n_tiles):
+            finished.extend(self._pass(self.cursor))
+            self.cursor += 1
+        return finished
+
+    def finish(self) -> list[FinishedChunk]:
+        """Skip all remaining tiles and return the last finished chunks."""
+        return self.advance(self.layout.n_tiles)
+
+    @property
+    def done(self) -> bool:
+        return self.cursor >= self.layout.n_tiles
+
+    # -- persistence ---------------------------------------------------------------------------------
+
+    def save_state(self) -> dict[str, Any]:
+        """Write dirty accumulators to the work dir; return the JSON-able state naming the files.
+
+        The caller stores the dict atomically (after writing the finished chunks) and then calls
+        :meth:`collect_garbage`.
+        """
+        accs: dict[str, list[Any]] = {}
+        for (i, j), (fname, bbox) in self._spilled.items():
+            accs[f"{i},{j}"] = [fname, bbox]
+        for (i, j), acc in self._ram.items():
+            if acc.dirty or acc.file is None:
+                acc.file = self._write(i, j, acc)
+                acc.dirty = False
+            accs[f"{i},{j}"] = [acc.file, acc.bbox]
+        return {"cursor": self.cursor, "gen": self._gen, "accs": accs}
+
+    @staticmethod
+    def referenced_files(state: dict[str, Any] | None) -> set[str]:
+        return set() if state is None else {str(v[0]) for v in state["accs"].values()}
+
+    def collect_garbage(self, state: dict[str, Any]) -> None:
+        """Delete accumulator files that ``state`` (the committed one) does not reference."""
+        keep = self.referenced_files(state)
+        for path in self._dir.glob("acc_*.npy"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def live_chunks(self) -> int:
+        """Number of accumulators held in memory (the memory bound: a few, whatever the slide size)."""
+        return len(self._ram)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _write(self, i: int, j: int, acc: _Acc) -> str:
+        self._gen += 1
+        fname = f"acc_{i}_{j}_{self._gen}.npy"
+        y0, y1, x0, x1 = acc.bbox
+        tmp = self._dir / (fname + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(acc.data[:, y0:y1, x0:x1]))
+        os.replace(tmp, self._dir / fname)
+        return fname
+
+    def _new_acc(self, i: int, j: int) -> _Acc:
+        y0, y1, x0, x1 = self.layout.chunk_box(i, j)
+        return _Acc(np.zeros((self.n_classes + 1, y1 - y0, x1 - x0), dtype=np.float32))
+
+    def _get(self, i: int, j: int) -> _Acc:
+        acc = self._ram.get((i, j))
+        if acc is not None:
+            return acc
+        acc = self._new_acc(i, j)
+        if (i, j) in self._spilled:
+            fname, bbox = self._spilled.pop((i, j))
+            y0, y1, x0, x1 = bbox
+            acc.data[:, y0:y1, x0:x1] = np.load(self._dir / fname)
+            acc.bbox, acc.file = list(bbox), fname
+        self._ram[(i, j)] = acc
+        return acc
+
+    def _accumulate(self, row: int, col: int, probs: np.ndarray) -> None:
+        lay = self.layout
+        ty, tx = row * lay.stride, col * lay.stride
+        h_valid = min(lay.tile_size, lay.height_t - ty)
+        w_valid = min(lay.tile_size, lay.width_t - tx)
+        k = self.n_classes
+        for i in lay.chunk_range(ty, h_valid):
+            cy0, cy1, _, _ = lay.chunk_box(i, 0)
+            ys, ye = max(ty, cy0), min(ty + h_valid, cy1)
+            for j in lay.chunk_range(tx, w_valid):
+                _, _, cx0, cx1 = lay.chunk_box(i, j)
+                xs, xe = max(tx, cx0), min(tx + w_valid, cx1)
+                acc = self._get(i, j)
+                w = self._window[ys - ty:ye - ty, xs - tx:xe - tx]
+                p = probs[:, ys - ty:ye - ty, xs - tx:xe - tx]
+                region = acc.data[:k, ys - cy0:ye - cy0, xs - cx0:xe - cx0]
+                region += p * w
+                acc.data[k, ys - cy0:ye - cy0, xs - cx0:xe - cx0] += w
+                acc.touch(ys - cy0, ye - cy0, xs - cx0, xe - cx0)
+
+    def _pass(self, t: int) -> list[FinishedChunk]:
+        """The cursor passes tile ``t``: finish the chunks it was last for, spill those waiting a row."""
+        r, c = divmod(t, self.layout.n_cols)
+        out: list[FinishedChunk] = []
+        for i in self._rows_done.get(r, ()):
+            for j in self._cols_done.get(c, ()):
+                out.append(self._finalise(i, j))
+        for (i, j) in [key for key in self._ram if self.layout.last_tile_col(key[1]) <= c]:
+            acc = self._ram.pop((i, j))
+            if acc.dirty or acc.file is None:
+                acc.file = self._write(i, j, acc)
+            self._spilled[(i, j)] = (acc.file, acc.bbox)
+        return out
+
+    def _finalise(self, i: int, j: int) -> FinishedChunk:
+        box = self.layout.chunk_box(i, j)
+        if (i, j) not in self._ram and (i, j) not in self._spilled:
+            return FinishedChunk(i, j, box, None)
+        acc = self._get(i, j)
+        del self._ram[(i, j)]
+        k = self.n_classes
+        weight = acc.data[k]
+        probs = np.zeros_like(acc.data[:k])
+        np.divide(acc.data[:k], weight, out=probs, where=weight > 0)
+        return FinishedChunk(i, j, box, probs)
