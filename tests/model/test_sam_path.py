@@ -1,0 +1,277 @@
+"""SamPath architecture: shapes, the encode/decode split, variants, freezing, full-size parameter counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from segment_anything import build_sam_vit_b
+
+from wsiseg.classes import ClassList
+from wsiseg.errors import ClassMismatchError, ConfigError
+from wsiseg.model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    Predictor,
+    SamPath,
+    SamPathPredictor,
+    Variant,
+    logits_to_probs,
+    to_model_input,
+)
+from wsiseg.model.presets import hipt_vit_s, sam_vit_b, sam_vit_h, sam_vit_l
+
+CLASSES = ClassList.from_names(["background", "tumour", "stroma"])
+
+
+def tiny(variant: Variant = Variant.SAM_PATH, k: int = 3, size: int = 128, **kw: bool) -> SamPath:
+    torch.manual_seed(0)
+    return SamPath(ModelConfig.from_preset("tiny", k, variant=variant, input_size=size, **kw))
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(("variant", "channels"), [(Variant.SAM_PATH, 64 + 48), (Variant.SAM_ONLY, 64),
+                                                   (Variant.PATHOLOGY_ONLY, 48)])
+def test_variants_build_and_forward(variant: Variant, channels: int) -> None:
+    model = tiny(variant, k=4)
+    assert (model.sam_encoder is None) == (variant is Variant.PATHOLOGY_ONLY)
+    assert (model.pathology_encoder is None) == (variant is Variant.SAM_ONLY)
+    assert model.feature_channels == channels
+    assert model.reduction.layers[0].in_channels == channels
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        feats = model.encode(x)
+        logits, iou = model(x)
+        logits2, iou2 = model.decode(feats)
+    assert feats.shape == (2, channels, 8, 8)
+    assert logits.shape == (2, 4, 32, 32) and iou.shape == (2, 4)
+    assert torch.equal(logits, logits2) and torch.equal(iou, iou2)
+    # images in a batch are independent (SAM's own predict_masks would mix a batch of token sets)
+    with torch.no_grad():
+        single, _ = model(x[1:])
+    torch.testing.assert_close(single[0], logits[1], rtol=1e-4, atol=1e-4)
+
+
+def test_encode_concatenates_fs_then_fp() -> None:
+    model = tiny()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        feats = model.encode(x)
+        assert model.sam_encoder is not None and model.pathology_encoder is not None
+        fs = model.sam_encoder.neck(model.sam_encoder.blocks[-1](
+            model.sam_encoder.blocks[0](model.sam_encoder.patch_embed(x) + model.sam_encoder.pos_embed)))
+        fp_tokens = model.pathology_encoder.forward_features(x)[:, 1:]  # drop CLS
+    torch.testing.assert_close(feats[:, :64], fs.permute(0, 3, 1, 2))
+    # token t of the ViT is grid cell (row t // G, col t % G)
+    torch.testing.assert_close(feats[0, 64:, 2, 5], fp_tokens[0, 2 * 8 + 5])
+
+
+def test_reduction_is_conv_ln_conv_ln() -> None:
+    model = tiny()
+    r = model.reduction.layers
+    assert [type(m).__name__ for m in r] == ["Conv2d", "LayerNorm2d", "Conv2d", "LayerNorm2d"]
+    assert r[0].kernel_size == (1, 1) and r[0].bias is None and r[0].out_channels == 256
+    assert r[2].kernel_size == (3, 3) and r[2].padding == (1, 1) and r[2].bias is None
+    x = torch.randn(1, 112, 8, 8)
+    with torch.no_grad():
+        y = model.reduction(x)
+    # each LayerNorm2d output (weight 1, bias 0 at init) has zero mean and unit variance over channels
+    torch.testing.assert_close(y.mean(1), torch.zeros(1, 8, 8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var(1, unbiased=False), torch.ones(1, 8, 8), atol=1e-3, rtol=0)
+
+
+def test_decoder_slots_and_prompts() -> None:
+    model = tiny(k=5)
+    dec = model.mask_decoder
+    assert dec.mask_tokens.weight.shape == (6, 256)
+    assert len(dec.output_hypernetworks_mlps) == 6
+    assert dec.iou_prediction_head.layers[-1].out_features == 6
+    # the dense prompt is no_mask_embed broadcast over the grid; the PE is SAM's random-Fourier grid
+    dense = model.prompt_encoder.dense_prompt(2)
+    assert dense.shape == (2, 256, 8, 8)
+    assert torch.equal(dense[1, :, 3, 4], model.prompt_encoder.no_mask_embed.weight[0])
+    pe = model.prompt_encoder.dense_pe()
+    gauss = model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    c = torch.tensor([(4 + 0.5) / 8, (3 + 0.5) / 8]) * 2 - 1  # (x, y) of cell row 3, col 4
+    proj = 2 * np.pi * (c @ gauss)
+    torch.testing.assert_close(pe[0, :, 3, 4], torch.cat([proj.sin(), proj.cos()]))
+
+
+def test_frozen_encoders_get_no_gradient_and_do_not_change() -> None:
+    model = tiny(size=128)
+    model.train()
+    assert model.training and model.reduction.training and model.mask_decoder.training
+    assert model.sam_encoder is not None and model.pathology_encoder is not None
+    assert not model.sam_encoder.training and not model.pathology_encoder.training
+    assert not model.prompt_encoder.training
+    frozen = {k: v.clone() for k, v in model.state_dict().items()
+              if k.startswith(("sam_encoder.", "pathology_encoder.", "prompt_encoder."))}
+    trainable = {k: v.clone() for k, v in model.state_dict().items()
+                 if k.startswith(("reduction.", "mask_decoder."))}
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"reduction",
+                                                                                          "mask_decoder"}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x = torch.randn(2, 3, 128, 128)
+    target = torch.randint(0, 3, (2, 32, 32))
+    logits, iou = model(x)
+    loss = F.cross_entropy(logits, target) + iou.square().mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        if name.startswith(("sam_encoder.", "pathology_encoder.", "prompt_encoder.")):
+            assert p.grad is None, name
+    assert all(p.grad is not None for p in params)
+    opt.step()
+    after = model.state_dict()
+    for k, v in frozen.items():
+        assert torch.equal(after[k], v), k
+    changed = [k for k, v in trainable.items() if not torch.equal(after[k], v)]
+    # every trainable tensor moves except the unused slot-0 hypernetwork (its mask is dropped)
+    unchanged = sorted(set(trainable) - set(changed))
+    assert all(k.startswith("mask_decoder.output_hypernetworks_mlps.0.") for k in unchanged), unchanged
+    assert "mask_decoder.mask_tokens.weight" in changed and "reduction.layers.0.weight" in changed
+
+
+def test_train_encoders_makes_them_trainable() -> None:
+    model = tiny(size=128, train_encoders=True)
+    model.train()
+    assert model.sam_encoder is not None and model.sam_encoder.training
+    before = model.sam_encoder.patch_embed.proj.weight.detach().clone()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    logits, _ = model(torch.randn(1, 3, 128, 128))
+    logits.logsumexp(1).mean().backward()
+    assert model.sam_encoder.patch_embed.proj.weight.grad is not None
+    opt.step()
+    assert not torch.equal(model.sam_encoder.patch_embed.proj.weight, before)
+    assert model.prompt_encoder.no_mask_embed.weight.grad is None  # the prompt state stays frozen
+
+
+def test_predictor_matches_manual_pipeline() -> None:
+    model = tiny(size=128)
+    pred = SamPathPredictor(model, CLASSES, mpp=0.5, tile_size=96, device="cpu")
+    assert isinstance(pred, Predictor)
+    tiles = np.random.default_rng(1).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
+    probs, iou = pred.predict_with_iou(tiles)
+    assert probs.dtype == np.float32 and probs.shape == (3, 3, 96, 96) and iou.shape == (3, 3)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    # by hand: 0..1, bilinear resize to 128, ImageNet normalisation, forward, upsample, softmax
+    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255
+    x = F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1)
+    with torch.no_grad():
+        logits, iou_ref = model(x)
+    ref = torch.softmax(F.interpolate(logits, size=(96, 96), mode="bilinear", align_corners=False), 1)
+    np.testing.assert_allclose(probs, ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(iou, iou_ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(pred.predict(tiles[:1]), probs[:1], atol=1e-6)
+    assert pred.predict(np.zeros((0, 96, 96, 3), np.uint8)).shape == (0, 3, 96, 96)
+    prov = pred.provenance()
+    assert prov["config"]["variant"] == "sam_path" and prov["classes"] == CLASSES.names
+    assert prov["mpp"] == 0.5 and prov["tile_size"] == 96
+
+
+def test_to_model_input_values() -> None:
+    tiles = np.zeros((1, 4, 4, 3), np.uint8)
+    tiles[..., 0] = 255
+    x = to_model_input(torch.from_numpy(tiles), 4)
+    expected = [(1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], -IMAGENET_MEAN[1] / IMAGENET_STD[1],
+                -IMAGENET_MEAN[2] / IMAGENET_STD[2]]
+    torch.testing.assert_close(x[0, :, 2, 1], torch.tensor(expected))
+    # shrinking is antialiased: stripes 255,0,0,0 (period 4) at 16 -> 4 px average to 255/4 inside
+    # (plain bilinear would sample between pixels 1 and 2 and give 0)
+    stripes = np.tile(np.array([255, 0, 0, 0], np.uint8), (16, 4))
+    x = to_model_input(torch.from_numpy(np.stack([stripes] * 3, -1)[None]), 4, (0, 0, 0), (1, 1, 1))
+    torch.testing.assert_close(x[..., 1:3], torch.full((1, 3, 4, 2), 0.25))
+
+
+def test_logits_to_probs_is_softmax_of_bilinear_upsampling() -> None:
+    logits = torch.tensor([[[[0.0, 2.0]], [[1.0, 1.0]]]])  # (1, 2 classes, 1, 2)
+    p = logits_to_probs(logits, (1, 4))
+    # align_corners=False: output x=0 samples input 0 (clamped), x=1 samples 0.25 between columns
+    c0 = torch.tensor([0.0, 0.5, 1.5, 2.0])
+    torch.testing.assert_close(p[0, 0, 0], torch.sigmoid(c0 - 1.0))
+
+
+def test_predictor_rejects_bad_inputs() -> None:
+    model = tiny()
+    with pytest.raises(ClassMismatchError):
+        SamPathPredictor(model, ClassList.from_names(["a", "b"]), device="cpu")
+    with pytest.raises(ConfigError, match="fp16"):
+        SamPathPredictor(model, CLASSES, device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="precision"):
+        SamPathPredictor(model, CLASSES, device="cpu", precision="int8")
+    with pytest.raises(ConfigError, match="device"):
+        SamPathPredictor(model, CLASSES, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA"):
+            SamPathPredictor(model, CLASSES, device="cuda")
+    pred = SamPathPredictor(model, CLASSES, device="cpu")
+    with pytest.raises(ValueError, match="uint8"):
+        pred.predict(np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        pred.predict(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_bf16_autocast_on_cpu_close_to_fp32() -> None:
+    model = tiny()
+    tiles = np.random.default_rng(2).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    p32 = SamPathPredictor(model, CLASSES, device="cpu").predict(tiles)
+    p16 = SamPathPredictor(model, CLASSES, device="cpu", precision="bf16").predict(tiles)
+    assert p16.dtype == np.float32
+    np.testing.assert_allclose(p16.sum(1), 1.0, atol=1e-5)
+    assert np.abs(p16 - p32).max() < 0.1
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="needs"):
+        ModelConfig(Variant.SAM_ONLY, "sam_tiny", "hipt_tiny", 3, 128)
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        ModelConfig.from_preset("tiny", 3, input_size=100)
+    with pytest.raises(ConfigError, match="unknown model preset"):
+        ModelConfig.from_preset("huge", 3)
+    with pytest.raises(ConfigError, match="unknown SAM encoder preset"):
+        SamPath(ModelConfig(Variant.SAM_ONLY, "sam_vit_x", None, 3, 128))
+    cfg = ModelConfig.from_preset("sam_path_vit_b", 5)
+    assert (cfg.sam, cfg.hipt, cfg.input_size) == ("sam_vit_b", "hipt_vit_s", 1024)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig.from_preset("sam_path_vit_b", 5, variant="sam_only").hipt is None
+
+
+def test_full_size_parameter_counts_equal_segment_anything_and_timm() -> None:
+    with torch.device("meta"):
+        sam = build_sam_vit_b()
+        ours = SamPath(ModelConfig.from_preset("sam_path_vit_b", 3))
+        vit_s = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+        hipt_224 = hipt_vit_s(224)
+        encoders = {"sam_vit_l": (sam_vit_l(), 1024, 24), "sam_vit_h": (sam_vit_h(), 1280, 32)}
+    assert ours.sam_encoder is not None and ours.pathology_encoder is not None
+    assert n_params(ours.sam_encoder) == n_params(sam.image_encoder) - n_params(sam.image_encoder.neck)
+    assert n_params(ours.sam_encoder) == 88_883_456  # ViT-B: 89,670,912 with its 787,456-parameter neck
+    assert n_params(ours.mask_decoder.transformer) == n_params(sam.mask_decoder.transformer)
+    assert n_params(ours.mask_decoder) == n_params(sam.mask_decoder)  # k = 3: same slots as SAM
+    assert n_params(hipt_224) == n_params(vit_s) == 21_665_664  # HIPT ViT-S/16 at its 224 pretraining size
+    # at 1024 only the position embeddings grow: 14x14 -> 64x64 grid
+    assert n_params(ours.pathology_encoder) == n_params(vit_s) + (64 * 64 - 14 * 14) * 384
+    assert ours.sam_encoder.pos_embed.shape == (1, 64, 64, 768)
+    assert ours.pathology_encoder.pos_embed.shape == (1, 1 + 64 * 64, 384)
+    assert ours.feature_channels == 1152
+    assert [i for i, b in enumerate(ours.sam_encoder.blocks) if b.window_size == 0] == [2, 5, 8, 11]
+    for enc, dim, depth in encoders.values():
+        assert enc.pos_embed.shape[-1] == dim and len(enc.blocks) == depth
+    # forward on the meta device checks every shape of the full-size model at 1024 and 512
+    for size in (1024, 512):
+        with torch.device("meta"):
+            m = SamPath(ModelConfig.from_preset("sam_path_vit_b", 3, input_size=size))
+            feats = m.encode(torch.empty(1, 3, size, size))
+            logits, iou = m.decode(feats)
+        assert feats.shape == (1, 1152, size // 16, size // 16)
+        assert logits.shape == (1, 3, size // 4, size // 4) and iou.shape == (1, 3)
+    assert hipt_vit_s(512).pos_embed.shape[1] == 1 + 32 * 32
+    assert sam_vit_b(512).blocks[2].attn.rel_pos_h.shape == (63, 64)
