@@ -1,0 +1,77 @@
+"""``wsiseg info SLIDE``: levels, size, resolution, vendor, tissue fraction and tile counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wsiseg.slide import detect_tissue, make_tile_grid, open_slide
+
+
+def slide_info(path: Path, mpp: float | None, target_mpp: float, tile_size: int, overlap: int,
+               tissue_mpp: float = 8.0) -> dict[str, Any]:
+    """Everything ``wsiseg info`` reports, as a JSON-serialisable dict."""
+    with open_slide(path, mpp=mpp) as slide:
+        info = slide.describe()
+        info["mpp_source"] = "--mpp" if mpp is not None else "metadata"
+        tissue = detect_tissue(slide, mpp=max(tissue_mpp, slide.mpp[0]))
+        grid_all = make_tile_grid(slide, target_mpp, tile_size, overlap)
+        grid_tissue = make_tile_grid(slide, target_mpp, tile_size, overlap, tissue=tissue)
+        info["tissue_fraction"] = round(tissue.tissue_fraction, 4)
+        info["tissue_mpp"] = tissue.mpp
+        info["tiles"] = {
+            "mpp": target_mpp,
+            "tile_size": tile_size,
+            "overlap": overlap,
+            "width_t": grid_all.width_t,
+            "height_t": grid_all.height_t,
+            "columns": grid_all.n_cols,
+            "rows": grid_all.n_rows,
+            "total": grid_all.n_total,
+            "with_tissue": len(grid_tissue),
+        }
+    return info
+
+
+def _format(info: dict[str, Any]) -> str:
+    lines = [
+        f"slide:            {info['path']}",
+        f"vendor:           {info['vendor']}",
+        f"size (level 0):   {info['width0']} x {info['height0']} px",
+        f"resolution:       {info['mpp_x']:.4g} x {info['mpp_y']:.4g} um/px ({info['mpp_source']})",
+        f"objective power:  {info['objective_power'] if info['objective_power'] is not None else 'unknown'}",
+        f"levels:           {len(info['levels'])}",
+    ]
+    for lv in info["levels"]:
+        lines.append(f"  {lv['level']}: {lv['width']} x {lv['height']} px, "
+                     f"downsample {lv['downsample']:.4g}, "
+                     f"{lv['mpp']:.4g} um/px")
+    lines.append(f"associated:       {', '.join(info['associated_images']) or 'none'}")
+    lines.append(f"tissue fraction:  {info['tissue_fraction']:.1%} "
+                 f"(detected at {info['tissue_mpp']:.4g} um/px)")
+    t = info["tiles"]
+    lines.append(f"tiles:            {t['total']} total ({t['columns']} x {t['rows']}), "
+                 f"{t['with_tissue']} with tissue, {t['tile_size']} px tiles, overlap {t['overlap']} px "
+                 f"at {t['mpp']:.4g} um/px ({t['width_t']} x {t['height_t']} px)")
+    return "\n".join(lines)
+
+
+@click.command("info")
+@click.argument("slide", type=click.Path(path_type=Path))
+@click.option("--mpp", type=float, default=None,
+              help="Microns per pixel at level 0; overrides the file's metadata (required when it has none).")
+@click.option("--target-mpp", "target_mpp", type=float, default=1.0, show_default=True,
+              help="Resolution (um/px) at which tiles are counted.")
+@click.option("--tile-size", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Tile side in pixels at --target-mpp.")
+@click.option("--overlap", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Tile overlap in pixels at --target-mpp.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def command(slide: Path, mpp: float | None, target_mpp: float, tile_size: int, overlap: int,
+            as_json: bool) -> None:
+    """Show a slide's levels, resolution, tissue fraction and tile counts."""
+    info = slide_info(slide, mpp, target_mpp, tile_size, overlap)
+    click.echo(json.dumps(info, indent=2) if as_json else _format(info))
