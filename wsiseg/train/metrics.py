@@ -63,7 +63,7 @@ class ConfusionMatrix:
 
 
 def _ratio(num: float, den: float) -> float:
-    return num / den if den > 0 else math.nan
+    return float(num / den) if den > 0 else math.nan
 
 
 @dataclass(frozen=True)
