@@ -1,0 +1,108 @@
+"""The OME-Zarr writer/reader: values at every pyramid level, and metadata that validates and opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from wsiseg.classes import ClassList
+from wsiseg.errors import OutputError
+from wsiseg.infer.omezarr import NgffVersion, SegmentationWriter, open_segmentation
+
+CLASSES = ClassList.from_names(["background", "tumour", "stroma"])
+
+
+def _probs(rng: np.random.Generator, h: int, w: int, k: int = 3) -> np.ndarray:
+    p = rng.dirichlet(np.ones(k) * 0.3, size=(h, w)).transpose(2, 0, 1).astype(np.float32)
+    p[:, : h // 4, : w // 5] = 0.0  # a not-analysed corner
+    return p
+
+
+def _write(path: Path, version: NgffVersion, probs: np.ndarray, chunk: int = 64) -> SegmentationWriter:
+    _, h, w = probs.shape
+    writer = SegmentationWriter(path, width_t=w, height_t=h, mpp=0.5, classes=CLASSES, chunk_size=chunk,
+                                version=version)
+    for y0 in range(0, h, chunk):
+        for x0 in range(0, w, chunk):
+            box = (y0, min(y0 + chunk, h), x0, min(x0 + chunk, w))
+            writer.write_chunk(box, probs[:, box[0]:box[1], box[2]:box[3]])
+    writer.set_provenance({"classes": CLASSES.to_dict(), "slide": {"mpp": [0.25, 0.25]}, "finished": "now"})
+    return writer
+
+
+def _mean2(p: np.ndarray) -> np.ndarray:
+    """Independent 2x block mean with edge replication (the documented downsampling)."""
+    _, h, w = p.shape
+    q = np.pad(p, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
+    return q.reshape(q.shape[0], q.shape[1] // 2, 2, q.shape[2] // 2, 2).mean(axis=(2, 4))
+
+
+@pytest.mark.parametrize("version", list(NgffVersion))
+def test_pyramid_values_roundtrip(version: NgffVersion, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    probs = _probs(rng, 301, 517)  # odd sizes: partial edge chunks and odd halvings
+    writer = _write(tmp_path / "s.zarr", version, probs, chunk=64)
+    seg = open_segmentation(tmp_path / "s.zarr")
+    assert seg.version is version and seg.n_levels == writer.n_levels == 3
+    assert seg.classes.names == CLASSES.names and seg.finished
+    assert seg.mpp == [0.5, 1.0, 2.0] and seg.downsample0(1) == (4.0, 4.0)
+    expected = probs.astype(np.float64)
+    for level in range(seg.n_levels):
+        if level:
+            expected = _mean2(expected)
+        got = np.asarray(seg.probs[level][...])
+        assert got.shape == expected.shape
+        assert np.abs(got.astype(int) - np.rint(expected * 255)).max() <= 1
+        labels = np.asarray(seg.labels[level][...])
+        fraction = expected.sum(axis=0)  # analysed fraction of the area (ties at exactly 1/2 are excluded)
+        analysed, not_analysed = fraction > 0.5 + 1e-3, fraction < 0.5 - 1e-3
+        # where the argmax is not a near-tie it must match exactly
+        top2 = np.sort(expected, axis=0)[-2:]
+        clear = analysed & (top2[1] - top2[0] > 1e-4)
+        assert (labels[clear] == expected.argmax(axis=0)[clear] + 1).all()
+        assert (labels[not_analysed] == 0).all() and not_analysed.any()
+    assert seg.level_for_mpp(0.9) == 1 and seg.level_for_mpp(100) == 2
+
+
+@pytest.mark.parametrize("version", list(NgffVersion))
+def test_metadata_validates_and_opens_in_ome_zarr(version: NgffVersion, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    path = tmp_path / "s.zarr"
+    _write(path, version, _probs(rng, 200, 300))
+    if version is NgffVersion.V04:
+        from ome_zarr_models.v04.image import Image
+        from ome_zarr_models.v04.image_label import ImageLabel
+    else:
+        from ome_zarr_models.v05.image import Image  # type: ignore[assignment]
+        from ome_zarr_models.v05.image_label import ImageLabel  # type: ignore[assignment]
+    root = zarr.open_group(str(path), mode="r")
+    image = Image.from_zarr(root)
+    meta = image.ome_attributes if version is NgffVersion.V05 else image.attributes
+    ms = meta.multiscales[0]
+    assert [a.name for a in ms.axes] == ["c", "y", "x"]
+    label = ImageLabel.from_zarr(root["labels/classes"])
+    attrs = label.ome_attributes if version is NgffVersion.V05 else label.attributes
+    colors = {c.label_value: list(c.rgba) for c in attrs.image_label.colors}
+    assert colors[2] == [*CLASSES.colors[1], 255] and colors[0][3] == 0
+
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    nodes = list(Reader(parse_url(str(path)))())
+    assert len(nodes[0].data) == 2  # two pyramid levels of probabilities
+    assert nodes[0].data[0].shape == (3, 200, 300)
+    assert nodes[0].metadata["channel_names"] == CLASSES.names
+    label_nodes = [n for n in nodes if n.load(Label)]
+    assert len(label_nodes) == 1, "ome-zarr-py did not find the label image"
+    assert label_nodes[0].data[0].shape == (200, 300)
+
+
+def test_reader_rejects_non_segmentation(tmp_path: Path) -> None:
+    zarr.open_group(str(tmp_path / "x.zarr"), mode="w", zarr_format=2)
+    with pytest.raises(OutputError, match="not a wsiseg segmentation"):
+        open_segmentation(tmp_path / "x.zarr")
+    with pytest.raises(OutputError, match="does not exist"):
+        open_segmentation(tmp_path / "missing.zarr")
