@@ -10,8 +10,8 @@ HIPT (``vit256_small_dino.pth``): a DINO training dict whose ``teacher`` entry h
 ``backbone.`` (and possibly ``module.``) prefixes; ``head.*`` (the DINO projection head) is dropped.
 
 Position embeddings learned at 1024 (SAM, 64x64 grid) or 224 (HIPT, 14x14 grid) are resized bicubically
-to the working grid ``G = input_size / 16``; SAM's relative position tables of the global-attention blocks
-are resized linearly (what segment-anything's ``get_rel_pos`` does on the fly).
+to the working grid ``G = input_size / 16`` (antialiased only when shrinking); SAM's relative position
+tables of the global-attention blocks are resized linearly (what segment-anything's ``get_rel_pos`` does on the fly).
 """
 
 from __future__ import annotations
@@ -45,13 +45,16 @@ def sam_slot(j: int) -> int:
 
 
 def resize_grid_pos_embed(pos: torch.Tensor, grid: int, num_prefix: int = 0) -> torch.Tensor:
-    """Resize position embeddings to a ``grid x grid`` layout, bicubic (antialiased when shrinking).
+    """Resize position embeddings to a ``grid x grid`` layout, bicubic, align_corners=False.
+
+    Enlarging uses plain bicubic, as DINO/HIPT's ``interpolate_pos_encoding``; shrinking is antialiased.
 
     Accepts SAM's ``(1, g, g, C)`` (``num_prefix`` must be 0) or ViT's ``(1, prefix + g*g, C)``.
     """
     if pos.ndim == 4:
         src = pos.permute(0, 3, 1, 2).float()
-        out = F.interpolate(src, size=(grid, grid), mode="bicubic", align_corners=False, antialias=True)
+        shrink = grid < src.shape[-1]
+        out = F.interpolate(src, size=(grid, grid), mode="bicubic", align_corners=False, antialias=shrink)
         return out.permute(0, 2, 3, 1).to(pos.dtype)
     prefix, patches = pos[:, :num_prefix], pos[:, num_prefix:]
     g_old = round(patches.shape[1] ** 0.5)

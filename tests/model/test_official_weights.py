@@ -1,0 +1,200 @@
+"""Official checkpoint loading: SAM ``sam_vit_b`` (full size) and HIPT's DINO file, in their exact layouts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import get_rel_pos
+
+from wsiseg.errors import CheckpointError, ConfigError
+from wsiseg.model import ModelConfig, SamPath, Variant, load_hipt_weights, load_sam_weights
+from wsiseg.model.official import sam_slot
+
+SamFile = tuple[Path, dict[str, torch.Tensor]]
+
+
+def test_sam_slot_mapping() -> None:
+    assert [sam_slot(j) for j in range(8)] == [0, 1, 2, 3, 1, 2, 3, 1]
+
+
+def test_sam_vit_b_every_tensor_equals_its_source(sam_vit_b_file: SamFile) -> None:
+    path, src = sam_vit_b_file
+    torch.manual_seed(0)
+    model = SamPath(ModelConfig(Variant.SAM_ONLY, "sam_vit_b", None, num_classes=5, input_size=1024))
+    r_before = model.reduction.layers[0].weight.detach().clone()
+    digest = load_sam_weights(model, path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert model.base_weights["sam"] == {"file": "sam_vit_b_01ec64.pth", "sha256": digest}
+    assert model.sam_encoder is not None
+    enc = model.sam_encoder.state_dict()
+    assert set(enc) == {k[len("image_encoder."):] for k in src
+                        if k.startswith("image_encoder.") and ".neck." not in k}
+    for key, value in enc.items():
+        assert torch.equal(value, src["image_encoder." + key]), key
+    prompt = model.prompt_encoder.state_dict()
+    assert torch.equal(prompt["pe_layer.positional_encoding_gaussian_matrix"],
+                       src["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"])
+    assert torch.equal(prompt["no_mask_embed.weight"], src["prompt_encoder.no_mask_embed.weight"])
+    dec = model.mask_decoder.state_dict()
+    slots = [0, 1, 2, 3, 1, 2]  # our slot j (class j-1) <- SAM slot
+    for key, value in dec.items():
+        if key == "mask_tokens.weight" or key.startswith("iou_prediction_head.layers.2."):
+            for j, s in enumerate(slots):
+                assert torch.equal(value[j], src["mask_decoder." + key][s]), (key, j)
+        elif key.startswith("output_hypernetworks_mlps."):
+            _, j, rest = key.split(".", 2)
+            assert torch.equal(value, src[f"mask_decoder.output_hypernetworks_mlps.{slots[int(j)]}.{rest}"]), key
+        else:
+            assert torch.equal(value, src["mask_decoder." + key]), key
+    assert dec["mask_tokens.weight"].shape == (6, 256)
+    # R replaces the neck and keeps its random initialisation
+    assert torch.equal(model.reduction.layers[0].weight, r_before)
+
+
+def test_sam_vit_b_at_512_resizes_position_tables(sam_vit_b_file: SamFile) -> None:
+    path, src = sam_vit_b_file
+    model = SamPath(ModelConfig(Variant.SAM_ONLY, "sam_vit_b", None, num_classes=2, input_size=512))
+    load_sam_weights(model, path)
+    assert model.sam_encoder is not None
+    enc = model.sam_encoder.state_dict()
+    pos = src["image_encoder.pos_embed"].permute(0, 3, 1, 2)
+    expected = F.interpolate(pos, size=(32, 32), mode="bicubic", align_corners=False, antialias=True)
+    torch.testing.assert_close(enc["pos_embed"], expected.permute(0, 2, 3, 1))
+    # global blocks: the 127-row tables become 63 rows and give exactly what segment-anything's get_rel_pos
+    # computes on the fly from the original table for a 32x32 grid; windowed blocks (27 rows) are unchanged
+    for i in (2, 5, 8, 11):
+        key = f"blocks.{i}.attn.rel_pos_h"
+        assert enc[key].shape == (63, 64)
+        torch.testing.assert_close(get_rel_pos(32, 32, enc[key]), get_rel_pos(32, 32, src["image_encoder." + key]))
+    assert torch.equal(enc["blocks.0.attn.rel_pos_w"], src["image_encoder.blocks.0.attn.rel_pos_w"])
+    assert torch.equal(enc["blocks.7.mlp.lin1.weight"], src["image_encoder.blocks.7.mlp.lin1.weight"])
+
+
+def test_sam_file_of_another_encoder_names_key_and_shape(sam_vit_b_file: SamFile) -> None:
+    model = SamPath(ModelConfig.from_preset("tiny_sam_only", 3, input_size=64))
+    with pytest.raises(CheckpointError, match=r"'image_encoder\.pos_embed' has shape \[1, 64, 64, 768\], "
+                                              r"expected \[1, 64, 64, 64\] \(is it the checkpoint of sam_tiny\?\)"):
+        load_sam_weights(model, sam_vit_b_file[0])
+
+
+@pytest.fixture
+def decoder_only_state(make_sam_state: Callable[..., dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The prompt-encoder and mask-decoder part of a real SAM layout (enough for a w/o-Fs model)."""
+    return {k: v for k, v in make_sam_state("tiny", seed=5).items() if not k.startswith("image_encoder.")}
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda s: s.pop("mask_decoder.iou_token.weight"), r"lacks key 'mask_decoder\.iou_token\.weight' "
+                                                       r"\(expected shape \[1, 256\]\)"),
+    (lambda s: s.update({"mask_decoder.extra.weight": torch.zeros(2)}), "unexpected key 'mask_decoder.extra"),
+    (lambda s: s.update({"mask_decoder.mask_tokens.weight": torch.zeros(5, 256)}),
+     r"'mask_decoder\.mask_tokens\.weight' has shape \[5, 256\], expected \[4, 256\]"),
+    (lambda s: s.clear() or s.update({"foo": torch.zeros(1)}), "lacks key 'prompt_encoder"),
+])
+def test_sam_layout_errors(tmp_path: Path, decoder_only_state: dict[str, torch.Tensor],
+                           edit: Callable[[dict[str, torch.Tensor]], object], message: str) -> None:
+    model = SamPath(ModelConfig.from_preset("tiny_hipt_only", 3, input_size=64))
+    good = tmp_path / "good.pth"
+    torch.save(decoder_only_state, good)
+    load_sam_weights(model, good)  # image_encoder.* absent is fine without Fs
+    assert torch.equal(model.mask_decoder.iou_token.weight, decoder_only_state["mask_decoder.iou_token.weight"])
+    edit(decoder_only_state)
+    bad = tmp_path / "bad.pth"
+    torch.save(decoder_only_state, bad)
+    with pytest.raises(CheckpointError, match=message):
+        load_sam_weights(model, bad)
+
+
+def test_unreadable_files(tmp_path: Path, decoder_only_state: dict[str, torch.Tensor]) -> None:
+    model = SamPath(ModelConfig.from_preset("tiny_hipt_only", 3, input_size=64))
+    text = tmp_path / "notes.pth"
+    text.write_text("this is not a checkpoint\n")
+    with pytest.raises(CheckpointError, match="not a readable Segment Anything checkpoint"):
+        load_sam_weights(model, text)
+    full = tmp_path / "full.pth"
+    torch.save(decoder_only_state, full)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.pth is not a readable"):
+        load_sam_weights(model, truncated)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_sam_weights(model, tmp_path / "missing.pth")
+    listed = tmp_path / "list.pth"
+    torch.save([1, 2, 3], listed)
+    with pytest.raises(CheckpointError, match="expected a dict of tensors, got list"):
+        load_sam_weights(model, listed)
+    pickled = tmp_path / "object.pth"
+    torch.save({"model": torch.nn.Linear(2, 2)}, pickled)
+    with pytest.raises(CheckpointError, match="Unsupported global"):
+        load_sam_weights(model, pickled)
+
+
+def test_hipt_dino_checkpoint_loads_every_tensor(
+        tmp_path: Path, make_dino_checkpoint: Callable[..., tuple[dict[str, object], dict[str, torch.Tensor]]]
+) -> None:
+    ckpt, backbone = make_dino_checkpoint(384, 12, seed=7)
+    path = tmp_path / "vit256_small_dino.pth"
+    torch.save(ckpt, path)
+    # at 224 (14x14, HIPT's own grid) every tensor is copied unchanged
+    model = SamPath(ModelConfig(Variant.PATHOLOGY_ONLY, None, "hipt_vit_s", num_classes=2, input_size=224))
+    digest = load_hipt_weights(model, path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert model.pathology_encoder is not None
+    ours = model.pathology_encoder.state_dict()
+    assert set(ours) == set(backbone)
+    for key, value in ours.items():
+        assert torch.equal(value, backbone[key]), key  # teacher weights (the student's differ by +1)
+    # and the encoder computes what timm's own vit_small_patch16_224 computes with the same weights
+    ref = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+    ref.load_state_dict(backbone, strict=True)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        tokens = ref.forward_features(x)[:, 1:]
+        feats = model.pathology_encoder(x)
+    torch.testing.assert_close(feats.flatten(2).transpose(1, 2), tokens)
+
+
+def test_hipt_pos_embed_interpolated_to_working_grid(
+        tmp_path: Path, make_dino_checkpoint: Callable[..., tuple[dict[str, object], dict[str, torch.Tensor]]]
+) -> None:
+    ckpt, backbone = make_dino_checkpoint(48, 2, seed=8)
+    path = tmp_path / "hipt_tiny.pth"
+    torch.save(ckpt, path)
+    model = SamPath(ModelConfig.from_preset("tiny_hipt_only", 2, input_size=256))
+    load_hipt_weights(model, path)
+    assert model.pathology_encoder is not None
+    pos = model.pathology_encoder.state_dict()["pos_embed"]
+    assert pos.shape == (1, 1 + 16 * 16, 48)
+    src = backbone["pos_embed"]
+    assert torch.equal(pos[:, 0], src[:, 0])  # the CLS position is kept
+    grid = src[:, 1:].reshape(1, 14, 14, 48).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(16, 16), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(pos[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, 256, 48))
+
+
+def test_hipt_errors(tmp_path: Path,
+                     make_dino_checkpoint: Callable[..., tuple[dict[str, object], dict[str, torch.Tensor]]]) -> None:
+    ckpt, _ = make_dino_checkpoint(48, 2)
+    model = SamPath(ModelConfig.from_preset("tiny_hipt_only", 2, input_size=64))
+    no_teacher = {k: v for k, v in ckpt.items() if k != "teacher"}
+    torch.save(no_teacher, tmp_path / "a.pth")
+    with pytest.raises(CheckpointError, match="no 'teacher' weights"):
+        load_hipt_weights(model, tmp_path / "a.pth")
+    teacher = dict(ckpt["teacher"])  # type: ignore[call-overload]
+    del teacher["backbone.blocks.1.mlp.fc2.bias"]
+    torch.save({**ckpt, "teacher": teacher}, tmp_path / "b.pth")
+    with pytest.raises(CheckpointError, match=r"lacks key 'blocks\.1\.mlp\.fc2\.bias' \(expected shape \[48\]\)"):
+        load_hipt_weights(model, tmp_path / "b.pth")
+    vit_s, _ = make_dino_checkpoint(384, 12)
+    torch.save(vit_s, tmp_path / "c.pth")
+    with pytest.raises(CheckpointError, match=r"expected \[48\].*hipt_tiny|expected \[1, 1, 48\]"):
+        load_hipt_weights(model, tmp_path / "c.pth")
+    sam_only = SamPath(ModelConfig.from_preset("tiny_sam_only", 2, input_size=64))
+    with pytest.raises(ConfigError, match="no pathology encoder"):
+        load_hipt_weights(sam_only, tmp_path / "c.pth")
