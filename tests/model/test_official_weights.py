@@ -49,7 +49,8 @@ def test_sam_vit_b_every_tensor_equals_its_source(sam_vit_b_file: SamFile) -> No
                 assert torch.equal(value[j], src["mask_decoder." + key][s]), (key, j)
         elif key.startswith("output_hypernetworks_mlps."):
             _, j, rest = key.split(".", 2)
-            assert torch.equal(value, src[f"mask_decoder.output_hypernetworks_mlps.{slots[int(j)]}.{rest}"]), key
+            sam_key = f"mask_decoder.output_hypernetworks_mlps.{slots[int(j)]}.{rest}"
+            assert torch.equal(value, src[sam_key]), key
         else:
             assert torch.equal(value, src["mask_decoder." + key]), key
     assert dec["mask_tokens.weight"].shape == (6, 256)
@@ -71,7 +72,8 @@ def test_sam_vit_b_at_512_resizes_position_tables(sam_vit_b_file: SamFile) -> No
     for i in (2, 5, 8, 11):
         key = f"blocks.{i}.attn.rel_pos_h"
         assert enc[key].shape == (63, 64)
-        torch.testing.assert_close(get_rel_pos(32, 32, enc[key]), get_rel_pos(32, 32, src["image_encoder." + key]))
+        torch.testing.assert_close(get_rel_pos(32, 32, enc[key]),
+                                   get_rel_pos(32, 32, src["image_encoder." + key]))
     assert torch.equal(enc["blocks.0.attn.rel_pos_w"], src["image_encoder.blocks.0.attn.rel_pos_w"])
     assert torch.equal(enc["blocks.7.mlp.lin1.weight"], src["image_encoder.blocks.7.mlp.lin1.weight"])
 
@@ -79,7 +81,8 @@ def test_sam_vit_b_at_512_resizes_position_tables(sam_vit_b_file: SamFile) -> No
 def test_sam_file_of_another_encoder_names_key_and_shape(sam_vit_b_file: SamFile) -> None:
     model = SamPath(ModelConfig.from_preset("tiny_sam_only", 3, input_size=64))
     with pytest.raises(CheckpointError, match=r"'image_encoder\.pos_embed' has shape \[1, 64, 64, 768\], "
-                                              r"expected \[1, 64, 64, 64\] \(is it the checkpoint of sam_tiny\?\)"):
+                                              r"expected \[1, 64, 64, 64\] "
+                                              r"\(is it the checkpoint of sam_tiny\?\)"):
         load_sam_weights(model, sam_vit_b_file[0])
 
 
@@ -103,7 +106,8 @@ def test_sam_layout_errors(tmp_path: Path, decoder_only_state: dict[str, torch.T
     good = tmp_path / "good.pth"
     torch.save(decoder_only_state, good)
     load_sam_weights(model, good)  # image_encoder.* absent is fine without Fs
-    assert torch.equal(model.mask_decoder.iou_token.weight, decoder_only_state["mask_decoder.iou_token.weight"])
+    assert torch.equal(model.mask_decoder.iou_token.weight,
+                       decoder_only_state["mask_decoder.iou_token.weight"])
     edit(decoder_only_state)
     bad = tmp_path / "bad.pth"
     torch.save(decoder_only_state, bad)
@@ -121,7 +125,7 @@ def test_unreadable_files(tmp_path: Path, decoder_only_state: dict[str, torch.Te
     torch.save(decoder_only_state, full)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated.pth is not a readable"):
+    with pytest.raises(CheckpointError, match=r"truncated\.pth is not a readable"):
         load_sam_weights(model, truncated)
     with pytest.raises(CheckpointError, match="not found"):
         load_sam_weights(model, tmp_path / "missing.pth")
@@ -178,8 +182,9 @@ def test_hipt_pos_embed_interpolated_to_working_grid(
     torch.testing.assert_close(pos[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, 256, 48))
 
 
-def test_hipt_errors(tmp_path: Path,
-                     make_dino_checkpoint: Callable[..., tuple[dict[str, object], dict[str, torch.Tensor]]]) -> None:
+def test_hipt_errors(
+        tmp_path: Path, make_dino_checkpoint: Callable[..., tuple[dict[str, object], dict[str, torch.Tensor]]]
+) -> None:
     ckpt, _ = make_dino_checkpoint(48, 2)
     model = SamPath(ModelConfig.from_preset("tiny_hipt_only", 2, input_size=64))
     no_teacher = {k: v for k, v in ckpt.items() if k != "teacher"}
@@ -189,7 +194,8 @@ def test_hipt_errors(tmp_path: Path,
     teacher = dict(ckpt["teacher"])  # type: ignore[call-overload]
     del teacher["backbone.blocks.1.mlp.fc2.bias"]
     torch.save({**ckpt, "teacher": teacher}, tmp_path / "b.pth")
-    with pytest.raises(CheckpointError, match=r"lacks key 'blocks\.1\.mlp\.fc2\.bias' \(expected shape \[48\]\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"lacks key 'blocks\.1\.mlp\.fc2\.bias' \(expected shape \[48\]\)"):
         load_hipt_weights(model, tmp_path / "b.pth")
     vit_s, _ = make_dino_checkpoint(384, 12)
     torch.save(vit_s, tmp_path / "c.pth")

@@ -11,7 +11,8 @@ HIPT (``vit256_small_dino.pth``): a DINO training dict whose ``teacher`` entry h
 
 Position embeddings learned at 1024 (SAM, 64x64 grid) or 224 (HIPT, 14x14 grid) are resized bicubically
 to the working grid ``G = input_size / 16`` (antialiased only when shrinking); SAM's relative position
-tables of the global-attention blocks are resized linearly (what segment-anything's ``get_rel_pos`` does on the fly).
+tables of the global-attention blocks are resized linearly (what segment-anything's ``get_rel_pos``
+does on the fly).
 """
 
 from __future__ import annotations
