@@ -1,0 +1,227 @@
+"""End to end: synthetic slides segmented by the colour oracle reproduce the ground truth; resume; errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from wsiseg.errors import ConfigError, MissingMppError, OutputError, OutputExistsError, SlideError
+from wsiseg.infer import ColourModel, NullModel, open_segmentation, preview_path, segment_slide
+from wsiseg.infer.journal import WORK_DIR
+from wsiseg.slide import SYNTHETIC_CLASSES, TissueMask
+
+from .conftest import CountingModel, SyntheticSlide
+
+
+def _dice_away_from_borders(pred: np.ndarray, truth: np.ndarray, margin: int) -> dict[int, float]:
+    """Per-class Dice on pixels at least ``margin`` px from any class border (pred: class index or -1)."""
+    core = np.zeros(truth.shape, bool)
+    for c in np.unique(truth):
+        core |= ndimage.binary_erosion(truth == c, iterations=margin, border_value=1)
+    out = {}
+    for c in np.unique(truth[core]):
+        p, t = (pred == c) & core, (truth == c) & core
+        if t.sum() > 500:
+            out[int(c)] = 2 * (p & t).sum() / (p.sum() + t.sum())
+    return out
+
+
+def _arrays(path: Path) -> list[np.ndarray]:
+    seg = open_segmentation(path)
+    return [np.asarray(a[...]) for a in seg.probs] + [np.asarray(a[...]) for a in seg.labels]
+
+
+@pytest.mark.parametrize(("mpp", "tile", "overlap", "chunk"), [
+    (0.5, 256, 32, 256),
+    (1.0, 192, 96, 128),  # overlap of half a tile, 2x coarser than level 0
+    (0.75, 320, 0, 512),  # no overlap, a resize factor that is not a power of two
+])
+def test_oracle_reproduces_ground_truth(synthetic_slide: SyntheticSlide, tmp_path: Path, mpp: float,
+                                        tile: int, overlap: int, chunk: int) -> None:
+    truth = synthetic_slide.truth
+    radius = max(2, round(3.5 / mpp))  # average over ~7 um whatever the resolution
+    model = ColourModel(SYNTHETIC_CLASSES, truth.palette, mpp=mpp, tile_size=tile, radius_px=radius)
+    out = tmp_path / "out.zarr"
+    res = segment_slide(synthetic_slide.path, model, out, mpp=mpp, tile_size=tile, overlap=overlap,
+                        chunk_size=chunk, tissue=False, progress=False, batch_size=3)
+    seg = open_segmentation(out)
+    labels = np.asarray(seg.labels[0][...]).astype(int) - 1
+    gt = truth.labels(mpp)
+    assert labels.shape == gt.shape == (res.height_t, res.width_t)
+    assert (labels >= 0).all()  # everything analysed without tissue detection
+    dice = _dice_away_from_borders(labels, gt, margin=radius + 3)
+    assert len(dice) >= 4 and min(dice.values()) > 0.99, dice
+    probs0 = np.asarray(seg.probs[0][...]).astype(int)
+    assert np.abs(probs0.sum(axis=0) - 255).max() <= len(SYNTHETIC_CLASSES)  # quantised sums stay ~255
+    attrs = seg.attrs
+    assert attrs["params"]["tile_size"] == tile and attrs["slide"]["width0"] == 2048
+    assert attrs["finished"] and set(attrs["timings"]) >= {"read", "infer", "stitch", "write", "wall"}
+    assert len(attrs["slide"]["sha256_head"]) == 64 and attrs["model"]["name"] == "colour"
+    assert not (out / WORK_DIR).exists()
+    assert preview_path(out).is_file() and preview_path(out).stat().st_size > 1000
+
+
+def test_roi_mask_skips_tiles_and_writes_not_analysed(synthetic_slide: SyntheticSlide,
+                                                      tmp_path: Path) -> None:
+    truth = synthetic_slide.truth
+    # ROI = left 40% of the slide (mask at 8 um/px aligned with level 0)
+    w8, h8 = 2048 * 0.5 / 8, 1536 * 0.5 / 8
+    mask = np.zeros((int(np.ceil(h8)), int(np.ceil(w8))), bool)
+    mask[:, : int(w8 * 0.4)] = True
+    roi = TissueMask(mask, 8.0, (0.5, 0.5))
+    model = CountingModel(ColourModel(SYNTHETIC_CLASSES, truth.palette, mpp=1.0, tile_size=256))
+    out = tmp_path / "roi.zarr"
+    res = segment_slide(synthetic_slide.path, model, out, mpp=1.0, tile_size=256, overlap=32, mask=roi,
+                        chunk_size=256, progress=False, preview=False)
+    assert res.n_tiles < res.n_tiles_total and model.tiles == res.n_tiles
+    seg = open_segmentation(out)
+    labels = np.asarray(seg.labels[0][...])
+    probs = np.asarray(seg.probs[0][...])
+    # kept tiles touch the ROI, so they end less than a tile beyond it; past them nothing is analysed
+    last_col = max(t for t in range(res.width_t) if labels[:, t].any())
+    assert 0.4 * res.width_t <= last_col < 0.4 * res.width_t + 256
+    assert (labels[:, last_col + 1:] == 0).all() and (probs[:, :, last_col + 1:] == 0).all()
+    assert (labels[:, : int(0.4 * res.width_t)] > 0).all()
+
+
+def test_resume_after_model_crash_is_identical_and_recomputes_nothing(synthetic_slide: SyntheticSlide,
+                                                                     tmp_path: Path) -> None:
+    truth = synthetic_slide.truth
+    kwargs = {"mpp": 1.0, "tile_size": 128, "overlap": 16, "chunk_size": 128, "tissue": False,
+              "progress": False, "preview": False, "batch_size": 2}
+    ref = tmp_path / "ref.zarr"
+    full = CountingModel(ColourModel(SYNTHETIC_CLASSES, truth.palette, mpp=1.0, tile_size=128))
+    res = segment_slide(synthetic_slide.path, full, ref, **kwargs)
+    assert full.tiles == res.n_tiles == res.n_tiles_total
+
+    out = tmp_path / "crash.zarr"
+    crashing = CountingModel(full.inner, fail_on=7)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        segment_slide(synthetic_slide.path, crashing, out, **kwargs)
+    assert crashing.tiles == 12 and (out / WORK_DIR / "journal.json").is_file()
+    with pytest.raises(OutputError, match="other settings"):
+        segment_slide(synthetic_slide.path, full.inner, out, **{**kwargs, "overlap": 32})
+    resumed = CountingModel(full.inner)
+    res2 = segment_slide(synthetic_slide.path, resumed, out, **kwargs)
+    assert res2.resumed and resumed.tiles == res.n_tiles - 12  # no finished tile predicted again
+    for a, b in zip(_arrays(ref), _arrays(out), strict=True):
+        assert np.array_equal(a, b)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        segment_slide(synthetic_slide.path, full.inner, out, **kwargs)
+    again = CountingModel(full.inner)
+    segment_slide(synthetic_slide.path, again, out, **{**kwargs, "overwrite": True})
+    assert again.tiles == res.n_tiles
+
+
+_KILL_SCRIPT = """
+import sys, time
+from wsiseg.infer import ColourModel, segment_slide
+from wsiseg.slide import SYNTHETIC_CLASSES
+import numpy as np
+palette = np.array({palette})
+
+class Slow(ColourModel):
+    def predict(self, tiles):
+        time.sleep(0.15)
+        return super().predict(tiles)
+
+m = Slow(SYNTHETIC_CLASSES, palette, mpp=1.0, tile_size=128)
+segment_slide(sys.argv[1], m, sys.argv[2], mpp=1.0, tile_size=128, overlap=16, chunk_size=128, tissue=False,
+              progress=False, preview=False, batch_size=1)
+"""
+
+
+def test_resume_after_sigkill(synthetic_slide: SyntheticSlide, tmp_path: Path) -> None:
+    truth = synthetic_slide.truth
+    kwargs = {"mpp": 1.0, "tile_size": 128, "overlap": 16, "chunk_size": 128, "tissue": False,
+              "progress": False, "preview": False, "batch_size": 1}
+    model = ColourModel(SYNTHETIC_CLASSES, truth.palette, mpp=1.0, tile_size=128)
+    ref = tmp_path / "ref.zarr"
+    res = segment_slide(synthetic_slide.path, model, ref, **kwargs)
+
+    out = tmp_path / "killed.zarr"
+    script = tmp_path / "run.py"
+    script.write_text(_KILL_SCRIPT.format(palette=truth.palette.tolist()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(synthetic_slide.path), str(out)], env=env)
+    journal = out / WORK_DIR / "journal.json"
+    deadline = time.monotonic() + 60
+    cursor = 0
+    while time.monotonic() < deadline and cursor < 15:
+        time.sleep(0.05)
+        try:
+            cursor = json.loads(journal.read_text())["stitcher"]["cursor"]
+        except (OSError, ValueError, KeyError):
+            continue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and cursor >= 15, "the run finished or never started"
+    committed = json.loads(journal.read_text())["stitcher"]["cursor"]
+    assert committed < res.n_tiles_total
+    counting = CountingModel(model)
+    res2 = segment_slide(synthetic_slide.path, counting, out, **kwargs)
+    assert res2.resumed and counting.tiles == res.n_tiles_total - committed
+    for a, b in zip(_arrays(ref), _arrays(out), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_read_completion_order_does_not_change_output(synthetic_slide: SyntheticSlide, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsiseg.slide.reader import Slide
+
+    constant = [0.12, 0.2, 0.28, 0.25, 0.15]  # x 255 lands away from rounding ties
+    model = NullModel(SYNTHETIC_CLASSES, 2.0, 64, probs=constant)
+    colour = ColourModel(SYNTHETIC_CLASSES, synthetic_slide.truth.palette, mpp=2.0, tile_size=64, radius_px=2)
+    kwargs = {"mpp": 2.0, "tile_size": 64, "overlap": 16, "chunk_size": 64, "tissue": False,
+              "progress": False, "preview": False, "batch_size": 6}
+    segment_slide(synthetic_slide.path, colour, tmp_path / "a.zarr", read_workers=1, **kwargs)
+    original = Slide.read_region
+    rng = np.random.default_rng(0)
+
+    def jittery(self: Slide, *args: object) -> np.ndarray:
+        time.sleep(float(rng.uniform(0, 0.01)))
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Slide, "read_region", jittery)
+    segment_slide(synthetic_slide.path, colour, tmp_path / "b.zarr", read_workers=4, **kwargs)
+    for a, b in zip(_arrays(tmp_path / "a.zarr"), _arrays(tmp_path / "b.zarr"), strict=True):
+        assert np.array_equal(a, b)
+    # constant predictions stitch to exactly that constant everywhere (no seams, no edge effects)
+    segment_slide(synthetic_slide.path, model, tmp_path / "c.zarr", **kwargs)
+    probs = np.asarray(open_segmentation(tmp_path / "c.zarr").probs[0][...])
+    expected = np.rint(np.array(constant) * 255).astype(np.uint8)
+    assert (probs == expected[:, None, None]).all()
+
+
+def test_bad_inputs_raise_user_errors(synthetic_slide: SyntheticSlide, tmp_path: Path) -> None:
+    model = NullModel(SYNTHETIC_CLASSES, 1.0, 128)
+    with pytest.raises(SlideError, match="not found"):
+        segment_slide(tmp_path / "missing.svs", model, tmp_path / "x.zarr", progress=False)
+    from PIL import Image
+
+    png = tmp_path / "plain.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(png)
+    with pytest.raises(MissingMppError):
+        segment_slide(png, model, tmp_path / "y.zarr", progress=False)
+    with pytest.raises(ConfigError, match="overlap"):
+        segment_slide(synthetic_slide.path, model, tmp_path / "z.zarr", overlap=100, progress=False)
+    with pytest.raises(ConfigError, match="--mpp"):
+        segment_slide(synthetic_slide.path, NullModel(SYNTHETIC_CLASSES, None, 128), tmp_path / "z.zarr",
+                      progress=False)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "important.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="not a resumable"):
+        segment_slide(synthetic_slide.path, model, other, progress=False)
+    with pytest.raises(OutputError, match="not a zarr store"):
+        segment_slide(synthetic_slide.path, model, other, progress=False, overwrite=True)
+    assert (other / "important.txt").read_text() == "keep me"
