@@ -1,0 +1,319 @@
+"""Label raster -> exact pixel-edge polygons, block by block, with regions that cross blocks merged.
+
+The label array is read in ``block_size x block_size`` blocks. In each block every 4-connected region of
+equal label value becomes one polygon (rasterio/GDAL polygonize: edges on pixel borders, holes as interior
+rings). A region that does not reach an inner block border is complete and is emitted at once; pieces that
+reach one are joined through a union-find over the pixels on both sides of the border and merged (shapely
+union of pieces that share border edges) as soon as no later block can touch them, i.e. after the block row
+in which the region ends. Memory is bounded by one block, one row of label values the width of the slide,
+and the regions that cross the current block-row border.
+
+Optional simplification (``simplify_px`` > 0) runs per block on the whole coverage of the block (all
+regions, including value 0) with :func:`shapely.coverage_simplify` and the block outline kept fixed, so
+neighbouring regions keep identical shared edges (no gaps, no overlaps) and pieces still join exactly at
+block borders. Its tolerance is that of coverage simplification (Visvalingam-Whyatt): roughly the square
+root of the area of the triangles removed, in pixels of the traced level.
+
+All coordinates here are pixels of the traced level; :mod:`wsiseg.export.geojson_out` scales them to
+slide level 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+from skimage.measure import label as connected_components
+
+from wsiseg.export._source import BlockArray
+
+#: Default block side in pixels of the traced level.
+DEFAULT_BLOCK_SIZE = 2048
+#: Open regions with more pieces than this are unioned into one geometry after each block row.
+_COMPACT_AFTER = 16
+
+
+@dataclass
+class RegionBatch:
+    """Complete regions, as parallel arrays (one entry per region; coordinates in pixels of the level).
+
+    ``geometries``: shapely Polygons; ``values``: label value (class index + 1); ``pixel_count``: area in
+    pixels (exact, before any simplification); ``probability_sum``: sum over the region's pixels of the
+    uint8 probability of its own class (``None`` without probabilities); ``first_pixel``: ``(n, 2)`` of
+    ``(y, x)``, the region's first pixel in row-major order (stable across block sizes);
+    ``from_shapely``: True where the geometry came out of a shapely operation (union/simplify) rather than
+    straight from GDAL, which the writer re-checks for validity.
+    """
+
+    geometries: np.ndarray
+    values: np.ndarray
+    pixel_count: np.ndarray
+    probability_sum: np.ndarray | None
+    first_pixel: np.ndarray
+    from_shapely: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+
+@dataclass
+class _Group:
+    """Pieces of one region that crosses block borders, gathered until it is complete."""
+
+    value: int
+    members: list[int]
+    geometries: list[Any]
+    pixel_count: int
+    probability_sum: float
+    first_key: int
+
+
+@dataclass
+class _BlockPieces:
+    ids: np.ndarray  # local component ids 1..n of the polygons below
+    geometries: np.ndarray
+    values: np.ndarray
+    pixel_count: np.ndarray
+    probability_sum: np.ndarray | None
+    first_key: np.ndarray  # y * key_stride + x of the first pixel (global coordinates)
+
+
+@dataclass
+class _UnionFind:
+    parent: dict[int, int] = field(default_factory=dict)
+
+    def find(self, a: int) -> int:
+        root = a
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[a] != root:  # path compression
+            self.parent[a], a = root, self.parent[a]
+        return root
+
+
+def _polygons_from_shapes(shapes: list[tuple[dict[str, Any], float]]) -> np.ndarray:
+    """rasterio shapes (GeoJSON-like dicts of Polygons) -> shapely Polygons, built in one vectorised call."""
+    rings = [ring for geom, _ in shapes for ring in geom["coordinates"]]
+    ring_len = np.fromiter((len(r) for r in rings), np.int64, len(rings))
+    n_rings = np.fromiter((len(geom["coordinates"]) for geom, _ in shapes), np.int64, len(shapes))
+    coords = np.array(list(chain.from_iterable(rings)), dtype=np.float64).reshape(-1, 2)
+    ring_offsets = np.concatenate([[0], np.cumsum(ring_len)])
+    geom_offsets = np.concatenate([[0], np.cumsum(n_rings)])
+    polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_offsets, geom_offsets))
+    return np.asarray(polygons)
+
+
+def _first_keys(geometries: np.ndarray, key_stride: int) -> np.ndarray:
+    """Row-major first pixel of each pixel-edge polygon as ``y * key_stride + x``.
+
+    The first pixel's top-left corner is the vertex with the smallest (y, x): nothing lies above the top
+    row of a region, and the leftmost pixel of that row starts a top edge and a left edge.
+    """
+    coords, index = shapely.get_coordinates(geometries, return_index=True)
+    keys = np.rint(coords[:, 1]).astype(np.int64) * key_stride + np.rint(coords[:, 0]).astype(np.int64)
+    out = np.full(len(geometries), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(out, index, keys)
+    return out
+
+
+def _vectorise_block(labels: np.ndarray, probabilities: np.ndarray | None, x: int, y: int,
+                     selected: np.ndarray, simplify_px: float,
+                     key_stride: int) -> tuple[np.ndarray, _BlockPieces]:
+    """Components and polygons of one block at (x, y) of the level. Returns (component ids, pieces)."""
+    components = connected_components(labels, background=-1, connectivity=1).astype(np.int32)
+    n = int(components.max())
+    flat = components.ravel()
+    pixel_count = np.bincount(flat, minlength=n + 1)
+    probability_sum = None
+    if probabilities is not None:
+        own_class = np.clip(labels.astype(np.intp) - 1, 0, probabilities.shape[0] - 1)
+        own = np.take_along_axis(probabilities, own_class[None], axis=0)[0]
+        probability_sum = np.bincount(flat, weights=own.ravel(), minlength=n + 1)
+
+    keep = selected[labels]
+    mask = None if simplify_px > 0 else keep
+    shapes = list(rasterio.features.shapes(components, mask=mask, connectivity=4,
+                                           transform=Affine.translation(x, y)))
+    if not shapes:
+        empty = np.empty(0, dtype=np.int64)
+        return components, _BlockPieces(empty, np.empty(0, dtype=object), empty, empty, None, empty)
+    ids = np.fromiter((int(v) for _, v in shapes), np.int64, len(shapes))
+    geometries = _polygons_from_shapes(shapes)
+    if len(np.unique(ids)) != len(ids):  # GDAL split a 4-connected component (not expected): rejoin it
+        order = np.unique(ids)
+        geometries = np.array([shapely.union_all(geometries[ids == i]) for i in order], dtype=object)
+        ids = order
+    first_key = _first_keys(geometries, key_stride)
+    fy, fx = np.divmod(first_key, key_stride)
+    values = labels[fy - y, fx - x].astype(np.int64)
+    if simplify_px > 0:
+        geometries = np.asarray(shapely.coverage_simplify(geometries, simplify_px, simplify_boundary=False))
+        wanted = selected[values]
+        ids, geometries = ids[wanted], geometries[wanted]
+        values, first_key = values[wanted], first_key[wanted]
+    return components, _BlockPieces(
+        ids=ids, geometries=geometries, values=values, pixel_count=pixel_count[ids],
+        probability_sum=None if probability_sum is None else probability_sum[ids], first_key=first_key,
+    )
+
+
+def _links(ids_a: np.ndarray, values_a: np.ndarray, ids_b: np.ndarray, values_b: np.ndarray,
+           selected: np.ndarray) -> np.ndarray:
+    """Unique (a, b) global id pairs of 4-adjacent pixels across a border with the same selected value."""
+    same = (values_a == values_b) & selected[values_a]
+    if not same.any():
+        return np.empty((0, 2), dtype=np.int64)
+    return np.unique(np.stack([ids_a[same], ids_b[same]], axis=1), axis=0)
+
+
+def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = None,
+                     values: Sequence[int] | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
+                     simplify_px: float = 0.0) -> Iterator[RegionBatch]:
+    """Yield every 4-connected region of equal non-zero label value as one polygon, in batches.
+
+    ``labels``: ``(H, W)`` integer array (zarr or numpy; read in blocks); ``probabilities``: optional
+    ``(C, H, W)`` uint8 array whose channel ``value - 1`` is the probability of that label value;
+    ``values``: label values to trace (default: all non-zero values up to 255); ``block_size``: block
+    side in pixels (the result does not depend on it without simplification); ``simplify_px``: coverage
+    simplification tolerance in pixels (0 = exact pixel edges).
+    """
+    if block_size < 2:
+        raise ValueError("block_size must be at least 2")
+    height, width = int(labels.shape[0]), int(labels.shape[1])
+    selected = np.zeros(256, dtype=bool)
+    selected[list(values) if values is not None else list(range(1, 256))] = True
+    selected[0] = False
+    key_stride = width + 1
+    uf = _UnionFind()
+    groups: dict[int, _Group] = {}
+    next_id = 0
+    prev_bottom_ids = np.zeros(width, dtype=np.int64)
+    prev_bottom_values = np.zeros(width, dtype=np.int64)
+
+    for y in range(0, height, block_size):
+        h = min(block_size, height - y)
+        bottom_ids = np.zeros(width, dtype=np.int64)
+        bottom_values = np.zeros(width, dtype=np.int64)
+        left_ids = left_values = None
+        for x in range(0, width, block_size):
+            w = min(block_size, width - x)
+            block = np.asarray(labels[y:y + h, x:x + w])
+            if block.dtype != np.uint8:
+                block = block.astype(np.uint8)
+            probs = None if probabilities is None else np.asarray(probabilities[:, y:y + h, x:x + w])
+            components, pieces = _vectorise_block(block, probs, x, y, selected, simplify_px, key_stride)
+            base = next_id
+            global_ids = components.astype(np.int64) + base
+            next_id += int(components.max()) + 1
+
+            inner = np.zeros(int(components.max()) + 1, dtype=bool)
+            if x > 0:
+                inner[components[:, 0]] = True
+            if x + w < width:
+                inner[components[:, -1]] = True
+            if y > 0:
+                inner[components[0, :]] = True
+            if y + h < height:
+                inner[components[-1, :]] = True
+            at_border = inner[pieces.ids]
+
+            done = ~at_border
+            if done.any():
+                yield RegionBatch(
+                    geometries=pieces.geometries[done], values=pieces.values[done],
+                    pixel_count=pieces.pixel_count[done],
+                    probability_sum=None if pieces.probability_sum is None else pieces.probability_sum[done],
+                    first_pixel=np.stack(np.divmod(pieces.first_key[done], key_stride), axis=1),
+                    from_shapely=np.full(int(done.sum()), simplify_px > 0),
+                )
+            sums = pieces.probability_sum
+            for i in np.flatnonzero(at_border):
+                gid = int(pieces.ids[i]) + base
+                uf.parent[gid] = gid
+                groups[gid] = _Group(
+                    value=int(pieces.values[i]), members=[gid], geometries=[pieces.geometries[i]],
+                    pixel_count=int(pieces.pixel_count[i]),
+                    probability_sum=0.0 if sums is None else float(sums[i]),
+                    first_key=int(pieces.first_key[i]),
+                )
+
+            links = []
+            if x > 0 and left_ids is not None and left_values is not None:
+                links.append(_links(left_ids, left_values, global_ids[:, 0], block[:, 0].astype(np.int64),
+                                    selected))
+            if y > 0:
+                links.append(_links(prev_bottom_ids[x:x + w], prev_bottom_values[x:x + w], global_ids[0, :],
+                                    block[0, :].astype(np.int64), selected))
+            for pairs in links:
+                for a, b in pairs.tolist():
+                    _union(uf, groups, a, b)
+
+            left_ids, left_values = global_ids[:, -1], block[:, -1].astype(np.int64)
+            bottom_ids[x:x + w] = global_ids[-1, :]
+            bottom_values[x:x + w] = block[-1, :]
+
+        # Regions that reach the bottom border of this block row may still grow; the rest are complete.
+        last_row = y + h >= height
+        open_roots: set[int] = set()
+        if not last_row:
+            crossing = selected[bottom_values]
+            for gid in np.unique(bottom_ids[crossing]).tolist():
+                if gid in uf.parent:
+                    open_roots.add(uf.find(gid))
+        finished = [root for root in groups if root not in open_roots]
+        if finished:
+            done_groups = [groups.pop(root) for root in finished]
+            for group in done_groups:
+                for gid in group.members:
+                    del uf.parent[gid]
+            yield _finish_groups(done_groups, probabilities is not None, key_stride, simplify_px > 0)
+        for group in groups.values():  # keep open regions compact: one geometry per region
+            if len(group.geometries) > _COMPACT_AFTER:
+                group.geometries = [shapely.union_all(group.geometries)]
+        prev_bottom_ids, prev_bottom_values = bottom_ids, bottom_values
+
+
+def _union(uf: _UnionFind, groups: dict[int, _Group], a: int, b: int) -> None:
+    ra, rb = uf.find(a), uf.find(b)
+    if ra == rb:
+        return
+    ga, gb = groups[ra], groups[rb]
+    if len(ga.members) < len(gb.members):
+        ra, rb, ga, gb = rb, ra, gb, ga
+    uf.parent[rb] = ra
+    ga.members.extend(gb.members)
+    ga.geometries.extend(gb.geometries)
+    ga.pixel_count += gb.pixel_count
+    ga.probability_sum += gb.probability_sum
+    ga.first_key = min(ga.first_key, gb.first_key)
+    del groups[rb]
+
+
+def _finish_groups(finished: list[_Group], with_probabilities: bool, key_stride: int,
+                   simplified: bool) -> RegionBatch:
+    geometries = np.empty(len(finished), dtype=object)
+    for i, group in enumerate(finished):
+        if len(group.members) == 1:
+            geometries[i] = group.geometries[0]
+        else:
+            # Pieces share exact edges on block borders; the union is the region. On pixel edges simplify(0)
+            # drops the collinear vertices left where pieces met (so the result does not depend on the
+            # block size). Simplified coverages keep them: a neighbour may share that vertex, and dropping
+            # it on one side only would open slivers once coordinates are rounded.
+            union = shapely.union_all(group.geometries)
+            geometries[i] = union if simplified else shapely.simplify(union, 0.0)
+    return RegionBatch(
+        geometries=geometries,
+        values=np.array([g.value for g in finished], dtype=np.int64),
+        pixel_count=np.array([g.pixel_count for g in finished], dtype=np.int64),
+        probability_sum=np.array([g.probability_sum for g in finished]) if with_probabilities else None,
+        first_pixel=np.stack(np.divmod(np.array([g.first_key for g in finished], dtype=np.int64), key_stride),
+                             axis=1),
+        from_shapely=np.ones(len(finished), dtype=bool),
+    )
