@@ -1,0 +1,153 @@
+"""``wsiseg segment`` from the command line, a real checkpoint end to end, and the real CMU slide."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsiseg.cli import main
+from wsiseg.infer import open_segmentation, preview_path
+from wsiseg.slide import SYNTHETIC_CLASSES, open_slide, write_synthetic_slide
+
+from .conftest import SyntheticSlide
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-contained tiny SAM-Path checkpoint (random weights, real layout): 5 classes, 2 um/px, 128 px."""
+    import torch
+
+    from wsiseg.model.checkpoint import save_checkpoint
+    from wsiseg.model.sam_path import ModelConfig, SamPath
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    model = SamPath(ModelConfig.from_preset("tiny", len(SYNTHETIC_CLASSES), input_size=64))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.wsiseg"
+    return save_checkpoint(model, path, classes=SYNTHETIC_CLASSES, mpp=2.0, tile_size=128,
+                           self_contained=True)
+
+
+def test_null_model_run_then_refuse_then_overwrite(synthetic_slide: SyntheticSlide, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.zarr"
+    args = ["segment", str(synthetic_slide.path), "--model", "null", "--mpp", "2", "--tile-size", "128",
+            "--out", str(out), "--quiet", "--no-tissue"]
+    code, stdout, err = _cli(args, capsys)
+    assert code == 0, err
+    assert "1/1 slides done" in stdout and err == ""
+    seg = open_segmentation(out)
+    assert seg.labels[0].shape == (384, 512) and seg.finished
+    code, _, err = _cli(args, capsys)
+    assert code == 1 and err.count("\n") == 1 and "--overwrite" in err and "Traceback" not in err
+    code, _, err = _cli([*args, "--overwrite"], capsys)
+    assert code == 0, err
+
+
+def test_directory_with_a_bad_slide_continues(synthetic_slide: SyntheticSlide, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    (slides / "a.svs").symlink_to(synthetic_slide.path)
+    write_synthetic_slide(slides / "b.tiff", 512, 512, mpp=0.5, seed=5)
+    (slides / "c_corrupt.svs").write_bytes(b"not a slide at all")
+    out = tmp_path / "outs"
+    code, stdout, err = _cli(["segment", str(slides), "--model", "null", "--mpp", "4", "--tile-size", "64",
+                              "--out", str(out), "--quiet"], capsys)
+    assert code == 1
+    assert (out / "a.zarr").is_dir() and (out / "b.zarr").is_dir() and not (out / "c_corrupt.zarr").exists()
+    assert preview_path(out / "a.zarr").is_file()
+    error_lines = [line for line in err.splitlines() if line.startswith("wsiseg: error")]
+    assert len(error_lines) == 1 and "c_corrupt.svs" in error_lines[0]
+    assert "2/3 slides done" in stdout and "failed: c_corrupt.svs" in stdout
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--model", "null"], "--model null needs --mpp and --tile-size"),
+    (["--model", "{tmp}/garbage.wsiseg"], "garbage.wsiseg"),
+    (["--model", "null", "--mpp", "2", "--tile-size", "128", "--overlap", "99"], "--overlap"),
+])
+def test_one_line_errors(synthetic_slide: SyntheticSlide, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                         extra: list[str], message: str) -> None:
+    (tmp_path / "garbage.wsiseg").write_bytes(b"\x00garbage")
+    extra = [e.format(tmp=tmp_path) for e in extra]
+    code, _, err = _cli(["segment", str(synthetic_slide.path), "--out", str(tmp_path / "o.zarr"), *extra],
+                        capsys)
+    assert code != 0 and message in err and err.startswith("wsiseg: error:") and err.count("\n") == 1
+
+
+def _interior_check(seg_path: Path, slide_path: Path, model: object, tile: int, overlap: int) -> None:
+    """Pixels of a tile covered by no other tile must be the model's own prediction for that tile."""
+    seg = open_segmentation(seg_path)
+    mpp = seg.mpp[0]
+    probs = np.asarray(seg.probs[0][...])
+    analysed = np.asarray(seg.labels[0][...]) > 0
+    stride = tile - overlap
+    with open_slide(slide_path) as slide:
+        checked = 0
+        for row in range(probs.shape[1] // stride):
+            for col in range(probs.shape[2] // stride):
+                y, x = row * stride, col * stride
+                inner = (slice(y + overlap, y + tile - overlap), slice(x + overlap, x + tile - overlap))
+                if y + tile > probs.shape[1] or x + tile > probs.shape[2] or not analysed[inner].all():
+                    continue
+                x0, y0 = round(x * mpp / slide.mpp[0]), round(y * mpp / slide.mpp[1])
+                expected = model.predict(slide.read_region(x0, y0, tile, tile, mpp)[None])[0]  # type: ignore[attr-defined]
+                exp = np.rint(expected[:, overlap:tile - overlap, overlap:tile - overlap] * 255)
+                assert np.abs(probs[(slice(None), *inner)].astype(int) - exp).max() <= 1
+                checked += 1
+    assert checked >= 2
+
+
+def test_tiny_checkpoint_end_to_end_with_geojson(synthetic_slide: SyntheticSlide, tiny_checkpoint: Path,
+                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wsiseg.model import load_model
+
+    out, gj = tmp_path / "t.zarr", tmp_path / "t.geojson"
+    code, _, err = _cli(["segment", str(synthetic_slide.path), "--model", str(tiny_checkpoint),
+                         "--out", str(out), "--device", "cpu", "--geojson", str(gj), "--quiet",
+                         "--no-tissue", "--ngff-version", "0.5"], capsys)
+    assert code == 0, err
+    seg = open_segmentation(out)
+    assert seg.version.value == "0.5" and seg.mpp[0] == 2.0 and seg.labels[0].shape == (384, 512)
+    assert seg.attrs["model"]["checkpoint"]["file"] == "tiny.wsiseg"
+    assert seg.attrs["params"]["tile_size"] == 128 and seg.attrs["params"]["overlap"] == 16
+    data = json.loads(gj.read_text())
+    assert data["type"] == "FeatureCollection" and data["features"]
+    model = load_model(tiny_checkpoint, device="cpu")
+    _interior_check(out, synthetic_slide.path, model, 128, 16)
+
+
+@pytest.mark.shared
+def test_cmu_small_region_end_to_end(cmu_small_region: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from wsiseg.infer import segment_slide
+    from wsiseg.model import load_model
+
+    model = load_model(tiny_checkpoint, device="cpu")
+    out = tmp_path / "cmu.zarr"
+    res = segment_slide(cmu_small_region, model, out, progress=False, batch_size=4)
+    with open_slide(cmu_small_region) as slide:
+        assert (res.width_t, res.height_t) == slide.size_at(2.0)
+    assert 0 < res.n_tiles <= res.n_tiles_total
+    seg = open_segmentation(out)
+    labels = np.asarray(seg.labels[0][...])
+    probs = np.asarray(seg.probs[0][...]).astype(int)
+    analysed = labels > 0
+    assert analysed.mean() > 0.3  # the tissue of the small region is analysed
+    assert np.abs(probs.sum(axis=0)[analysed] - 255).max() <= len(SYNTHETIC_CLASSES)
+    assert (probs[:, ~analysed] == 0).all()
+    assert preview_path(out).is_file()
+    _interior_check(out, cmu_small_region, model, 128, 16)
