@@ -107,8 +107,9 @@ class Slide:
         """``(width_t, height_t)``: the slide's size at ``mpp`` um/px, rounded up."""
         _check_mpp(mpp)
         w0, h0 = self.dimensions
-        return (max(1, math.ceil(w0 * self._mpp[0] / mpp - 1e-6)),
-                max(1, math.ceil(h0 * self._mpp[1] / mpp - 1e-6)))
+        mpp_x, mpp_y = self.mpp
+        return (max(1, math.ceil(w0 * mpp_x / mpp - 1e-6)),
+                max(1, math.ceil(h0 * mpp_y / mpp - 1e-6)))
 
     # -- pixels ---------------------------------------------------------------------------------------
     def read_region(self, x0: int, y0: int, width_t: int, height_t: int, mpp: float) -> np.ndarray:

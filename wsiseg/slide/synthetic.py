@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import tifffile
+from PIL import Image
 from scipy import ndimage
 
 from wsiseg.classes import ClassList
@@ -113,7 +114,7 @@ class SyntheticTruth:
 class _LabelField:
     """Per-class smooth fields on a coarse grid; node ``(i, j)`` sits at level-0 ``(j * cell, i * cell)``."""
 
-    grids: np.ndarray  # (k, rows, cols) float64
+    grids: np.ndarray  # (k, rows, cols) float32
     cell_px: float
     width0: int
     height0: int
@@ -133,7 +134,7 @@ class _LabelField:
         grids = grids[:, margin:-margin, margin:-margin]
         grids /= grids.std(axis=(1, 2), keepdims=True) + 1e-12
         grids[0] += 0.35  # a little more glass than any one tissue class
-        return cls(np.ascontiguousarray(grids), cell_px, width0, height0, mpp)
+        return cls(np.ascontiguousarray(grids, dtype=np.float32), cell_px, width0, height0, mpp)
 
     def _axis(self, coords0: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
         u = (coords0.astype(np.float64) + 0.5) / self.cell_px
@@ -148,11 +149,24 @@ class _LabelField:
         r_lo, r_hi = int(i.min()), int(i.max()) + 2
         g = self.grids[:, r_lo:r_hi]
         # Interpolate along x on the needed grid rows, then along y. Every value is the same elementwise
-        # expression of the same inputs wherever the block starts, so labels are block-independent.
-        gx = g[:, :, j] * (1 - tx) + g[:, :, j + 1] * tx  # (k, rows, width)
+        # float32 expression of the same inputs wherever the block starts, so labels are block-independent.
+        tx32, ty32 = tx.astype(np.float32), ty.astype(np.float32)[:, None]
+        gx = g[:, :, j] * (1 - tx32) + g[:, :, j + 1] * tx32  # (k, rows, width)
         ii = i - r_lo
-        v = gx[:, ii] * (1 - ty)[None, :, None] + gx[:, ii + 1] * ty[None, :, None]  # (k, height, width)
-        return np.asarray(np.argmax(v, axis=0), dtype=np.uint8)
+        best = np.empty((len(ys0), len(xs0)), np.float32)
+        out = np.zeros((len(ys0), len(xs0)), np.uint8)
+        for c in range(gx.shape[0]):
+            lo, hi = gx[c, ii], gx[c, ii + 1]
+            hi -= lo
+            hi *= ty32
+            hi += lo  # = lo + (hi - lo) * ty
+            if c == 0:
+                best[:] = hi
+                continue
+            better = hi > best
+            out[better] = c
+            np.maximum(best, hi, out=best)
+        return out
 
     def labels_region(self, x0: int, y0: int, width_t: int, height_t: int, mpp: float) -> np.ndarray:
         """Labels of the region ``Slide.read_region(x0, y0, width_t, height_t, mpp)`` reads: each target
@@ -256,34 +270,36 @@ def _palette(mpp: float) -> np.ndarray:
     return np.asarray(_textures(mpp).reshape(len(SYNTHETIC_CLASSES), -1, 3).mean(axis=1), np.float32)
 
 
+@lru_cache(maxsize=4)
+def _texture_words(mpp: float) -> np.ndarray:
+    """The textures as one flat uint32 array of RGBA words, ``k * P * P`` long, for a single gather."""
+    tex = _textures(mpp)
+    rgba = np.empty((*tex.shape[:3], 4), np.uint8)
+    rgba[..., :3] = tex
+    rgba[..., 3] = 255
+    return rgba.reshape(-1).view(np.uint32)
+
+
 def render_region(field: _LabelField, x0: int, y0: int, width: int, height: int) -> np.ndarray:
     """RGB uint8 ``(height, width, 3)`` of level-0 pixels starting at ``(x0, y0)`` (any coordinates)."""
     labels = field.labels_at_coords(np.arange(x0, x0 + width), np.arange(y0, y0 + height))
-    textures = _textures(field.mpp)
     p = _TEXTURE_PX
-    ys = np.arange(y0, y0 + height) % p
-    xs = np.arange(x0, x0 + width) % p
-    out = np.empty((height, width, 3), np.uint8)
-    contiguous = ys[-1] - ys[0] == height - 1 and xs[-1] - xs[0] == width - 1  # no wrap inside the block
-    for c in range(textures.shape[0]):
-        sel = labels == c
-        if not sel.any():
-            continue
-        if contiguous:
-            tex = textures[c, ys[0]:ys[0] + height, xs[0]:xs[0] + width]
-        else:
-            tex = textures[c][np.ix_(ys, xs)]
-        out[sel] = tex[sel]
-    return out
+    ys = (np.arange(y0, y0 + height) % p).astype(np.int32)
+    xs = (np.arange(x0, x0 + width) % p).astype(np.int32)
+    index = labels.astype(np.int32)
+    index *= p * p
+    index += ys[:, None] * p
+    index += xs[None, :]
+    words = np.take(_texture_words(field.mpp), index)
+    return np.ascontiguousarray(words.view(np.uint8).reshape(height, width, 4)[..., :3])
 
 
 # ---------------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------------
 def _box_reduce(block: np.ndarray, factor: int) -> np.ndarray:
-    h, w = block.shape[0] // factor, block.shape[1] // factor
-    b = block[:h * factor, :w * factor].reshape(h, factor, w, factor, 3).astype(np.uint32)
-    return np.asarray((b.sum(axis=(1, 3)) + factor * factor // 2) // (factor * factor), dtype=np.uint8)
+    """Mean of ``factor x factor`` pixel blocks (Pillow's C ``reduce``), RGB uint8."""
+    return np.asarray(Image.fromarray(block).reduce(factor))
 
 
 def _level0_tiles(field: _LabelField, n_rows: int, n_cols: int, reduced: np.ndarray | None,

@@ -1,0 +1,94 @@
+"""Tile grids: full coverage for many sizes/overlaps, level-0 positions, tissue filtering, bad options."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsiseg.errors import ConfigError
+from wsiseg.slide import SyntheticTruth, TissueMask, make_tile_grid, open_slide
+from wsiseg.slide.reader import Slide
+
+
+class _FakeSlide:
+    """Just the geometry :func:`make_tile_grid` uses."""
+
+    def __init__(self, w0: int, h0: int, mpp0: float) -> None:
+        self.dimensions = (w0, h0)
+        self.mpp = (mpp0, mpp0)
+
+    size_at = Slide.size_at
+
+
+def _cases() -> list[tuple[int, int, float, float, int, int]]:
+    rng = random.Random(1234)
+    cases = [(1, 1, 0.5, 0.5, 1, 0), (1000, 1000, 0.5, 1.0, 500, 0), (1000, 1000, 0.5, 1.0, 256, 255),
+             (513, 257, 0.25, 0.25, 256, 128)]
+    for _ in range(60):
+        tile = rng.randint(1, 300)
+        cases.append((rng.randint(1, 5000), rng.randint(1, 5000), rng.choice([0.25, 0.2527, 0.5, 0.499]),
+                      rng.choice([0.5, 1.0, 1.7, 2.0, 4.0]), tile, rng.randint(0, tile - 1)))
+    return cases
+
+
+@pytest.mark.parametrize(("w0", "h0", "mpp0", "mpp", "tile", "overlap"), _cases())
+def test_grid_covers_every_pixel(w0: int, h0: int, mpp0: float, mpp: float, tile: int, overlap: int) -> None:
+    slide = _FakeSlide(w0, h0, mpp0)
+    grid = make_tile_grid(slide, mpp, tile, overlap)  # type: ignore[arg-type]
+    width_t, height_t = slide.size_at(mpp)  # type: ignore[call-arg]
+    assert (grid.width_t, grid.height_t) == (width_t, height_t)
+    assert width_t * mpp >= w0 * mpp0 - 1e-6 and (width_t - 1) * mpp < w0 * mpp0  # ceil
+    assert len(grid) == grid.n_total == grid.n_cols * grid.n_rows
+    covered = np.zeros((height_t, width_t), np.int32)
+    for i, t in enumerate(grid.tiles):
+        assert t.index == i == t.row * grid.n_cols + t.col  # row-major, deterministic
+        assert (t.x_t, t.y_t) == (t.col * grid.stride, t.row * grid.stride)
+        assert t.x_t < width_t and t.y_t < height_t  # no tile starts past the edge
+        assert abs(t.x0 - t.x_t * mpp / mpp0) <= 0.5 and abs(t.y0 - t.y_t * mpp / mpp0) <= 0.5
+        covered[t.y_t:t.y_t + tile, t.x_t:t.x_t + tile] += 1
+    assert covered.min() >= 1
+    # no superfluous column/row: dropping the last one would leave pixels uncovered
+    assert (grid.n_cols - 1) * grid.stride + tile - overlap < width_t + tile - overlap
+    assert grid.n_cols == 1 or (grid.n_cols - 2) * grid.stride + tile < width_t
+    assert grid.n_rows == 1 or (grid.n_rows - 2) * grid.stride + tile < height_t
+
+
+def test_grid_is_deterministic(synthetic_svs: SyntheticTruth) -> None:
+    with open_slide(synthetic_svs.path) as slide:
+        a = make_tile_grid(slide, 1.0, 256, 32)
+        b = make_tile_grid(slide, 1.0, 256, 32)
+    assert a == b and (a.n_cols, a.n_rows) == (5, 4)  # 1024x768 at 1 um/px, stride 224
+
+
+def test_tissue_filter_keeps_tiles_that_touch_tissue(synthetic_svs: SyntheticTruth) -> None:
+    mpp, tile = 1.0, 128
+    labels = synthetic_svs.labels(4.0)
+    truth = TissueMask(labels > 0, 4.0, (synthetic_svs.mpp, synthetic_svs.mpp))
+    with open_slide(synthetic_svs.path) as slide:
+        full = make_tile_grid(slide, mpp, tile, 16)
+        kept = make_tile_grid(slide, mpp, tile, 16, tissue=truth)
+        strict = make_tile_grid(slide, mpp, tile, 16, tissue=truth, min_tissue_fraction=0.5)
+    kept_idx = {t.index for t in kept.tiles}
+    assert 0 < len(kept) < full.n_total and kept.n_total == full.n_total
+    assert len(strict) < len(kept) and {t.index for t in strict.tiles} <= kept_idx
+    # exactly the tiles whose footprint covers a tissue pixel of the 4 um/px truth are kept
+    for t in full.tiles:
+        ya, xa = t.y_t * mpp // 4.0, t.x_t * mpp // 4.0
+        yb, xb = -(-(t.y_t + tile) * mpp // 4.0), -(-(t.x_t + tile) * mpp // 4.0)
+        touches = bool(truth.mask[int(ya):int(yb), int(xa):int(xb)].any())
+        assert (t.index in kept_idx) == touches, t
+    # every tissue pixel at the target resolution lies in a kept tile
+    covered = np.zeros((full.height_t, full.width_t), bool)
+    for t in kept.tiles:
+        covered[t.y_t:t.y_t + tile, t.x_t:t.x_t + tile] = True
+    assert covered[synthetic_svs.labels(mpp) > 0].all()
+
+
+@pytest.mark.parametrize(("tile", "overlap", "message"),
+                         [(0, 0, "tile size"), (256, 256, "overlap"), (256, -1, "overlap")])
+def test_bad_grid_options(tile: int, overlap: int, message: str, cmu_small_region: Path) -> None:
+    with open_slide(cmu_small_region) as slide, pytest.raises(ConfigError, match=message):
+        make_tile_grid(slide, 1.0, tile, overlap)

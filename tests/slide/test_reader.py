@@ -1,0 +1,205 @@
+"""Slide reading: metadata, level choice, region reads at several mpp, white outside, threads, plain files."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pytest
+from PIL import Image
+
+from wsiseg.errors import MissingMppError, SlideError
+from wsiseg.slide import SlideLayout, SyntheticTruth, open_slide, write_synthetic_slide
+
+
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    blocks = image[:h * factor, :w * factor].reshape(h, factor, w, factor, 3)
+    return blocks.astype(np.float64).mean(axis=(1, 3))
+
+
+# -- the real CMU slide --------------------------------------------------------------------------------
+def test_cmu_metadata(cmu_small_region: Path) -> None:
+    with open_slide(cmu_small_region) as slide:
+        assert slide.dimensions == (2220, 2967)
+        assert slide.mpp == pytest.approx((0.499, 0.499))
+        assert slide.level_count == 1
+        assert slide.vendor == "aperio"
+        assert slide.objective_power == 20.0
+        assert slide.associated_images == ["label", "macro", "thumbnail"]
+        label = slide.associated_image("label")
+        assert label.shape == (463, 387, 3) and label.dtype == np.uint8
+        assert slide.size_at(1.0) == (1108, 1481)  # ceil(2220 * 0.499), ceil(2967 * 0.499)
+        with pytest.raises(SlideError, match="no associated image 'nope'"):
+            slide.associated_image("nope")
+
+
+@pytest.mark.parametrize("mpp", [0.5, 1.0, 2.0])
+def test_cmu_region_sizes_and_content(cmu_small_region: Path, mpp: float) -> None:
+    x0, y0, side_t = 900, 1800, 256
+    with open_slide(cmu_small_region) as slide:
+        region = slide.read_region(x0, y0, side_t, side_t, mpp)
+    assert region.shape == (side_t, side_t, 3) and region.dtype == np.uint8 and region.flags.c_contiguous
+    # Reference: OpenSlide's level-0 pixels of the same area (side_t * mpp / 0.499 level-0 px), box-resized.
+    side0 = side_t * mpp / 0.499
+    native = openslide.OpenSlide(str(cmu_small_region))
+    raw = native.read_region((x0, y0), 0, (int(side0) + 2, int(side0) + 2))
+    expected = np.asarray(raw.convert("RGB").resize((side_t, side_t), Image.Resampling.BOX,
+                                                      box=(0, 0, side0, side0)))
+    assert np.abs(region.astype(np.int16) - expected).max() <= 1
+    mean = region.reshape(-1, 3).mean(axis=0)
+    # H&E: red and blue above green, not glass-white, not black
+    assert mean[0] > mean[1] + 20 and mean[2] > mean[1] + 20, mean
+    assert 90 < mean.mean() < 225, mean
+
+
+def test_cmu_coarse_read_equals_downsampled_fine_read(cmu_small_region: Path) -> None:
+    with open_slide(cmu_small_region) as slide:
+        fine = slide.read_region(600, 1200, 1024, 1024, 0.499)  # native: no resize
+        native = openslide.OpenSlide(str(cmu_small_region))
+        raw = np.asarray(native.read_region((600, 1200), 0, (1024, 1024)).convert("RGB"))
+        np.testing.assert_array_equal(fine, raw)
+        coarse = slide.read_region(600, 1200, 256, 256, 0.499 * 4)
+        diff = np.abs(coarse.astype(np.float64) - _block_mean(fine, 4))
+        assert diff.mean() < 0.6 and diff.max() <= 1.0  # box filter == 4x4 mean up to rounding
+
+
+def test_cmu_thumbnail_and_read_outside_is_white(cmu_small_region: Path) -> None:
+    with open_slide(cmu_small_region) as slide:
+        thumb = slide.thumbnail(8.0)
+        assert thumb.shape == (186, 139, 3)  # ceil(2967 * .499 / 8), ceil(2220 * .499 / 8)
+        edge = slide.read_region(2220 - 100, 2967 - 100, 200, 200, 0.499)
+        assert (edge[100:, :] == 255).all() and (edge[:, 100:] == 255).all()
+        assert edge[:100, :100].mean() < 250
+        outside = slide.read_region(-5000, -5000, 64, 64, 2.0)
+        assert (outside == 255).all()
+
+
+def test_cmu_concurrent_reads_equal_sequential(cmu_small_region: Path) -> None:
+    with open_slide(cmu_small_region) as slide:
+        spots = [(x, y, mpp) for x in (0, 700, 1500) for y in (0, 1100, 2300) for mpp in (0.499, 1.3)]
+        sequential = [slide.read_region(x, y, 300, 300, m) for x, y, m in spots]
+        with ThreadPoolExecutor(4) as pool:
+            concurrent = list(pool.map(lambda s: slide.read_region(s[0], s[1], 300, 300, s[2]), spots * 3))
+        for i, region in enumerate(concurrent):
+            np.testing.assert_array_equal(region, sequential[i % len(spots)])
+
+
+def test_mpp_override_rescales_geometry(cmu_small_region: Path) -> None:
+    with open_slide(cmu_small_region, mpp=0.25) as slide:
+        assert slide.mpp == (0.25, 0.25)
+        assert slide.size_at(0.5) == (1110, 1484)
+
+
+# -- synthetic slides round-trip through OpenSlide -------------------------------------------------------
+@pytest.mark.parametrize(("fixture", "vendor", "levels"),
+                         [("synthetic_svs", "aperio", 2), ("synthetic_tiff", "generic-tiff", 3)])
+def test_synthetic_round_trip(fixture: str, vendor: str, levels: int, request: pytest.FixtureRequest) -> None:
+    truth: SyntheticTruth = request.getfixturevalue(fixture)
+    native = openslide.OpenSlide(str(truth.path))
+    assert native.properties["openslide.vendor"] == vendor
+    assert native.level_count == levels
+    assert float(native.properties["openslide.mpp-x"]) == pytest.approx(truth.mpp)
+    with open_slide(truth.path) as slide:
+        assert slide.vendor == vendor
+        assert slide.dimensions == (truth.width0, truth.height0)
+        assert slide.mpp == pytest.approx((truth.mpp, truth.mpp))
+        assert slide.level_downsamples == pytest.approx(truth.level_downsamples, rel=1e-3)
+        # Pixels of each class (away from borders) have that class's palette colour on average.
+        region = slide.read_region(0, 0, truth.width0, truth.height0, truth.mpp)
+        labels = truth.labels()
+        for c in np.unique(labels):
+            mean = region[labels == c].reshape(-1, 3).astype(np.float64).mean(axis=0)
+            np.testing.assert_allclose(mean, truth.palette[c], atol=6)
+
+
+def test_synthetic_svs_associated_images(synthetic_svs: SyntheticTruth) -> None:
+    with open_slide(synthetic_svs.path) as slide:
+        assert slide.associated_images == ["label", "thumbnail"]
+        assert slide.objective_power == 20.0
+        assert slide.associated_image("label").shape == (96, 96, 3)
+
+
+def test_level_choice_and_cross_level_consistency(synthetic_tiff: SyntheticTruth) -> None:
+    with open_slide(synthetic_tiff.path) as slide:
+        assert slide.level_downsamples == pytest.approx((1.0, 2.0, 4.0), rel=2e-3)
+        assert [slide.best_level(m) for m in (0.1, 0.25, 0.3, 0.5, 0.9, 1.0, 8.0)] == [0, 0, 0, 1, 1, 2, 2]
+        # 1.0 um/px comes from level 2 (a stored 4x box reduction) and matches the 4x mean of level 0.
+        fine = slide.read_region(400, 200, 800, 800, 0.25)
+        coarse = slide.read_region(400, 200, 200, 200, 1.0)
+        diff = np.abs(coarse.astype(np.float64) - _block_mean(fine, 4))
+        assert diff.mean() < 5.0  # JPEG-compressed twice (levels 0 and 2) but the same content
+        local = np.abs(_block_mean(coarse, 8) - _block_mean(_block_mean(fine, 4).astype(np.uint8), 8))
+        assert local.mean() < 1.5
+        # A non-integer factor (0.25 -> 0.6 um/px) reads from level 1 and resizes.
+        odd = slide.read_region(400, 200, 300, 300, 0.6)
+        assert odd.shape == (300, 300, 3)
+        ref = np.asarray(Image.fromarray(fine).resize((333, 333), Image.Resampling.BOX))[:300, :300]
+        assert np.abs(odd.astype(np.float64) - ref).mean() < 6.0
+
+
+# -- plain images and metadata ---------------------------------------------------------------------------
+def test_plain_png_needs_mpp_and_reads_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    path = tmp_path / "tile.png"
+    Image.fromarray(pixels).save(path)
+    with pytest.raises(MissingMppError, match="--mpp"):
+        open_slide(path)
+    with open_slide(path, mpp=0.62) as slide:
+        assert slide.vendor == "image" and slide.level_count == 1 and slide.dimensions == (400, 300)
+        np.testing.assert_array_equal(slide.read_region(0, 0, 400, 300, 0.62), pixels)
+        padded = slide.read_region(350, 250, 100, 100, 0.62)
+        np.testing.assert_array_equal(padded[:50, :50], pixels[250:, 350:])
+        assert (padded[50:] == 255).all() and (padded[:, 50:] == 255).all()
+        half = slide.read_region(0, 0, 200, 150, 1.24)
+        np.testing.assert_allclose(half, _block_mean(pixels, 2), atol=1.0)
+
+
+def test_plain_png_with_plausible_dpi_and_rgba(tmp_path: Path) -> None:
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:5, :, 3] = 255  # top opaque red, bottom transparent -> white
+    path = tmp_path / "scan.png"
+    Image.fromarray(rgba).save(path, dpi=(25400 / 0.5, 25400 / 0.5))
+    with open_slide(path) as slide:
+        assert slide.mpp == pytest.approx((0.5, 0.5), rel=1e-3)
+        region = slide.read_region(0, 0, 10, 10, slide.mpp[0])
+        assert (region[:5] == (200, 0, 0)).all() and (region[5:] == 255).all()
+    Image.fromarray(rgba).save(path, dpi=(72, 72))  # a screen default, not a microscope resolution
+    with pytest.raises(MissingMppError):
+        open_slide(path)
+
+
+def test_tiff_without_resolution_needs_mpp(tmp_path: Path) -> None:
+    truth = write_synthetic_slide(tmp_path / "nompp.tiff", 600, 500, layout=SlideLayout.TIFF,
+                                  record_mpp=False)
+    with pytest.raises(MissingMppError, match="--mpp"):
+        open_slide(truth.path)
+    with open_slide(truth.path, mpp=0.5) as slide:
+        assert slide.vendor == "generic-tiff" and slide.mpp == (0.5, 0.5)
+
+
+def test_bad_files_raise_slide_error(tmp_path: Path) -> None:
+    with pytest.raises(SlideError, match="not found"):
+        open_slide(tmp_path / "missing.svs")
+    text = tmp_path / "notes.svs"
+    text.write_text("not a slide\n")
+    with pytest.raises(SlideError, match="not a slide format"):
+        open_slide(text)
+    fake_png = tmp_path / "fake.png"
+    fake_png.write_text("not a png\n")
+    with pytest.raises(SlideError, match="cannot read"):
+        open_slide(fake_png, mpp=0.5)
+    with pytest.raises(SlideError, match="positive"):
+        open_slide(fake_png, mpp=-1)
+
+
+def test_truncated_slide_fails_cleanly(synthetic_svs: SyntheticTruth, tmp_path: Path) -> None:
+    data = synthetic_svs.path.read_bytes()
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SlideError, match=r"corrupt or truncated|not a slide"), open_slide(cut) as slide:
+        slide.thumbnail(2.0)
