@@ -210,8 +210,11 @@ def test_bad_inputs_raise_user_errors(synthetic_slide: SyntheticSlide, tmp_path:
 
     png = tmp_path / "plain.png"
     Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(png)
-    with pytest.raises(MissingMppError):
+    with pytest.raises(MissingMppError, match="--slide-mpp"):
         segment_slide(png, model, tmp_path / "y.zarr", progress=False)
+    res = segment_slide(png, model, tmp_path / "y.zarr", progress=False, slide_mpp=0.5, tissue=False,
+                        tile_size=16, overlap=0, mpp=1.0)
+    assert (res.width_t, res.height_t) == (32, 32)
     with pytest.raises(ConfigError, match="overlap"):
         segment_slide(synthetic_slide.path, model, tmp_path / "z.zarr", overlap=100, progress=False)
     with pytest.raises(ConfigError, match="--mpp"):
