@@ -1,0 +1,173 @@
+"""Benchmark of ``wsiseg segment`` (prints figures; not a test).
+
+(a) Pipeline capacity: raw OpenSlide read rate of the grid's 1024x1024 tiles (same tiles, same threads) vs
+    ``segment_slide`` with the NullModel (read + tissue + stitch + pyramid + write), with per-stage times.
+(b) A tiny SAM-Path preset end to end: wall time vs model-only time on the same tiles (pipeline efficiency).
+(c) Peak RSS of ``segment`` (NullModel) on two slide sizes, each in a fresh subprocess.
+
+Synthetic slides are generated once into ``--cache-dir``. Run::
+
+    .venv/bin/python benchmarks/bench_segment.py            # all sections, 20k and 10k slides
+    .venv/bin/python benchmarks/bench_segment.py --sections a --size 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from wsiseg.infer import NullModel, segment_slide
+from wsiseg.slide import (
+    SYNTHETIC_CLASSES,
+    detect_tissue,
+    make_tile_grid,
+    open_slide,
+    write_synthetic_slide,
+)
+
+SLIDE_MPP = 0.5
+
+
+def synthetic(cache: Path, size: int) -> Path:
+    """``cache/synthetic_<size>.svs`` (size x size level-0 pixels at 0.5 um/px), generated on first use."""
+    path = cache / f"synthetic_{size}.svs"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"generating {path} (once) ...", flush=True)
+        t0 = time.perf_counter()
+        tmp = cache / f"synthetic_{size}.tmp.svs"
+        write_synthetic_slide(tmp, size, size, mpp=SLIDE_MPP, seed=7)
+        os.replace(tmp, path)
+        print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
+    return path
+
+
+def section_a(slide_path: Path, workers: int, batch: int) -> dict[str, Any]:
+    mpp, tile, overlap = SLIDE_MPP, 1024, 128
+    with open_slide(slide_path) as slide:
+        t0 = time.perf_counter()
+        tissue = detect_tissue(slide)
+        t_tissue = time.perf_counter() - t0
+        grid = make_tile_grid(slide, mpp, tile, overlap, tissue=tissue)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(lambda t: slide.read_region(t.x0, t.y0, tile, tile, mpp), grid.tiles):
+                pass
+        raw_s = time.perf_counter() - t0
+    n = len(grid.tiles)
+    mp = n * tile * tile / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        model = NullModel(SYNTHETIC_CLASSES, mpp, tile)
+        res = segment_slide(slide_path, model, Path(tmp) / "null.zarr", overlap=overlap, batch_size=batch,
+                            read_workers=workers, progress=False, preview=False)
+    seg_s = res.timings["wall"]
+    out = {"tiles": n, "grid_tiles": grid.n_total, "raw_tiles_per_s": n / raw_s, "raw_mp_per_s": mp / raw_s,
+           "segment_tiles_per_s": n / seg_s, "segment_mp_per_s": mp / seg_s,
+           "ratio": (n / seg_s) / (n / raw_s), "tissue_detection_s": t_tissue, "stages_s": res.timings}
+    print(f"(a) pipeline capacity, {n}/{grid.n_total} tissue tiles of {tile}x{tile} at {mpp} um/px, "
+          f"{workers} read threads")
+    print(f"    raw OpenSlide reads : {out['raw_tiles_per_s']:6.1f} tiles/s  {out['raw_mp_per_s']:6.1f} MP/s")
+    print(f"    segment, NullModel  : {out['segment_tiles_per_s']:6.1f} tiles/s  "
+          f"{out['segment_mp_per_s']:6.1f} MP/s  -> ratio {out['ratio']:.2f} (target >= 0.8)")
+    print("    stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()
+                                        if isinstance(v, float)))
+    return out
+
+
+def section_b(slide_path: Path, cache: Path, workers: int, batch: int) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from wsiseg.model import load_model
+    from wsiseg.model.checkpoint import save_checkpoint
+    from wsiseg.model.sam_path import ModelConfig, SamPath
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    mpp, tile, overlap = 4.0, 256, 32
+    ckpt = cache / "tiny_256.wsiseg"
+    if not ckpt.exists():
+        torch.manual_seed(0)
+        model = SamPath(ModelConfig.from_preset("tiny", len(SYNTHETIC_CLASSES), input_size=256))
+        save_checkpoint(model, ckpt, classes=SYNTHETIC_CLASSES, mpp=mpp, tile_size=tile, self_contained=True)
+    predictor = load_model(ckpt, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        res = segment_slide(slide_path, predictor, Path(tmp) / "tiny.zarr", overlap=overlap, batch_size=batch,
+                            read_workers=workers, progress=False, preview=False)
+    with open_slide(slide_path) as slide:
+        grid = make_tile_grid(slide, mpp, tile, overlap, tissue=detect_tissue(slide))
+        tiles = np.stack([slide.read_region(t.x0, t.y0, tile, tile, mpp) for t in grid.tiles])
+    t0 = time.perf_counter()
+    for i in range(0, len(tiles), batch):
+        predictor.predict(tiles[i:i + batch])
+    model_s = time.perf_counter() - t0
+    wall = res.timings["wall"]
+    out = {"tiles": len(tiles), "wall_s": wall, "model_only_s": model_s, "efficiency": model_s / wall,
+           "stages_s": res.timings}
+    print(f"(b) tiny preset end to end, {len(tiles)} tiles of {tile}x{tile} at {mpp} um/px (CPU)")
+    print(f"    wall {wall:.1f} s, model alone on the same tiles {model_s:.1f} s -> efficiency "
+          f"{model_s / wall:.2f} (target >= 0.95)")
+    print("    stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()
+                                        if isinstance(v, float)))
+    return out
+
+
+_CHILD = """
+import resource, sys, tempfile, json
+from pathlib import Path
+from wsiseg.infer import NullModel, segment_slide
+from wsiseg.slide import SYNTHETIC_CLASSES
+with tempfile.TemporaryDirectory() as tmp:
+    r = segment_slide(sys.argv[1], NullModel(SYNTHETIC_CLASSES, 0.5, 1024), Path(tmp) / "o.zarr",
+                      overlap=128, batch_size=int(sys.argv[2]), read_workers=int(sys.argv[3]),
+                      progress=False, preview=False)
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "tiles": r.n_tiles, "wall_s": r.timings["wall"]}))
+"""
+
+
+def section_c(slides: list[Path], workers: int, batch: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    print(f"(c) peak RSS of segment (NullModel, 1024 px tiles, batch {batch}), fresh process per slide")
+    for path in slides:
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(batch), str(workers)],
+                              capture_output=True, text=True, check=True)
+        rec = json.loads(proc.stdout.strip().splitlines()[-1])
+        out[path.name] = rec
+        print(f"    {path.name}: {rec['tiles']} tiles, peak RSS {rec['peak_rss_mb']:.0f} MB "
+              f"({rec['wall_s']:.0f} s)")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "wsiseg-bench")
+    ap.add_argument("--size", type=int, default=20000, help="side of the large synthetic slide (level-0 px)")
+    ap.add_argument("--small-size", type=int, default=10000, help="side of the small slide for (b) and (c)")
+    ap.add_argument("--read-workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--sections", default="abc")
+    args = ap.parse_args()
+    results: dict[str, Any] = {"cpus": os.cpu_count()}
+    large = synthetic(args.cache_dir, args.size)
+    small = synthetic(args.cache_dir, args.small_size) if set(args.sections) & {"b", "c"} else None
+    if "a" in args.sections:
+        results["a"] = section_a(large, args.read_workers, args.batch_size)
+    if "b" in args.sections and small is not None:
+        results["b"] = section_b(small, args.cache_dir, args.read_workers, args.batch_size)
+    if "c" in args.sections and small is not None:
+        results["c"] = section_c([small, large], args.read_workers, args.batch_size)
+    print(json.dumps(results, default=float))
+
+
+if __name__ == "__main__":
+    main()
