@@ -109,5 +109,7 @@ def segmentation(tmp_path_factory: pytest.TempPathFactory, label_map: np.ndarray
 @pytest.fixture
 def make_segmentation(tmp_path: Path) -> Callable[..., Path]:
     def make(labels: np.ndarray, probabilities: np.ndarray | None = None, **kwargs: Any) -> Path:
+        if probabilities is None:
+            probabilities = make_probabilities(labels)
         return write_segmentation(tmp_path / "seg.zarr", labels, probabilities, **kwargs)
     return make

@@ -18,7 +18,7 @@ from scipy import ndimage
 from shapely.geometry import shape
 
 from wsiseg.errors import ClassMismatchError, ConfigError, OutputError
-from wsiseg.export import ObjectType, export_geojson
+from wsiseg.export import LabelSource, ObjectType, export_geojson, export_label_source
 from wsiseg.export.geojson_out import ID_NAMESPACE
 
 from .conftest import CLASSES, OUT_MPP, SLIDE_MPP
@@ -237,25 +237,44 @@ def test_coarser_level_by_level_and_mpp(segmentation: Path, label_map: np.ndarra
             assert np.array_equal(drawn, level1 == CLASSES.index(name) + 1)
 
 
-def test_zarr_v3_ngff_05_store_and_no_probabilities(make_segmentation: Callable[..., Path],
-                                                    label_map: np.ndarray, tmp_path: Path) -> None:
-    seg = make_segmentation(label_map, None, zarr_format=3)
+def test_zarr_v3_ngff_05_store(make_segmentation: Callable[..., Path], label_map: np.ndarray,
+                               probabilities: np.ndarray, tmp_path: Path) -> None:
+    seg = make_segmentation(label_map, probabilities, zarr_format=3)
     out = tmp_path / "v3.geojson"
     result = export_geojson(seg, out, block_size=64)
     data = load(out)
     jsonschema.validate(data, SCHEMA)
     assert result.n_features == 3
-    assert all("Mean probability" not in f["properties"]["measurements"] for f in data["features"])
     tumour = by_class(data)["tumour"][0]
     assert np.array_equal(rasterise(tumour, label_map.shape, DOWNSAMPLE), label_map == 2)
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_in_memory_source_without_probabilities(label_map: np.ndarray, tmp_path: Path, split: bool) -> None:
+    source = LabelSource(labels=label_map, probabilities=None, classes=CLASSES, level=0, n_levels=1,
+                         mpp_x=1.0, mpp_y=2.0, downsample_x=4.0, downsample_y=8.0, slide_id="mem")
+    out = tmp_path / "mem.geojson"
+    export_label_source(source, out, block_size=70, split_regions=split)
+    data = load(out)
+    jsonschema.validate(data, SCHEMA)
+    assert all("Mean probability" not in f["properties"]["measurements"] for f in data["features"])
+    for name, geometries in by_class(data).items():
+        truth = label_map == CLASSES.index(name) + 1
+        drawn = np.asarray(rasterio.features.rasterize(
+            [(shapely.union_all(geometries), 1)], out_shape=label_map.shape, transform=Affine.scale(4.0, 8.0),
+            fill=0, dtype=np.uint8), dtype=bool)
+        assert np.array_equal(drawn, truth)  # anisotropic downsample: x * 4, y * 8
+        area = sum(f["properties"]["measurements"]["Area um^2"] for f in data["features"]
+                   if f["properties"]["classification"]["name"] == name)
+        assert area == pytest.approx(truth.sum() * 2.0)
+
+
 def test_user_errors(segmentation: Path, tmp_path: Path) -> None:
     out = tmp_path / "x.geojson"
-    with pytest.raises(OutputError, match="not found"):
+    with pytest.raises(OutputError, match="does not exist"):
         export_geojson(tmp_path / "missing.zarr", out)
     (tmp_path / "empty.zarr").mkdir()
-    with pytest.raises(OutputError, match="not a wsiseg"):
+    with pytest.raises(OutputError, match="not a"):
         export_geojson(tmp_path / "empty.zarr", out)
     with pytest.raises(ClassMismatchError, match="unknown class 'fat'"):
         export_geojson(segmentation, out, classes=["fat"])

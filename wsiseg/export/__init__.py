@@ -9,7 +9,8 @@ No torch here. Public API:
 - :func:`vectorise_labels`: the block-wise vectoriser on any ``(H, W)`` label array.
 """
 
-from wsiseg.export.exporter import ExportResult, export_geojson
+from wsiseg.export._source import LabelSource, open_label_source
+from wsiseg.export.exporter import ExportResult, export_geojson, export_label_source
 from wsiseg.export.geojson_in import (
     GeoJSONError,
     GeoJSONRegion,
@@ -25,11 +26,14 @@ __all__ = [
     "ExportResult",
     "GeoJSONError",
     "GeoJSONRegion",
+    "LabelSource",
     "ObjectType",
     "RegionBatch",
     "export_geojson",
+    "export_label_source",
     "geojson_to_labels",
     "geojson_to_mask",
+    "open_label_source",
     "read_geojson_regions",
     "vectorise_labels",
 ]

@@ -73,7 +73,7 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
                    block_size: int = DEFAULT_BLOCK_SIZE) -> ExportResult:
     """Export the class regions of a wsiseg OME-Zarr segmentation as QuPath GeoJSON.
 
-    ``level`` (pyramid level) or ``mpp`` (um/px; the coarsest level not coarser than it) choose the
+    ``level`` (pyramid level) or ``mpp`` (um/px; the finest level at least that coarse) choose the
     resolution traced; default level 0. Polygons follow the label pixels' edges exactly, with holes as
     interior rings, and are written in slide level-0 pixel coordinates. ``simplify_um``: coverage
     simplification tolerance in micrometres (0 = exact; neighbouring classes keep shared edges).
@@ -83,11 +83,14 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
     the level (memory ~ ``block_size**2 * (classes + 13)`` bytes). A ``.gz`` suffix gzip-compresses.
     """
     start = time.perf_counter()
-    out = Path(out_path)
-    try:
-        kind = ObjectType(object_type)
-    except ValueError:
-        raise ConfigError(f"object type must be 'annotation' or 'detection', got {object_type!r}") from None
+    _check_options(Path(out_path), simplify_um, min_area_um2, block_size)
+    source = open_label_source(zarr_path, level=level, mpp=mpp)
+    return export_label_source(source, out_path, simplify_um=simplify_um, min_area_um2=min_area_um2,
+                               classes=classes, object_type=object_type, split_regions=split_regions,
+                               block_size=block_size, _start=start)
+
+
+def _check_options(out: Path, simplify_um: float, min_area_um2: float, block_size: int) -> None:
     if not (math.isfinite(simplify_um) and simplify_um >= 0):
         raise ConfigError(f"--simplify must be a non-negative number of micrometres, got {simplify_um}")
     if not (math.isfinite(min_area_um2) and min_area_um2 >= 0):
@@ -98,7 +101,19 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
     if not out.parent.is_dir():
         raise OutputError(f"output folder does not exist: {out.parent}")
 
-    source = open_label_source(zarr_path, level=level, mpp=mpp)
+
+def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_um: float = 0.0,
+                        min_area_um2: float = 0.0, classes: Sequence[str] | None = None,
+                        object_type: ObjectType | str = ObjectType.ANNOTATION, split_regions: bool = False,
+                        block_size: int = DEFAULT_BLOCK_SIZE, _start: float | None = None) -> ExportResult:
+    """:func:`export_geojson` for an already opened :class:`LabelSource` (e.g. arrays in memory)."""
+    start = time.perf_counter() if _start is None else _start
+    out = Path(out_path)
+    _check_options(out, simplify_um, min_area_um2, block_size)
+    try:
+        kind = ObjectType(object_type)
+    except ValueError:
+        raise ConfigError(f"object type must be 'annotation' or 'detection', got {object_type!r}") from None
     values = _selected_values(source, classes)
     pixel_area_um2 = source.mpp_x * source.mpp_y
     simplify_px = simplify_um / math.sqrt(pixel_area_um2)
