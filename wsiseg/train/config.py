@@ -154,6 +154,10 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping of keys to values")
         cls.from_dict(data, str(path))  # report unknown keys against the file itself
+        for key in ("class_map", "mapping"):  # files named in a recipe are relative to the recipe
+            value = data.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute() and (path.parent / value).is_file():
+                data[key] = str(path.parent / value)
         merged = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
         return cls.from_dict(merged, str(path))
 

@@ -1,0 +1,52 @@
+"""``wsiseg evaluate``: micro and per-class Dice/IoU, confusion matrix and seconds per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A .wsiseg checkpoint.")
+@click.option("--dataset", required=True, type=click.Choice(["bcss", "crag", "folder"]))
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "val", "test", "all"]))
+@click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path), help="folder: class-map file.")
+@click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path), help="bcss: class grouping file.")
+@click.option("--patch-size", type=int, help="Patch side in pixels (default: the model's tile size).")
+@click.option("--mpp", type=float, help="Resolution in um/px (default: the model's training mpp).")
+@click.option("--source-mpp", type=float, help="folder/crag: the images' own um/px.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val split.")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--hipt-checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--save-predictions", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one colour PNG per patch here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report as JSON here.")
+@click.option("--quiet", is_flag=True)
+def command(model_path: Path, dataset: str, data_dir: Path, split: str, class_map: Path | None,
+            mapping: Path | None, patch_size: int | None, mpp: float | None, source_mpp: float | None,
+            val_fraction: float, seed: int, batch_size: int, device: str, sam_checkpoint: Path | None,
+            hipt_checkpoint: Path | None, save_predictions: Path | None, json_path: Path | None,
+            quiet: bool) -> None:
+    """Score a model on a data set split (micro Dice/IoU as in the SAM-Path paper, plus per class)."""
+    from wsiseg.model import load_model
+    from wsiseg.train.datasets import build_dataset
+    from wsiseg.train.evaluate import evaluate
+
+    predictor = load_model(model_path, device=device, sam_checkpoint=sam_checkpoint,
+                           hipt_checkpoint=hipt_checkpoint)
+    data = build_dataset(dataset, data_dir, split, patch_size=patch_size or predictor.tile_size,
+                         mpp=mpp if mpp is not None else predictor.mpp, source_mpp=source_mpp,
+                         val_fraction=val_fraction, seed=seed, class_map=class_map, mapping=mapping)
+    report = evaluate(predictor, data, batch_size=batch_size, save_predictions=save_predictions, split=split,
+                      progress=not quiet)
+    click.echo(report.format())
+    if json_path is not None:
+        report.write_json(json_path)

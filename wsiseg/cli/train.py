@@ -1,0 +1,89 @@
+"""``wsiseg train``: fine-tune SAM-Path on BCSS, CRAG or a folder of image/mask pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wsiseg.errors import ConfigError
+
+_FLAG_KEYS = (
+    "dataset", "data_dir", "class_map", "mapping", "patch_size", "mpp", "source_mpp", "val_fraction", "preset",
+    "variant", "input_size", "sam_checkpoint", "hipt_checkpoint", "epochs", "batch_size", "accumulate", "lr",
+    "weight_decay", "alpha", "beta", "seed", "device", "amp", "num_workers", "out_dir", "cache_embeddings",
+)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Recipe YAML (e.g. pipelines/bcss.yaml); the flags below override its keys.")
+@click.option("--dataset", type=click.Choice(["bcss", "crag", "folder"]), help="Data set layout.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data set folder.")
+@click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
+              help="folder: class-map YAML/JSON (mask values -> names, colours, ignore values).")
+@click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
+              help="bcss: file overriding the class grouping of the 22 BCSS codes.")
+@click.option("--patch-size", type=int, help="Patch side in pixels at --mpp.")
+@click.option("--mpp", type=float, help="Training resolution, microns per pixel.")
+@click.option("--source-mpp", type=float, help="folder/crag: the images' own microns per pixel.")
+@click.option("--val-fraction", type=float, help="Share of training images/ROIs held out for validation.")
+@click.option("--preset", help="Model preset (sam_path_vit_b, tiny, ...).")
+@click.option("--variant", type=click.Choice(["sam_path", "sam_only", "pathology_only"]),
+              help="Which encoders feed R (paper ablations).")
+@click.option("--input-size", type=int, help="Model input side in pixels (multiple of 16).")
+@click.option("--train-encoders/--freeze-encoders", default=None, help="Train Fs/Fp too (default: frozen).")
+@click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="Official SAM weights.")
+@click.option("--hipt-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="HIPT vit256_small_dino.pth weights.")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int, help="Images per forward pass.")
+@click.option("--accumulate", type=int, help="Gradient accumulation steps (effective batch = batch x this).")
+@click.option("--lr", type=float, help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", type=float)
+@click.option("--alpha", type=float, help="Loss: weight of focal vs Dice (paper: 0.25 BCSS, 0.125 CRAG).")
+@click.option("--beta", type=float, help="Loss: weight of the IoU-prediction MSE.")
+@click.option("--seed", type=int)
+@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on GPUs.")
+@click.option("--num-workers", type=int, help="Data-loading worker processes.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (last/best .wsiseg, metrics.jsonl/csv, curves.png).")
+@click.option("--cache-embeddings", type=click.Path(file_okay=False, path_type=Path),
+              help="Cache frozen-encoder features here and train R, prompts and decoder from them. "
+                   "Only flips and rot90 are applied (to features and labels together); random resized "
+                   "crop and colour jitter are off.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def command(config_path: Path | None, resume: bool, quiet: bool, train_encoders: bool | None,
+            **flags: Any) -> None:
+    """Fine-tune SAM-Path (R, class prompts, mask decoder) on a data set.
+
+    Example: wsiseg train --config pipelines/bcss.yaml --data-dir BCSS/ --out runs/bcss
+    """
+    from wsiseg.train.config import TrainConfig
+    from wsiseg.train.datasets import build_dataset
+    from wsiseg.train.trainer import Trainer
+
+    overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
+    overrides["train_encoders"] = train_encoders
+    assert set(overrides) <= {*_FLAG_KEYS, "train_encoders"}
+    if config_path is not None:
+        cfg = TrainConfig.from_file(config_path, overrides)
+    else:
+        cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None}, "command line")
+    if not cfg.data_dir:
+        raise ConfigError("no data folder: pass --data-dir (or set data_dir in the recipe)")
+    options = {"patch_size": cfg.patch_size, "mpp": cfg.mpp, "val_fraction": cfg.val_fraction,
+               "seed": cfg.seed, "source_mpp": cfg.source_mpp, "class_map": cfg.class_map,
+               "mapping": cfg.mapping}
+    train_set = build_dataset(cfg.dataset, cfg.data_dir, "train", **options)
+    val_set = build_dataset(cfg.dataset, cfg.data_dir, "val", **options) if cfg.val_fraction > 0 else None
+    click.echo(f"training on {len(train_set)} patches ({len(train_set.groups)} images), validating on "
+               f"{len(val_set) if val_set else 0}; classes: {', '.join(train_set.classes.names)}", err=True)
+    result = Trainer(cfg, train_set, val_set, progress=not quiet).fit(resume=resume)
+    best = result.best_record
+    click.echo(f"best epoch {best['epoch']}: val micro Dice {best.get('val_micro_dice')}; "
+               f"models in {result.out_dir} (best.wsiseg, last.wsiseg)")
