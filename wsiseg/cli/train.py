@@ -10,9 +10,10 @@ import click
 from wsiseg.errors import ConfigError
 
 _FLAG_KEYS = (
-    "dataset", "data_dir", "class_map", "mapping", "patch_size", "mpp", "source_mpp", "val_fraction", "preset",
-    "variant", "input_size", "sam_checkpoint", "hipt_checkpoint", "epochs", "batch_size", "accumulate", "lr",
-    "weight_decay", "alpha", "beta", "seed", "device", "amp", "num_workers", "out_dir", "cache_embeddings",
+    "dataset", "data_dir", "class_map", "mapping", "patch_size", "mpp", "source_mpp", "val_fraction",
+    "preset", "variant", "input_size", "sam_checkpoint", "hipt_checkpoint", "epochs", "batch_size",
+    "accumulate", "lr", "weight_decay", "alpha", "beta", "seed", "device", "amp", "num_workers", "out_dir",
+    "cache_embeddings",
 )
 
 
