@@ -201,5 +201,20 @@ def test_truncated_slide_fails_cleanly(synthetic_svs: SyntheticTruth, tmp_path: 
     data = synthetic_svs.path.read_bytes()
     cut = tmp_path / "cut.svs"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SlideError, match=r"corrupt or truncated|not a slide"), open_slide(cut) as slide:
-        slide.thumbnail(2.0)
+    with pytest.raises(SlideError, match="TIFF file that OpenSlide cannot open; it is probably truncated"):
+        open_slide(cut)
+    (tmp_path / "empty.svs").write_bytes(b"")
+    with pytest.raises(SlideError, match="empty"):
+        open_slide(tmp_path / "empty.svs")
+
+
+def test_corrupt_tiles_fail_when_read(tmp_path: Path) -> None:
+    truth = write_synthetic_slide(tmp_path / "ok.svs", 1024, 1024, layout=SlideLayout.SVS)
+    data = bytearray(truth.path.read_bytes())
+    n = len(data)
+    data[n // 4:n // 2] = b"\xff" * (n // 2 - n // 4)  # level-0 tile data, not the directories
+    bad = tmp_path / "bad.svs"
+    bad.write_bytes(bytes(data))
+    # the directories are intact, so it opens; reading the damaged tiles fails cleanly
+    with open_slide(bad) as slide, pytest.raises(SlideError, match="corrupt or truncated"):
+        slide.read_region(0, 0, 1024, 1024, 0.5)

@@ -201,6 +201,22 @@ def _check_mpp(mpp: float) -> None:
         raise ValueError(f"mpp must be a positive number of microns per pixel, got {mpp!r}")
 
 
+def _unreadable(path: Path) -> str:
+    """Why OpenSlide rejected ``path``, as far as its first bytes tell."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if not head:
+        return f"cannot read {path}: the file is empty"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return (f"cannot read {path}: it is a TIFF file that OpenSlide cannot open; it is probably truncated "
+                "or corrupt (or not a tiled pyramid)")
+    return (f"cannot read {path}: not a slide format OpenSlide supports (Aperio SVS, generic tiled TIFF, "
+            "Hamamatsu, MIRAX, DICOM, ...) nor a plain PNG/JPEG/TIFF image")
+
+
 def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     """Open a whole-slide image (any OpenSlide format) or a plain PNG/JPEG/TIFF as a one-level slide.
 
@@ -218,7 +234,7 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     backend: _Backend | None = open_openslide(path)
     if backend is None:
         if path.suffix.lower() not in PLAIN_IMAGE_SUFFIXES:
-            raise SlideError(f"cannot read {path}: not a slide format OpenSlide supports, nor a plain image")
+            raise SlideError(_unreadable(path))
         backend = open_plain_image(path)
     recorded = backend.recorded_mpp
     if mpp is not None:

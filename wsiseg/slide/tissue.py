@@ -101,32 +101,52 @@ def _disk(radius: int) -> np.ndarray:
 
 
 def detect_tissue(slide: Slide, mpp: float = 8.0, *, min_area_um2: float = 20_000.0,
-                  smooth_um: float = 16.0, min_saturation: float = MIN_SATURATION) -> TissueMask:
+                  smooth_um: float = 16.0, max_hole_um2: float = 50_000.0,
+                  min_saturation: float = MIN_SATURATION) -> TissueMask:
     """Detect tissue on a thumbnail at ``mpp`` um/px (8-16 suits H&E).
 
     Saturation (HSV) thresholded by Otsu, clipped to ``min_saturation`` .. :data:`MAX_THRESHOLD` (so a
     blank slide has no tissue and pale tissue is kept), very dark unsaturated pixels dropped, then
-    closing and opening with a disk of radius ``smooth_um`` microns, holes filled, and connected
+    closing and opening with a disk of radius ``smooth_um`` microns, enclosed holes smaller than
+    ``max_hole_um2`` square microns filled (lumens, fat cells), and connected
     components smaller than ``min_area_um2`` square microns removed. Coarser ``mpp`` is faster;
     memory is that of one thumbnail.
     """
     thumb = slide.thumbnail(mpp)
-    return TissueMask(tissue_from_rgb(thumb, mpp, min_area_um2=min_area_um2, smooth_um=smooth_um,
-                                      min_saturation=min_saturation), mpp, slide.mpp)
+    mask = tissue_from_rgb(thumb, mpp, min_area_um2=min_area_um2, smooth_um=smooth_um,
+                           max_hole_um2=max_hole_um2, min_saturation=min_saturation)
+    return TissueMask(mask, mpp, slide.mpp)
+
+
+def _fill_small_holes(mask: np.ndarray, max_hole_px: float) -> np.ndarray:
+    """Fill background components enclosed by tissue (not touching the border) of < ``max_hole_px`` pixels."""
+    holes, n = ndimage.label(~mask)
+    if n == 0:
+        return mask
+    areas = np.bincount(holes.ravel(), minlength=n + 1)
+    fill = areas < max_hole_px
+    fill[0] = False
+    border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+    fill[border] = False
+    return np.asarray(mask | fill[holes])
 
 
 def tissue_from_rgb(rgb: np.ndarray, mpp: float, *, min_area_um2: float = 20_000.0, smooth_um: float = 16.0,
-                    min_saturation: float = MIN_SATURATION) -> np.ndarray:
+                    max_hole_um2: float = 50_000.0, min_saturation: float = MIN_SATURATION) -> np.ndarray:
     """The tissue mask (bool ``(h, w)``) of an RGB uint8 image at ``mpp`` um/px; see :func:`detect_tissue`."""
     sat, val = _saturation_value(rgb)
     threshold = min(max(_otsu(sat), min_saturation), max(MAX_THRESHOLD, min_saturation))
     mask = (sat >= threshold) & ~((val < DARK_VALUE) & (sat < 0.5))
     radius = round(smooth_um / mpp)
     if radius >= 1:
+        # Pad by replicating the edge so that tissue cut by the slide border is not eroded away.
         disk = _disk(radius)
-        mask = ndimage.binary_closing(mask, structure=disk, border_value=0)
-        mask = ndimage.binary_opening(mask, structure=disk, border_value=0)
-    mask = ndimage.binary_fill_holes(mask)
+        pad = 2 * radius
+        padded = np.pad(mask, pad, mode="edge")
+        padded = ndimage.binary_closing(padded, structure=disk)
+        padded = ndimage.binary_opening(padded, structure=disk)
+        mask = padded[pad:-pad, pad:-pad]
+    mask = _fill_small_holes(mask, max_hole_um2 / (mpp * mpp))
     labels, n = ndimage.label(mask)
     if n:
         areas = np.bincount(labels.ravel(), minlength=n + 1) * (mpp * mpp)
