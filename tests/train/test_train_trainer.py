@@ -1,0 +1,124 @@
+"""Trainer: resume equals an uninterrupted run; checkpoints, logs; recipes; CLI errors; evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsiseg.cli import main
+from wsiseg.errors import ClassMismatchError, ConfigError
+from wsiseg.model import load_model, read_checkpoint
+from wsiseg.train.config import TrainConfig
+from wsiseg.train.datasets import build_dataset
+from wsiseg.train.evaluate import evaluate
+from wsiseg.train.schedule import lr_factor
+from wsiseg.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config(data: Path, out: Path, epochs: int, **kw: object) -> TrainConfig:
+    base = dict(dataset="folder", data_dir=str(data), patch_size=64, preset="tiny", input_size=64, epochs=epochs,
+                batch_size=2, accumulate=2, lr=1e-3, warmup=1, milestones=[1.5], num_workers=0, out_dir=str(out),
+                device="cpu", val_fraction=0.34, seed=5)
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+def _sets(data: Path) -> tuple:
+    return (build_dataset("folder", data, "train", patch_size=64, val_fraction=0.34, seed=5),
+            build_dataset("folder", data, "val", patch_size=64, val_fraction=0.34, seed=5))
+
+
+def test_resume_equals_uninterrupted_run(tiny_folder: Path, tmp_path: Path) -> None:
+    train, val = _sets(tiny_folder)
+    assert len(train) == 4 and len(val) == 2
+    straight = Trainer(_config(tiny_folder, tmp_path / "a", 3), train, val, progress=False).fit()
+    Trainer(_config(tiny_folder, tmp_path / "b", 1), train, val, progress=False).fit()
+    resumed = Trainer(_config(tiny_folder, tmp_path / "b", 3), train, val, progress=False).fit(resume=True)
+    a = read_checkpoint(straight.last).state_dict
+    b = read_checkpoint(resumed.last).state_dict
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    # the decoder really moved away from its initialisation
+    first = read_checkpoint(straight.best).state_dict
+    assert any(not torch.equal(first[k], a[k]) for k in a) or straight.best_record["epoch"] == 3
+    for ra, rb in zip(straight.history, resumed.history, strict=True):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-6)
+        assert ra["val_micro_dice"] == pytest.approx(rb["val_micro_dice"], abs=1e-9)
+    # logs: one record per epoch in JSONL and CSV, and a plot
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    assert len((tmp_path / "b" / "metrics.csv").read_text().splitlines()) == 4
+    assert (tmp_path / "b" / "curves.png").stat().st_size > 1000
+    # the checkpoint is the model's own format, with classes, mpp/tile size and the recipe
+    data = read_checkpoint(resumed.last)
+    assert data.classes.names == ["background", "object"] and data.tile_size == 64
+    assert data.provenance["training"]["epoch"] == 3
+    assert data.provenance["training"]["recipe"]["alpha"] == 0.25
+
+
+def test_lr_schedule_warmup_then_steps() -> None:
+    assert [lr_factor(s, 2, [4, 6], 0.1) for s in range(8)] == pytest.approx(
+        [0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_recipes_load_with_the_paper_hyper_parameters() -> None:
+    bcss = TrainConfig.from_file(REPO / "pipelines" / "bcss.yaml")
+    assert (bcss.epochs, bcss.batch_size * bcss.accumulate, bcss.alpha, bcss.beta) == (32, 24, 0.25, 0.0625)
+    assert (bcss.warmup, bcss.milestones, bcss.lr, bcss.mpp, bcss.patch_size) == (1, [25, 29], 1e-4, 0.25, 1024)
+    crag = TrainConfig.from_file(REPO / "pipelines" / "crag.yaml", {"epochs": 3})
+    assert (crag.epochs, crag.batch_size, crag.alpha, crag.beta, crag.warmup, crag.milestones) == (
+        3, 6, 0.125, 0.0, 2, [50, 55])
+    glas = TrainConfig.from_file(REPO / "pipelines" / "glas-cpu.yaml")
+    assert Path(glas.class_map or "").is_file() and glas.preset == "tiny"
+
+
+def test_config_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: folder\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        TrainConfig.from_file(bad)
+    with pytest.raises(ConfigError, match="epochs must be an integer"):
+        TrainConfig.from_dict({"epochs": "ten"})
+    with pytest.raises(ConfigError, match="frozen encoders"):
+        TrainConfig.from_dict({"cache_embeddings": "x", "train_encoders": True})
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", str(bad), "--data-dir", str(tmp_path)])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wsiseg: error:") and "learning_rate" in err and "\n" not in err
+
+
+def test_cli_train_then_evaluate(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    main(["train", "--dataset", "folder", "--data-dir", str(tiny_folder), "--patch-size", "64", "--preset", "tiny",
+          "--input-size", "64", "--epochs", "1", "--batch-size", "4", "--accumulate", "1", "--num-workers", "0",
+          "--device", "cpu", "--out", str(out), "--quiet", "--cache-embeddings", str(tmp_path / "cache")])
+    assert (out / "best.wsiseg").is_file() and (out / "last.wsiseg").is_file()
+    assert len(list((tmp_path / "cache").glob("*/*.npy"))) == 6  # 4 train + 2 val patches cached
+    capsys.readouterr()
+    report = tmp_path / "eval.json"
+    main(["evaluate", "--model", str(out / "best.wsiseg"), "--dataset", "folder", "--data-dir", str(tiny_folder),
+          "--split", "all", "--device", "cpu", "--json", str(report), "--quiet",
+          "--save-predictions", str(tmp_path / "pred")])
+    table = capsys.readouterr().out
+    assert "micro (paper)" in table and "object" in table
+    rep = json.loads(report.read_text())
+    assert rep["images"] == 6 and rep["labelled_pixels"] == 6 * 64 * 64
+    assert sum(map(sum, rep["confusion_matrix"]["counts"])) == 6 * 64 * 64
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 6
+    # a model with 2 classes cannot be scored against a 3-class data set
+    three = tmp_path / "three"
+    three.mkdir()
+    for sub in ("images", "masks"):
+        (three / sub).symlink_to(tiny_folder / sub)
+    (three / "classes.yaml").write_text("classes:\n  - {name: a, value: 0}\n  - {name: b, value: 255}\n"
+                                        "  - {name: c, value: 7}\n")
+    predictor = load_model(out / "best.wsiseg", device="cpu")
+    with pytest.raises(ClassMismatchError, match="2 classes"):
+        evaluate(predictor, build_dataset("folder", three, "all", patch_size=64), progress=False)
