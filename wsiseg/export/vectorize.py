@@ -47,8 +47,9 @@ class RegionBatch:
     pixels (exact, before any simplification); ``probability_sum``: sum over the region's pixels of the
     uint8 probability of its own class (``None`` without probabilities); ``first_pixel``: ``(n, 2)`` of
     ``(y, x)``, the region's first pixel in row-major order (stable across block sizes);
-    ``from_shapely``: True where the geometry came out of a shapely operation (union/simplify) rather than
-    straight from GDAL, which the writer re-checks for validity.
+    ``from_shapely``: True where the geometry came out of coverage simplification, which the exporter
+    re-checks with ``is_valid``. Exact pixel-edge polygons are valid by construction: GDAL's, and merged
+    ones whose unioned outline is checked here (their holes are GDAL's, unchanged); the tests check it.
     """
 
     geometries: np.ndarray
@@ -64,11 +65,19 @@ class RegionBatch:
 
 @dataclass
 class _Group:
-    """Pieces of one region that crosses block borders, gathered until it is complete."""
+    """Pieces of one region that crosses block borders, gathered until it is complete.
+
+    ``outlines`` are the pieces without their holes (or unions of them); ``holes`` the pieces' interior
+    rings. A piece's holes never reach its block's border, so merging only has to union the outlines and
+    the holes carry over unchanged, which keeps the union small for regions with many holes. ``original``
+    is the single piece while the group has one member.
+    """
 
     value: int
     members: list[int]
-    geometries: list[Any]
+    outlines: list[Any]
+    holes: list[Any]
+    original: Any
     pixel_count: int
     probability_sum: float
     first_key: int
@@ -236,8 +245,10 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
             for i in np.flatnonzero(at_border):
                 gid = int(pieces.ids[i]) + base
                 uf.parent[gid] = gid
+                piece = pieces.geometries[i]
                 groups[gid] = _Group(
-                    value=int(pieces.values[i]), members=[gid], geometries=[pieces.geometries[i]],
+                    value=int(pieces.values[i]), members=[gid],
+                    outlines=[shapely.Polygon(piece.exterior)], holes=list(piece.interiors), original=piece,
                     pixel_count=int(pieces.pixel_count[i]),
                     probability_sum=0.0 if sums is None else float(sums[i]),
                     first_key=int(pieces.first_key[i]),
@@ -274,8 +285,8 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
                     del uf.parent[gid]
             yield _finish_groups(done_groups, probabilities is not None, key_stride, simplify_px > 0)
         for group in groups.values():  # keep open regions compact: one geometry per region
-            if len(group.geometries) > _COMPACT_AFTER:
-                group.geometries = [shapely.union_all(group.geometries)]
+            if len(group.outlines) > _COMPACT_AFTER:
+                group.outlines = [shapely.union_all(group.outlines)]
         prev_bottom_ids, prev_bottom_values = bottom_ids, bottom_values
 
 
@@ -288,26 +299,38 @@ def _union(uf: _UnionFind, groups: dict[int, _Group], a: int, b: int) -> None:
         ra, rb, ga, gb = rb, ra, gb, ga
     uf.parent[rb] = ra
     ga.members.extend(gb.members)
-    ga.geometries.extend(gb.geometries)
+    ga.outlines.extend(gb.outlines)
+    ga.holes.extend(gb.holes)
+    ga.original = None
     ga.pixel_count += gb.pixel_count
     ga.probability_sum += gb.probability_sum
     ga.first_key = min(ga.first_key, gb.first_key)
     del groups[rb]
 
 
+def _merge(group: _Group, simplified: bool) -> Any:
+    """The region of a group: the union of its outlines (they share exact edges on block borders) with
+    the pieces' holes put back. On pixel edges simplify(0) drops the collinear vertices left where pieces
+    met (so the result does not depend on the block size); simplified coverages keep them, because a
+    neighbour may share such a vertex and dropping it on one side only opens slivers once coordinates are
+    rounded."""
+    outline = shapely.union_all(group.outlines)
+    if not simplified:
+        outline = shapely.simplify(outline, 0.0)
+    if not isinstance(outline, shapely.Polygon) or not outline.is_valid:  # not expected; the general way
+        holes = shapely.union_all(shapely.polygons(np.array(group.holes, dtype=object)))
+        return shapely.difference(shapely.union_all(group.outlines), holes)
+    return shapely.Polygon(outline.exterior, [*outline.interiors, *group.holes])
+
+
 def _finish_groups(finished: list[_Group], with_probabilities: bool, key_stride: int,
                    simplified: bool) -> RegionBatch:
     geometries = np.empty(len(finished), dtype=object)
     for i, group in enumerate(finished):
-        if len(group.members) == 1:
-            geometries[i] = group.geometries[0]
+        if group.original is not None:
+            geometries[i] = group.original
         else:
-            # Pieces share exact edges on block borders; the union is the region. On pixel edges simplify(0)
-            # drops the collinear vertices left where pieces met (so the result does not depend on the
-            # block size). Simplified coverages keep them: a neighbour may share that vertex, and dropping
-            # it on one side only would open slivers once coordinates are rounded.
-            union = shapely.union_all(group.geometries)
-            geometries[i] = union if simplified else shapely.simplify(union, 0.0)
+            geometries[i] = _merge(group, simplified)
     return RegionBatch(
         geometries=geometries,
         values=np.array([g.value for g in finished], dtype=np.int64),
@@ -315,5 +338,6 @@ def _finish_groups(finished: list[_Group], with_probabilities: bool, key_stride:
         probability_sum=np.array([g.probability_sum for g in finished]) if with_probabilities else None,
         first_pixel=np.stack(np.divmod(np.array([g.first_key for g in finished], dtype=np.int64), key_stride),
                              axis=1),
-        from_shapely=np.ones(len(finished), dtype=bool),
+        # merged pixel-edge regions were checked in _merge (outline) and hold GDAL's holes unchanged
+        from_shapely=np.full(len(finished), simplified),
     )
