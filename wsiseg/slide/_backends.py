@@ -3,20 +3,20 @@
 A backend knows levels and reads RGB uint8 rectangles *at one level*, composited on white, with white
 outside the image. Resolution arithmetic (which level, resize) lives in :mod:`wsiseg.slide.reader`.
 
-Thread safety (measured with ``benchmarks/bench_slide.py`` on CMU-1-Small-Region and synthetic SVS,
-1024x1024 reads, 2 threads): OpenSlide's C library is thread-safe for ``openslide_read_region`` and the
-ctypes call releases the GIL, so one shared handle without a Python lock is the fastest option; a
-lock around the read serialises decoding (about 1.6-1.9x slower with 2 threads), and one handle per
-thread gives the same throughput as the shared handle but repeats the open cost and splits the tile
-cache. So :class:`_OpenSlideBackend` shares one handle and takes no lock. The plain-image backend holds
-the decoded pixels (or a memory map) and slices them, which is thread-safe as well.
+Thread safety: OpenSlide documents ``openslide_t`` as safe to use from several threads without locking,
+and the ctypes call releases the GIL, so :class:`_OpenSlideBackend` shares one handle and takes no lock.
+``benchmarks/bench_slide.py`` compares the three designs (shared handle without lock, shared handle behind
+a lock, one handle per thread) for 1024x1024 reads with 2 threads. On the 2-core development machine
+(heavily loaded by other jobs) they were equal within noise (best of 5: 12.4, 13.6 and 11.7 tiles/s;
+one thread 15.5), so we keep the simplest: a lock can only serialise JPEG decoding on idle cores, and
+per-thread handles repeat the open and split OpenSlide's tile cache. The plain-image backend slices
+decoded pixels held in memory, which is thread-safe as well.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
-import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -202,7 +202,6 @@ class _ImageBackend(_Backend):
         self.properties = properties
         self.objective_power = None
         self.recorded_mpp = recorded_mpp
-        self._lock = threading.Lock()
 
     def read_level(self, x0: int, y0: int, level: int, width_l: int, height_l: int) -> np.ndarray:
         out = np.full((max(height_l, 0), max(width_l, 0), 3), 255, np.uint8)

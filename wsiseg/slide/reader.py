@@ -139,6 +139,11 @@ class Slide:
         wl, hl = width_t * fx, height_t * fy
         read_w, read_h = math.ceil(ox + wl - 1e-9), math.ceil(oy + hl - 1e-9)
         pixels = self._backend.read_level(round(lxi * ds), round(lyi * ds), level, read_w, read_h)
+        ix, iy = round(fx), round(fy)
+        integer = abs(fx - ix) < _UNIT_SCALE_TOLERANCE and abs(fy - iy) < _UNIT_SCALE_TOLERANCE
+        if integer and ix >= 1 and iy >= 1 and ox < 1e-6 and oy < 1e-6:
+            # Whole-pixel aligned integer factor: Pillow's reduce() is the exact box mean and ~3x faster.
+            return np.asarray(Image.fromarray(pixels).reduce((ix, iy))).copy()
         shrinking = fx >= 1 and fy >= 1
         resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
         image = Image.fromarray(pixels).resize((width_t, height_t), resample, box=(ox, oy, ox + wl, oy + hl))
