@@ -218,3 +218,28 @@ def test_corrupt_tiles_fail_when_read(tmp_path: Path) -> None:
     # the directories are intact, so it opens; reading the damaged tiles fails cleanly
     with open_slide(bad) as slide, pytest.raises(SlideError, match="corrupt or truncated"):
         slide.read_region(0, 0, 1024, 1024, 0.5)
+
+
+def test_stripped_tiff_reads_by_region(tmp_path: Path) -> None:
+    """A stripped (non-tiled) TIFF is not OpenSlide's; tifffile reads it region by region."""
+    import tifffile
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    path = tmp_path / "stripped.tif"
+    tifffile.imwrite(path, pixels, photometric="rgb", compression="zlib", rowsperstrip=32,
+                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    with open_slide(path) as slide:
+        assert slide.vendor == "tiff" and slide.dimensions == (900, 700) and slide.mpp == (0.5, 0.5)
+        region = slide.read_region(800, 600, 200, 150, 0.5)
+        np.testing.assert_array_equal(region[:100, :100], pixels[600:, 800:])
+        assert (region[100:] == 255).all() and (region[:, 100:] == 255).all()
+        np.testing.assert_allclose(slide.read_region(0, 0, 450, 350, 1.0), _block_mean(pixels, 2), atol=1.0)
+    grey16 = tmp_path / "grey16.tif"
+    tifffile.imwrite(grey16, (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16))
+    with pytest.raises(MissingMppError):
+        open_slide(grey16)
+    with open_slide(grey16, mpp=1.0) as slide:
+        region = slide.read_region(0, 0, 64, 64, 1.0)
+        assert region.shape == (64, 64, 3) and (region[..., 0] == region[..., 2]).all()
+        assert region[0, 0, 0] == 0 and region[-1, -1, 0] == (4095 * 16) >> 8
