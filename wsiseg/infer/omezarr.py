@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -72,8 +73,11 @@ def downsample2(probs: np.ndarray) -> np.ndarray:
 
 
 def quantise(probs: np.ndarray) -> np.ndarray:
-    """Probabilities in [0, 1] -> uint8 0..255 (rounded)."""
-    out: np.ndarray = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """Probabilities in [0, 1] -> uint8 0..255 (``floor(p * 255 + 0.5)``, i.e. rounded half up)."""
+    scaled = np.multiply(probs, np.float32(255.0), dtype=np.float32)
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    out: np.ndarray = scaled.astype(np.uint8)
     return out
 
 
@@ -81,10 +85,14 @@ def labels_from_probs(probs: np.ndarray) -> np.ndarray:
     """Label image ``(h, w)`` uint8: ``argmax + 1`` where at least half the area was analysed, else 0.
 
     ``probs`` is ``(k, h, w)`` float; analysed pixels sum to 1 over ``k``, not-analysed ones to 0, so after
-    averaging the sum is the analysed fraction.
+    averaging the sum is the analysed fraction. Ties go to the lower class index.
     """
-    labels: np.ndarray = probs.argmax(axis=0).astype(np.uint8) + 1
-    labels[probs.sum(axis=0) < 0.5] = 0
+    labels: np.ndarray = probs.argmax(axis=0).astype(np.uint8)
+    labels += 1
+    total = probs[0].copy()
+    for c in range(1, probs.shape[0]):
+        total += probs[c]
+    np.copyto(labels, np.uint8(0), where=total < 0.5)
     return labels
 
 
@@ -139,6 +147,8 @@ class SegmentationWriter:
         if len(classes) > 254:
             raise OutputError(f"at most 254 classes fit a uint8 label image, got {len(classes)}")
         fmt = self.version.zarr_format
+        self._locks: dict[tuple[int, int, int], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         try:
             if create:
                 self._root = zarr.open_group(str(self.path), mode="w", zarr_format=fmt)  # type: ignore[arg-type]
@@ -213,8 +223,9 @@ class SegmentationWriter:
     def write_chunk(self, box: tuple[int, int, int, int], probs: np.ndarray) -> None:
         """Write blended probabilities ``(k, h, w)`` float32 of level-0 ``box`` (y0, y1, x0, x1), all levels.
 
-        ``box`` must start on a level-0 chunk boundary so each level receives whole chunks (or aligned
-        pieces of its coarser chunks).
+        ``box`` must be a level-0 chunk (``chunk_size`` aligned) so that every level receives whole zarr
+        chunks or aligned pieces of its coarser chunks. Thread-safe for distinct boxes: pieces that share a
+        coarse zarr chunk are written under a lock (read-modify-write).
         """
         y0, _, x0, _ = box
         p = probs
@@ -222,9 +233,22 @@ class SegmentationWriter:
             if level:
                 p = downsample2(p)
             ly, lx = y0 >> level, x0 >> level
-            _, h, w = p.shape
-            self._probs[level][:, ly:ly + h, lx:lx + w] = quantise(p)
-            self._labels[level][ly:ly + h, lx:lx + w] = labels_from_probs(p)
+            q, labels = quantise(p), labels_from_probs(p)
+            chunk = level_chunk(self.chunk_size, level)
+            if chunk == self.chunk_size >> level:
+                self._put(level, ly, lx, q, labels)
+            else:
+                with self._lock(level, ly // chunk, lx // chunk):
+                    self._put(level, ly, lx, q, labels)
+
+    def _put(self, level: int, ly: int, lx: int, q: np.ndarray, labels: np.ndarray) -> None:
+        _, h, w = q.shape
+        self._probs[level][:, ly:ly + h, lx:lx + w] = q
+        self._labels[level][ly:ly + h, lx:lx + w] = labels
+
+    def _lock(self, level: int, ci: int, cj: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((level, ci, cj), threading.Lock())
 
     @property
     def attrs(self) -> dict[str, Any]:

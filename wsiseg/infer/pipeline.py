@@ -31,15 +31,17 @@ _STOP = object()
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage. ``read`` sums the read tasks over all workers (CPU-side work);
+    """Seconds spent per stage. ``read`` and ``write`` sum the tasks over all their worker threads;
     ``infer`` is time inside the model; ``wait_input`` is the model stage idle waiting for tiles;
-    ``stitch`` and ``write`` are the writer thread's blending and zarr/journal time."""
+    ``stitch`` is blending (and saving resume state); ``journal`` is committing the resume journal;
+    ``wall`` is the whole run."""
 
     read: float = 0.0
     infer: float = 0.0
     wait_input: float = 0.0
     stitch: float = 0.0
     write: float = 0.0
+    journal: float = 0.0
     wall: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -49,7 +51,7 @@ class StageTimes:
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(getattr(self, k)), 4)
-                for k in ("read", "infer", "wait_input", "stitch", "write", "wall")}
+                for k in ("read", "infer", "wait_input", "stitch", "write", "journal", "wall")}
 
 
 class _Stage(Generic[T]):

@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
                   progress: bool = True, slide_mpp: float | None = None,
                   ngff_version: NgffVersion | str = NgffVersion.V04, chunk_size: int = 1024,
                   blend: BlendWindow | str = BlendWindow.COSINE, min_tissue_fraction: float = 0.0,
-                  preview: bool = True) -> SegmentResult:
+                  preview: bool = True, write_workers: int = 2) -> SegmentResult:
     """Segment one slide into an OME-Zarr at ``out`` (see :mod:`wsiseg.infer.omezarr` for the layout).
 
     Args:
@@ -136,7 +137,8 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         mpp: analysis resolution in um/px (default: the model's); tile_size: tile side in pixels at
             ``mpp`` (default: the model's); overlap: pixels shared by neighbouring tiles (default
             ``tile_size // 8``, at most ``tile_size // 2``).
-        batch_size: tiles per model call; read_workers: threads reading tiles.
+        batch_size: tiles per model call; read_workers: threads reading tiles; write_workers: threads
+            finalising chunks (normalise, quantise, pyramid, compress, write); none changes the output.
         tissue: skip tiles without tissue (detected on a thumbnail); mask: a user ROI (GeoJSON or mask
             image) replacing tissue detection. Skipped area is "not analysed": label 0, probabilities 0.
         slide_mpp: level-0 um/px for slides that record none.
@@ -226,19 +228,29 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         remaining = [t for t in grid.tiles if t.index >= stitcher.cursor]
         times = StageTimes()
 
-        def write(chunks: list[FinishedChunk]) -> None:
+        write_pool = ThreadPoolExecutor(max(1, write_workers), thread_name_prefix="wsiseg-write")
+
+        def write_one(box: tuple[int, int, int, int], probs: np.ndarray) -> None:
             t0 = time.perf_counter()
-            for ch in chunks:
-                if ch.probs is not None:
-                    writer.write_chunk(ch.box, ch.probs)
+            writer.write_chunk(box, probs)
             times.add("write", time.perf_counter() - t0)
 
-        def commit() -> None:
+        def write(chunks: list[FinishedChunk]) -> list[Future[None]]:
+            return [write_pool.submit(write_one, ch.box, ch.probs) for ch in chunks if ch.probs is not None]
+
+        # Batches whose chunks are being written; the journal commits a batch's stitcher state only once
+        # all its chunks are on disk. One batch stays in flight so stitching overlaps with writing.
+        in_flight: list[tuple[list[Future[None]], dict[str, Any], int]] = []
+
+        def commit_oldest() -> None:
+            futures, st, n = in_flight.pop(0)
+            for fut in futures:
+                fut.result()  # the first write error is raised here, before the journal moves on
             t0 = time.perf_counter()
-            st = stitcher.save_state()
             journal.commit({"fingerprint": fingerprint, "stitcher": st, "timings": times.as_dict()})
             stitcher.collect_garbage(st)
-            times.add("write", time.perf_counter() - t0)
+            times.add("journal", time.perf_counter() - t0)
+            bar.update(n)
 
         bar = tqdm(total=len(grid.tiles), initial=len(grid.tiles) - len(remaining), unit="tile",
                    desc=slide_path.name, disable=not progress, file=sys.stderr, dynamic_ncols=True,
@@ -249,10 +261,12 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             t0 = time.perf_counter()
             for tile, p in zip(batch, probs, strict=True):
                 finished.extend(stitcher.add(tile.row, tile.col, p))
+            futures = write(finished)
+            st = stitcher.save_state()
             times.add("stitch", time.perf_counter() - t0)
-            write(finished)
-            commit()
-            bar.update(len(batch))
+            in_flight.append((futures, st, len(batch)))
+            while len(in_flight) > 1:
+                commit_oldest()
 
         def read(tile: Any) -> np.ndarray:
             return slide.read_region(tile.x0, tile.y0, tile_size, tile_size, mpp)
@@ -265,14 +279,20 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             return probs
 
         try:
-            run_pipeline(remaining, read, predict, consume, batch_size=batch_size, read_workers=read_workers,
-                         times=times)
+            try:
+                run_pipeline(remaining, read, predict, consume, batch_size=batch_size,
+                             read_workers=read_workers, times=times)
+            finally:
+                while in_flight:  # everything predicted and stitched is written and committed
+                    commit_oldest()
+            t0 = time.perf_counter()
+            rest = stitcher.finish()
+            times.add("stitch", time.perf_counter() - t0)
+            for fut in write(rest):
+                fut.result()
         finally:
             bar.close()
-        t0 = time.perf_counter()
-        rest = stitcher.finish()
-        times.add("stitch", time.perf_counter() - t0)
-        write(rest)
+            write_pool.shutdown(wait=True)
         times.wall = time.perf_counter() - t_start
         timings = times.as_dict()
         if previous_timings:

@@ -235,10 +235,17 @@ class Stitcher:
         return set() if state is None else {str(v[0]) for v in state["accs"].values()}
 
     def collect_garbage(self, state: dict[str, Any]) -> None:
-        """Delete accumulator files that ``state`` (the committed one) does not reference."""
-        keep = self.referenced_files(state)
+        """Delete accumulator files older than ``state`` (the committed one) that it does not reference.
+
+        Files written after ``state`` was saved (a later generation) are kept: they belong to the next one.
+        """
+        keep, gen = self.referenced_files(state), int(state["gen"])
         for path in self._dir.glob("acc_*.npy"):
-            if path.name not in keep:
+            try:
+                file_gen = int(path.stem.rsplit("_", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            if path.name not in keep and file_gen <= gen:
                 path.unlink(missing_ok=True)
 
     def live_chunks(self) -> int:
@@ -290,7 +297,8 @@ class Stitcher:
                 w = self._window[ys - ty:ye - ty, xs - tx:xe - tx]
                 p = probs[:, ys - ty:ye - ty, xs - tx:xe - tx]
                 region = acc.data[:k, ys - cy0:ye - cy0, xs - cx0:xe - cx0]
-                region += p * w
+                tmp = np.multiply(p, w, dtype=np.float32)
+                region += tmp
                 acc.data[k, ys - cy0:ye - cy0, xs - cx0:xe - cx0] += w
                 acc.touch(ys - cy0, ye - cy0, xs - cx0, xe - cx0)
 
@@ -316,6 +324,8 @@ class Stitcher:
         del self._ram[(i, j)]
         k = self.n_classes
         weight = acc.data[k]
-        probs = np.zeros_like(acc.data[:k])
-        np.divide(acc.data[:k], weight, out=probs, where=weight > 0)
+        inv = np.zeros_like(weight)
+        np.divide(np.float32(1.0), weight, out=inv, where=weight > 0)
+        probs = acc.data[:k]
+        probs *= inv  # in place: the accumulator is finished
         return FinishedChunk(i, j, box, probs)
