@@ -17,7 +17,7 @@ def slide_info(path: Path, mpp: float | None, target_mpp: float, tile_size: int,
     with open_slide(path, mpp=mpp) as slide:
         info = slide.describe()
         info["mpp_source"] = "--mpp" if mpp is not None else "metadata"
-        tissue = detect_tissue(slide, mpp=max(tissue_mpp, slide.mpp[0]))
+        tissue = detect_tissue(slide, mpp=tissue_mpp)
         grid_all = make_tile_grid(slide, target_mpp, tile_size, overlap)
         grid_tissue = make_tile_grid(slide, target_mpp, tile_size, overlap, tissue=tissue)
         info["tissue_fraction"] = round(tissue.tissue_fraction, 4)

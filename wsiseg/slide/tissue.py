@@ -22,6 +22,8 @@ MIN_SATURATION = 0.07
 #: Saturation above this is always tissue: Otsu splits stained tissue from glass, but on slides with much
 #: dense tissue it lands between pale (necrotic, oedematous) and dense tissue, so it is capped here.
 MAX_THRESHOLD = 0.12
+#: Thumbnails for tissue detection have at least this many pixels along the longer side.
+MIN_THUMBNAIL_PX = 512
 #: Pixels darker than this (max RGB) are pen marks, folds or slide edges, not tissue, unless saturated.
 DARK_VALUE = 0.12
 
@@ -105,6 +107,10 @@ def detect_tissue(slide: Slide, mpp: float = 8.0, *, min_area_um2: float = 20_00
                   min_saturation: float = MIN_SATURATION) -> TissueMask:
     """Detect tissue on a thumbnail at ``mpp`` um/px (8-16 suits H&E).
 
+    ``mpp`` is an upper bound: small slides and images are analysed on a finer thumbnail with at least
+    :data:`MIN_THUMBNAIL_PX` pixels along its longer side (never finer than level 0); the returned mask's
+    ``mpp`` says which resolution was used.
+
     Saturation (HSV) thresholded by Otsu, clipped to ``min_saturation`` .. :data:`MAX_THRESHOLD` (so a
     blank slide has no tissue and pale tissue is kept), very dark unsaturated pixels dropped, then
     closing and opening with a disk of radius ``smooth_um`` microns, enclosed holes smaller than
@@ -112,6 +118,9 @@ def detect_tissue(slide: Slide, mpp: float = 8.0, *, min_area_um2: float = 20_00
     components smaller than ``min_area_um2`` square microns removed. Coarser ``mpp`` is faster;
     memory is that of one thumbnail.
     """
+    w0, h0 = slide.dimensions
+    long_um = max(w0 * slide.mpp[0], h0 * slide.mpp[1])
+    mpp = min(mpp, max(slide.mpp[0], long_um / MIN_THUMBNAIL_PX))
     thumb = slide.thumbnail(mpp)
     mask = tissue_from_rgb(thumb, mpp, min_area_um2=min_area_um2, smooth_um=smooth_um,
                            max_hole_um2=max_hole_um2, min_saturation=min_saturation)
