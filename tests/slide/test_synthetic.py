@@ -11,7 +11,7 @@ import tifffile
 from scipy import ndimage
 
 from wsiseg.slide import SYNTHETIC_CLASSES, SlideLayout, SyntheticTruth, open_slide, write_synthetic_slide
-from wsiseg.slide.synthetic import _textures, render_region
+from wsiseg.slide.synthetic import _textures
 
 
 def test_classes() -> None:
@@ -19,13 +19,12 @@ def test_classes() -> None:
 
 
 def test_labels_are_exactly_what_was_rendered(synthetic_svs: SyntheticTruth) -> None:
-    field = synthetic_svs.field()
     labels = synthetic_svs.labels()
     assert labels.shape == (synthetic_svs.height0, synthetic_svs.width0) and labels.dtype == np.uint8
     assert set(np.unique(labels)) == set(range(5))  # every class present
     textures = _textures(synthetic_svs.mpp)
     x0, y0, w, h = 700, 300, 900, 1100  # spans a texture period boundary (1024) and several blocks
-    pixels = render_region(field, x0, y0, w, h)
+    pixels = synthetic_svs.render(x0, y0, w, h)
     ys, xs = np.mgrid[y0:y0 + h, x0:x0 + w]
     expected = textures[labels[y0:y0 + h, x0:x0 + w], ys % 1024, xs % 1024]
     np.testing.assert_array_equal(pixels, expected)

@@ -30,7 +30,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,8 @@ class SyntheticTruth:
         """Mean RGB colour of each class's texture, float32 ``(k, 3)`` in 0..255 (row ``i`` = class ``i``)."""
         return _palette(self.mpp).copy()
 
-    def field(self) -> _LabelField:
+    @cached_property
+    def _field(self) -> _LabelField:
         return _LabelField.create(self.width0, self.height0, self.mpp, self.seed, self.cell_um)
 
     def labels(self, mpp: float | None = None) -> np.ndarray:
@@ -100,11 +101,16 @@ class SyntheticTruth:
         Exact at level 0. At other resolutions each target pixel takes the label of the level-0 pixel
         under its centre; the size is ``ceil(size0 * mpp0 / mpp)`` like ``Slide.size_at``.
         """
-        return self.field().labels_at(self.mpp if mpp is None else mpp)
+        return self._field.labels_at(self.mpp if mpp is None else mpp)
 
     def labels_region(self, x0: int, y0: int, width_t: int, height_t: int, mpp: float) -> np.ndarray:
         """Labels uint8 ``(height_t, width_t)`` of the region ``Slide.read_region`` would read."""
-        return self.field().labels_region(x0, y0, width_t, height_t, mpp)
+        return self._field.labels_region(x0, y0, width_t, height_t, mpp)
+
+    def render(self, x0: int, y0: int, width0: int, height0: int) -> np.ndarray:
+        """The level-0 pixels RGB uint8 ``(height0, width0, 3)`` from ``(x0, y0)`` as rendered before JPEG
+        compression (any coordinates; the texture continues past the slide's edge)."""
+        return render_region(self._field, x0, y0, width0, height0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -401,6 +407,7 @@ def write_synthetic_slide(path: str | Path, width0: int, height0: int, mpp: floa
                 _write_svs_label(tif)
         del memmaps
     except OSError as exc:
+        path.unlink(missing_ok=True)
         raise OutputError(f"cannot write synthetic slide {path}: {exc}") from exc
     finally:
         for name in os.listdir(tmpdir):
