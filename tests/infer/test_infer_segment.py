@@ -154,7 +154,7 @@ def test_resume_after_sigkill(synthetic_slide: SyntheticSlide, tmp_path: Path) -
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(script), str(synthetic_slide.path), str(out)], env=env)
     journal = out / WORK_DIR / "journal.json"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     cursor = 0
     while time.monotonic() < deadline and cursor < 15:
         time.sleep(0.05)
@@ -164,14 +164,14 @@ def test_resume_after_sigkill(synthetic_slide: SyntheticSlide, tmp_path: Path) -
             continue
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL and cursor >= 15, "the run finished or never started"
+    assert proc.returncode == -signal.SIGKILL, f"the run ended by itself ({proc.returncode})"
     committed = json.loads(journal.read_text())["stitcher"]["cursor"]
-    assert committed < res.n_tiles_total
+    assert 15 <= committed < res.n_tiles_total, (cursor, committed)
     counting = CountingModel(model)
     res2 = segment_slide(synthetic_slide.path, counting, out, **kwargs)
-    assert res2.resumed and counting.tiles == res.n_tiles_total - committed
-    for a, b in zip(_arrays(ref), _arrays(out), strict=True):
-        assert np.array_equal(a, b)
+    assert res2.resumed and counting.tiles == res.n_tiles_total - committed, (counting.tiles, committed)
+    for n, (a, b) in enumerate(zip(_arrays(ref), _arrays(out), strict=True)):
+        assert np.array_equal(a, b), f"array {n} differs in {(a != b).sum()} values"
 
 
 def test_read_completion_order_does_not_change_output(synthetic_slide: SyntheticSlide, tmp_path: Path,
