@@ -123,20 +123,27 @@ class FinishedChunk:
     probs: np.ndarray | None
 
 
+_MAX_RECTS = 4
+
+
 @dataclass
 class _Acc:
     data: np.ndarray  # (k + 1, h, w) float32
-    bbox: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # touched y0, y1, x0, x1 (chunk-local)
+    rects: list[list[int]] = field(default_factory=list)  # touched [y0, y1, x0, x1] (chunk-local)
     file: str | None = None  # a saved file holding exactly this state, if not dirty
     dirty: bool = False
 
     def touch(self, y0: int, y1: int, x0: int, x1: int) -> None:
-        b = self.bbox
-        if b[1] <= b[0]:
-            self.bbox = [y0, y1, x0, x1]
-        else:
-            self.bbox = [min(b[0], y0), max(b[1], y1), min(b[2], x0), max(b[3], x1)]
+        """Record a touched rectangle; only touched areas are saved (overlap strips, not whole chunks)."""
         self.dirty = True
+        for r in self.rects:
+            if r[0] <= y0 and y1 <= r[1] and r[2] <= x0 and x1 <= r[3]:
+                return
+        self.rects = [r for r in self.rects if not (y0 <= r[0] and r[1] <= y1 and x0 <= r[2] and r[3] <= x1)]
+        self.rects.append([y0, y1, x0, x1])
+        if len(self.rects) > _MAX_RECTS:  # fall back to the bounding box
+            self.rects = [[min(r[0] for r in self.rects), max(r[1] for r in self.rects),
+                           min(r[2] for r in self.rects), max(r[3] for r in self.rects)]]
 
 
 class Stitcher:
@@ -160,7 +167,7 @@ class Stitcher:
         self._dir = Path(work_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._ram: dict[tuple[int, int], _Acc] = {}
-        self._spilled: dict[tuple[int, int], tuple[str, list[int]]] = {}
+        self._spilled: dict[tuple[int, int], tuple[str, list[list[int]]]] = {}
         self._gen = 0
         self.cursor = 0
         # chunk rows/cols whose last contributing tile row/col is r/c
@@ -173,9 +180,9 @@ class Stitcher:
         if state is not None:
             self.cursor = int(state["cursor"])
             self._gen = int(state["gen"])
-            for key, (fname, bbox) in state["accs"].items():
+            for key, (fname, rects) in state["accs"].items():
                 i, j = (int(v) for v in key.split(","))
-                self._spilled[(i, j)] = (str(fname), [int(v) for v in bbox])
+                self._spilled[(i, j)] = (str(fname), [[int(v) for v in r] for r in rects])
 
     # -- feeding -------------------------------------------------------------------------------------
 
@@ -221,13 +228,13 @@ class Stitcher:
         :meth:`collect_garbage`.
         """
         accs: dict[str, list[Any]] = {}
-        for (i, j), (fname, bbox) in self._spilled.items():
-            accs[f"{i},{j}"] = [fname, bbox]
+        for (i, j), (fname, rects) in self._spilled.items():
+            accs[f"{i},{j}"] = [fname, rects]
         for (i, j), acc in self._ram.items():
             if acc.dirty or acc.file is None:
                 acc.file = self._write(i, j, acc)
                 acc.dirty = False
-            accs[f"{i},{j}"] = [acc.file, acc.bbox]
+            accs[f"{i},{j}"] = [acc.file, acc.rects]
         return {"cursor": self.cursor, "gen": self._gen, "accs": accs}
 
     @staticmethod
@@ -257,10 +264,10 @@ class Stitcher:
     def _write(self, i: int, j: int, acc: _Acc) -> str:
         self._gen += 1
         fname = f"acc_{i}_{j}_{self._gen}.npy"
-        y0, y1, x0, x1 = acc.bbox
         tmp = self._dir / (fname + ".tmp")
+        parts = [acc.data[:, y0:y1, x0:x1].ravel() for y0, y1, x0, x1 in acc.rects]
         with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(acc.data[:, y0:y1, x0:x1]))
+            np.save(fh, np.concatenate(parts) if parts else np.zeros(0, np.float32))
         os.replace(tmp, self._dir / fname)
         return fname
 
@@ -274,10 +281,14 @@ class Stitcher:
             return acc
         acc = self._new_acc(i, j)
         if (i, j) in self._spilled:
-            fname, bbox = self._spilled.pop((i, j))
-            y0, y1, x0, x1 = bbox
-            acc.data[:, y0:y1, x0:x1] = np.load(self._dir / fname)
-            acc.bbox, acc.file = list(bbox), fname
+            fname, rects = self._spilled.pop((i, j))
+            flat = np.load(self._dir / fname)
+            start = 0
+            for y0, y1, x0, x1 in rects:
+                view = acc.data[:, y0:y1, x0:x1]
+                view[...] = flat[start:start + view.size].reshape(view.shape)
+                start += view.size
+            acc.rects, acc.file = [list(r) for r in rects], fname
         self._ram[(i, j)] = acc
         return acc
 
@@ -313,7 +324,7 @@ class Stitcher:
             acc = self._ram.pop((i, j))
             if acc.dirty or acc.file is None:
                 acc.file = self._write(i, j, acc)
-            self._spilled[(i, j)] = (acc.file, acc.bbox)
+            self._spilled[(i, j)] = (acc.file, acc.rects)
         return out
 
     def _finalise(self, i: int, j: int) -> FinishedChunk:
