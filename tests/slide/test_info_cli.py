@@ -98,3 +98,23 @@ def test_bad_options(cmu_small_region: Path, args: list[str], fragment: str) -> 
     result = _info(cmu_small_region, *args)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert fragment in result.stderr
+
+
+def test_info_on_plain_png_with_mpp(tmp_path: Path, synthetic_svs: SyntheticTruth) -> None:
+    from PIL import Image
+
+    png = tmp_path / "crop.png"
+    Image.fromarray(synthetic_svs.render(0, 0, 800, 600)).save(png)
+    _assert_one_line_error(_info(png), "--mpp")
+    result = _info(png, "--mpp", "0.5", "--target-mpp", "0.5", "--tile-size", "256", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["vendor"] == "image" and (info["width0"], info["height0"]) == (800, 600)
+    assert info["levels"] == [{"level": 0, "width": 800, "height": 600, "downsample": 1.0, "mpp": 0.5}]
+    assert (info["tiles"]["columns"], info["tiles"]["rows"]) == (4, 3)
+    truth = (synthetic_svs.labels_region(0, 0, 800, 600, 0.5) > 0).mean()
+    assert abs(info["tissue_fraction"] - truth) < 0.06
+
+
+def test_directory_is_not_a_slide(tmp_path: Path) -> None:
+    _assert_one_line_error(_info(tmp_path), "directory")
