@@ -89,6 +89,22 @@ def test_one_line_errors(synthetic_slide: SyntheticSlide, tmp_path: Path, capsys
     assert code != 0 and message in err and err.startswith("wsiseg: error:") and err.count("\n") == 1
 
 
+def test_geojson_roi_mask(synthetic_slide: SyntheticSlide, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    roi = tmp_path / "roi.geojson"  # left 40% of the 2048 x 1536 level-0 slide
+    roi.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"objectType": "annotation"},
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [819, 0], [819, 1536], [0, 1536], [0, 0]]]},
+    }]}))
+    out = tmp_path / "roi.zarr"
+    code, _, err = _cli(["segment", str(synthetic_slide.path), "--model", "null", "--mpp", "2", "--tile-size",
+                         "64", "--overlap", "0", "--mask", str(roi), "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    labels = np.asarray(open_segmentation(out).labels[0][...])
+    # 819 level-0 px = 204.75 px at 2 um/px: tiles (64 px, no overlap) up to x = 256 are analysed
+    assert (labels[:, :256] > 0).all() and (labels[:, 256:] == 0).all()
+
+
 def _interior_check(seg_path: Path, slide_path: Path, model: object, tile: int, overlap: int) -> None:
     """Pixels of a tile covered by no other tile must be the model's own prediction for that tile."""
     seg = open_segmentation(seg_path)

@@ -196,7 +196,9 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             if not overwrite and previous is not None and previous.get("fingerprint") != fingerprint:
                 raise OutputError(f"{out} holds an unfinished run with other settings (slide, model or "
                                   "parameters); pass --overwrite to start again")
-            if not overwrite and previous is None and out.is_dir() and any(out.iterdir()):
+            # a wsiseg store without a journal was killed before its first commit: start it again
+            restartable = bool(info) or not (out.is_dir() and any(out.iterdir()))
+            if not overwrite and previous is None and not restartable:
                 raise OutputError(f"{out} exists and is not a resumable wsiseg run; pass --overwrite "
                                   "or choose another --out")
             if overwrite or previous is None:
