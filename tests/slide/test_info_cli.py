@@ -93,7 +93,8 @@ def test_slide_without_mpp_needs_and_accepts_mpp(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "fragment"), [(["--tile-size", "0"], "--tile-size"),
                                                (["--tile-size", "64", "--overlap", "64"], "overlap"),
-                                               (["--mpp", "-1"], "--mpp")])
+                                               (["--mpp", "-1"], "--mpp"),
+                                               (["--target-mpp", "0"], "--target-mpp")])
 def test_bad_options(cmu_small_region: Path, args: list[str], fragment: str) -> None:
     result = _info(cmu_small_region, *args)
     assert result.returncode != 0 and "Traceback" not in result.stderr

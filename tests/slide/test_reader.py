@@ -158,6 +158,21 @@ def test_plain_png_needs_mpp_and_reads_exactly(tmp_path: Path) -> None:
         np.testing.assert_allclose(half, _block_mean(pixels, 2), atol=1.0)
 
 
+def test_read_finer_than_level0_interpolates(tmp_path: Path) -> None:
+    yy, xx = np.mgrid[0:60, 0:80]
+    ramp = np.stack([xx * 3, yy * 4, np.full_like(xx, 100)], axis=-1).astype(np.uint8)
+    path = tmp_path / "ramp.png"
+    Image.fromarray(ramp).save(path)
+    with open_slide(path, mpp=1.0) as slide:
+        double = slide.read_region(10, 10, 80, 60, 0.5)  # 40 x 30 source pixels enlarged 2x
+    assert double.shape == (60, 80, 3)
+    # target pixel j samples source coordinate 10 + (j + 0.5) / 2 - 0.5 of a linear ramp
+    j = np.arange(80)
+    expected_r = 3 * (10 + (j + 0.5) / 2 - 0.5)
+    np.testing.assert_allclose(double[5:-5, 4:-4, 0], np.broadcast_to(expected_r[4:-4], (50, 72)), atol=1.0)
+    assert (double[..., 2] == 100).all()
+
+
 def test_plain_png_with_plausible_dpi_and_rgba(tmp_path: Path) -> None:
     rgba = np.zeros((10, 10, 4), np.uint8)
     rgba[..., 0] = 200

@@ -61,9 +61,10 @@ def _format(info: dict[str, Any]) -> str:
 
 @click.command("info")
 @click.argument("slide", type=click.Path(path_type=Path))
-@click.option("--mpp", type=float, default=None,
+@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Microns per pixel at level 0; overrides the file's metadata (required when it has none).")
-@click.option("--target-mpp", "target_mpp", type=float, default=1.0, show_default=True,
+@click.option("--target-mpp", "target_mpp", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True,
               help="Resolution (um/px) at which tiles are counted.")
 @click.option("--tile-size", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Tile side in pixels at --target-mpp.")
