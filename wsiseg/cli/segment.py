@@ -57,6 +57,8 @@ def _build_model(spec: str, device: str, mpp: float | None, tile_size: int | Non
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per model call.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--read-workers", type=int, default=2, show_default=True, help="Threads reading tiles.")
+@click.option("--write-workers", type=int, default=2, show_default=True,
+              help="Threads finalising, compressing and writing finished chunks.")
 @click.option("--tissue/--no-tissue", default=True, show_default=True,
               help="Skip tiles without tissue (their area is written as 'not analysed', label 0).")
 @click.option("--mask", type=click.Path(path_type=Path),
@@ -72,7 +74,8 @@ def _build_model(spec: str, device: str, mpp: float | None, tile_size: int | Non
 @click.option("--slide-mpp", type=float, help="Level-0 um/px for slides that record none.")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write <out>.preview.png.")
 def command(slides: tuple[Path, ...], model_spec: str, out: Path, mpp: float | None, tile_size: int | None,
-            overlap: int | None, batch_size: int, device: str, read_workers: int, tissue: bool,
+            overlap: int | None, batch_size: int, device: str, read_workers: int, write_workers: int,
+            tissue: bool,
             mask: Path | None, geojson: Path | None, overwrite: bool, quiet: bool,
             sam_checkpoint: Path | None, hipt_checkpoint: Path | None, ngff_version: str,
             slide_mpp: float | None, preview: bool) -> None:
@@ -97,7 +100,7 @@ def command(slides: tuple[Path, ...], model_spec: str, out: Path, mpp: float | N
             result = segment_slide(path, model, target, mpp=mpp, tile_size=tile_size, overlap=overlap,
                                    batch_size=batch_size, read_workers=read_workers, tissue=tissue,
                                    mask=mask, overwrite=overwrite, progress=not quiet, slide_mpp=slide_mpp,
-                                   ngff_version=ngff_version, preview=preview)
+                                   ngff_version=ngff_version, preview=preview, write_workers=write_workers)
             if geojson is not None:
                 from wsiseg.export import export_geojson
 

@@ -152,8 +152,8 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
     slide_path, out = Path(slide_path), Path(out)
     version = NgffVersion(ngff_version)
     blend = BlendWindow(blend)
-    if batch_size < 1 or read_workers < 1:
-        raise ConfigError("--batch-size and --read-workers must be at least 1")
+    if batch_size < 1 or read_workers < 1 or write_workers < 1:
+        raise ConfigError("--batch-size, --read-workers and --write-workers must be at least 1")
     mpp = mpp if mpp is not None else model.mpp
     if mpp is None:
         raise ConfigError("the model records no resolution; pass --mpp (microns per pixel to analyse at)")
