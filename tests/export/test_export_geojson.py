@@ -57,7 +57,7 @@ def by_class(data: dict[str, Any]) -> dict[str, list[Any]]:
 def test_polygons_reproduce_label_map_exactly(segmentation: Path, label_map: np.ndarray, tmp_path: Path,
                                               split: bool) -> None:
     out = tmp_path / "out.geojson"
-    result = export_geojson(segmentation, out, split_regions=split, block_size=64)
+    result = export_geojson(segmentation, out, split_regions=split, block_size=64, check_validity=True)
     data = load(out)
     jsonschema.validate(data, SCHEMA)
     groups = by_class(data)
@@ -82,10 +82,31 @@ def test_every_geometry_is_valid(segmentation: Path, tmp_path: Path) -> None:
         for simplify in (0.0, 1.5):
             out = tmp_path / f"out-{split}-{simplify}.geojson"
             result = export_geojson(segmentation, out, split_regions=split, simplify_um=simplify,
-                                    block_size=48)
+                                    block_size=48, check_validity=True)
             geometries = [shape(f["geometry"]) for f in load(out)["features"]]
             assert all(g.is_valid for g in geometries), [shapely.is_valid_reason(g) for g in geometries]
             assert result.n_repaired == 0
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_pixel_noise_worst_case_is_valid_and_blockwise_exact(make_segmentation: Callable[..., Path],
+                                                             tmp_path: Path, split: bool) -> None:
+    """Unsmoothed random labels: thousands of diagonal touches, pinch points and holes touching shells."""
+    labels = np.random.default_rng(7).integers(0, 4, (96, 120)).astype(np.uint8)
+    labels[40:60, :] = 2  # plus one region crossing every block column
+    seg = make_segmentation(labels, slide_mpp=OUT_MPP)
+    single, blocks = tmp_path / "single.geojson", tmp_path / "blocks.geojson"
+    r1 = export_geojson(seg, single, split_regions=split, block_size=100_000, check_validity=True)
+    r2 = export_geojson(seg, blocks, split_regions=split, block_size=16, check_validity=True)
+    assert r1.n_repaired == r2.n_repaired == 0
+    a = {f["id"]: shape(f["geometry"]) for f in load(single)["features"]}
+    b = {f["id"]: shape(f["geometry"]) for f in load(blocks)["features"]}
+    assert a.keys() == b.keys()
+    assert all(a[k].is_valid and b[k].is_valid and a[k].equals(b[k]) for k in a)
+    for value in (1, 2, 3):
+        drawn = rasterise(shapely.union_all(list(by_class(load(blocks))[CLASSES.names[value - 1]])),
+                          labels.shape, 1.0)
+        assert np.array_equal(drawn, labels == value)
 
 
 def test_holes_survive_as_interior_rings(make_segmentation: Callable[..., Path], tmp_path: Path) -> None:

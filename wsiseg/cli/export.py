@@ -35,19 +35,22 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
               help="One feature per connected region instead of one MultiPolygon per class.")
 @click.option("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, show_default=True,
               help="Block side in pixels read at a time (memory ~ block-size^2 x (classes + 13) bytes).")
+@click.option("--check-validity", is_flag=True,
+              help="Run shapely's is_valid on every geometry (exact polygons are valid by construction).")
 def command(segmentation: Path, geojson_path: Path, level: int | None, mpp: float | None, simplify_um: float,
             min_area_um2: float, class_names: tuple[str, ...], object_type: str, split_regions: bool,
-            block_size: int) -> None:
+            block_size: int, check_validity: bool) -> None:
     """Export the class regions of SEGMENTATION (an OME-Zarr written by `wsiseg segment`) as GeoJSON
     that QuPath imports (File > Import objects, or drag and drop)."""
     result = export_geojson(
         segmentation, geojson_path, level=level, mpp=mpp, simplify_um=simplify_um, min_area_um2=min_area_um2,
         classes=_class_names(class_names), object_type=ObjectType(object_type), split_regions=split_regions,
-        block_size=block_size,
+        block_size=block_size, check_validity=check_validity,
     )
     per_class = ", ".join(f"{name} {n}" for name, n in result.regions_per_class.items())
     click.echo(
         f"wrote {result.path}: {result.n_features} features, {result.n_regions} regions ({per_class}), "
         f"{result.n_vertices} vertices, {result.n_bytes / 1e6:.2f} MB from level {result.level} "
         f"({result.mpp:.4g} um/px) in {result.seconds:.1f} s"
+        + (f"; {result.n_repaired} geometries repaired" if result.n_repaired else "")
     )
