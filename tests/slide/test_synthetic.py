@@ -111,5 +111,5 @@ def test_generation_streams(tmp_path: Path) -> None:
     write_synthetic_slide(tmp_path / "big.svs", 4096, 4096, layout=SlideLayout.SVS)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert peak < 24 * 2**20, peak / 2**20
+    assert peak < 16 * 2**20, peak / 2**20  # measured: 7.4 MiB at 4096 and at 8192
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".wsiseg-synth-")]  # temp files gone

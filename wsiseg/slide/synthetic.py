@@ -245,13 +245,13 @@ def _textures(mpp: float) -> np.ndarray:
     out[0] = np.clip(base((242, 241, 240), 2.0), 0, 255)
 
     # stroma: pink matrix with wavy fibres running at a slowly varying angle
-    img = base((240, 178, 205), 4.0)
+    img = base((236, 160, 200), 4.0)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     warp = _smooth_noise(rng, size, 12 * um) * 3.0
     period = size / round(size / (4.0 * um))  # ~4 um between fibres, tileable
     phase = 2 * np.pi * (xx + yy) / (period * math.sqrt(2)) / math.sqrt(2) * 1.0 + warp
     fibre = np.clip((np.cos(phase) - 0.35) / 0.65, 0, 1)[..., None]
-    img = img * (1 - fibre) + np.array([212, 118, 168], np.float32) * fibre
+    img = img * (1 - fibre) + np.array([200, 96, 160], np.float32) * fibre
     out[1] = np.clip(img, 0, 255)
 
     # tumour: purple cytoplasm crowded with large dark nuclei
@@ -261,11 +261,11 @@ def _textures(mpp: float) -> np.ndarray:
 
     # necrosis: pale eosinophilic ground with small dark debris
     img = np.clip(base((236, 204, 216), 4.0), 0, 255).astype(np.uint8)
-    _stamp_disks(img, rng, int(area_um2 / 60), 0.7 * um, np.array([150, 100, 150], np.uint8), 0.4, 1.0)
+    _stamp_disks(img, rng, int(area_um2 / 20), 0.6 * um, np.array([160, 120, 170], np.uint8), 0.4, 1.0)
     out[3] = img
 
     # inflammatory: dense small dark lymphocytes on a bluish ground
-    img = np.clip(base((100, 76, 150), 5.0), 0, 255).astype(np.uint8)
+    img = np.clip(base((80, 60, 140), 5.0), 0, 255).astype(np.uint8)
     _stamp_disks(img, rng, int(area_um2 / 9), 1.6 * um, np.array([42, 26, 92], np.uint8), 0.2, 1.0)
     out[4] = np.clip(img.astype(np.float32) + rng.normal(0, 4, (size, size, 1)), 0, 255)
     return out
