@@ -1,7 +1,8 @@
 """Benchmark ``wsiseg export``: polygons/s, MB/s and peak memory on a large label map with many regions.
 
 Writes a synthetic wsiseg OME-Zarr segmentation (default 20480 x 20480 labels, three classes plus
-"not analysed", regions ~10-60 px across, so hundreds of thousands of regions) block by block, then runs
+"not analysed", regions ~10-60 px across, so tens of thousands of regions; ``--pattern tissue`` makes
+classes percolate into slide-wide regions with many holes) block by block, then runs
 ``export_geojson`` in a fresh child process and reports its wall time, regions/s, label MB/s (1 byte per
 label pixel), output MB/s and the child's peak RSS (ru_maxrss). Memory stays bounded by the block size,
 not the slide: compare ``--size 10240`` with the default.
@@ -39,11 +40,20 @@ def _field(coarse: np.ndarray, y: int, x: int, h: int, w: int, cell: float) -> n
     return np.asarray(ndimage.map_coordinates(coarse, [yy, xx], order=1, mode="nearest"))
 
 
-def write_synthetic(path: Path, size: int, cell: float, seed: int = 0) -> int:
+#: Quantiles of the random field that separate "not analysed" and the three classes.
+PATTERNS = {
+    # tissue-like: 80 % analysed; classes percolate into slide-wide regions with many holes
+    "tissue": [0.2, 0.5, 0.75],
+    # islands: 45 % analysed, regions stay bounded (nested class rings around the field's peaks)
+    "islands": [0.55, 0.7, 0.85],
+}
+
+
+def write_synthetic(path: Path, size: int, cell: float, pattern: str = "islands", seed: int = 0) -> int:
     """Write the segmentation; returns the number of label pixels."""
     rng = np.random.default_rng(seed)
     coarse = rng.random((int(size / cell) + 2, int(size / cell) + 2)).astype(np.float32)
-    thresholds = np.quantile(coarse, [0.2, 0.5, 0.75])
+    thresholds = np.quantile(coarse, PATTERNS[pattern])
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
     labels = root.require_group("labels").require_group("classes").create_array(
         "0", shape=(size, size), dtype="uint8", chunks=(CHUNK, CHUNK))
@@ -89,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=20480, help="label map side in pixels")
     parser.add_argument("--cell", type=float, default=24.0, help="feature scale of the random field (px)")
+    parser.add_argument("--pattern", choices=sorted(PATTERNS), default="islands")
     parser.add_argument("--block-size", type=int, default=2048)
     parser.add_argument("--split-regions", action="store_true")
     parser.add_argument("--simplify", type=float, default=0.0, help="simplification tolerance, um")
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         seg = Path(tmp) / "bench.zarr"
         t0 = time.perf_counter()
-        n_pixels = write_synthetic(seg, args.size, args.cell)
+        n_pixels = write_synthetic(seg, args.size, args.cell, args.pattern)
         print(f"synthetic {args.size}x{args.size} segmentation written in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)
         out = Path(tmp) / ("bench.geojson.gz" if args.gz else "bench.geojson")
@@ -112,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         stats = queue.get()
         child.join()
     report = {
-        "size": args.size, "block_size": args.block_size, "split_regions": args.split_regions,
-        "simplify_um": args.simplify, "gz": args.gz, **stats,
+        "size": args.size, "pattern": args.pattern, "block_size": args.block_size,
+        "split_regions": args.split_regions, "simplify_um": args.simplify, "gz": args.gz, **stats,
         "regions_per_s": stats["n_regions"] / stats["seconds"],
         "label_mb_per_s": n_pixels / 1e6 / stats["seconds"],
         "output_mb": stats["n_bytes"] / 1e6,

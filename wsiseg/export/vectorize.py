@@ -111,7 +111,8 @@ def _polygons_from_shapes(shapes: list[tuple[dict[str, Any], float]]) -> np.ndar
     rings = [ring for geom, _ in shapes for ring in geom["coordinates"]]
     ring_len = np.fromiter((len(r) for r in rings), np.int64, len(rings))
     n_rings = np.fromiter((len(geom["coordinates"]) for geom, _ in shapes), np.int64, len(shapes))
-    coords = np.array(list(chain.from_iterable(rings)), dtype=np.float64).reshape(-1, 2)
+    coords = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64,
+                         2 * int(ring_len.sum())).reshape(-1, 2)
     ring_offsets = np.concatenate([[0], np.cumsum(ring_len)])
     geom_offsets = np.concatenate([[0], np.cumsum(n_rings)])
     polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_offsets, geom_offsets))
@@ -141,8 +142,9 @@ def _vectorise_block(labels: np.ndarray, probabilities: np.ndarray | None, x: in
     pixel_count = np.bincount(flat, minlength=n + 1)
     probability_sum = None
     if probabilities is not None:
-        own_class = np.clip(labels.astype(np.intp) - 1, 0, probabilities.shape[0] - 1)
-        own = np.take_along_axis(probabilities, own_class[None], axis=0)[0]
+        own = np.zeros(labels.shape, dtype=np.uint8)  # each pixel's probability of its own class
+        for c in range(min(probabilities.shape[0], 255)):
+            np.copyto(own, probabilities[c], where=labels == c + 1)
         probability_sum = np.bincount(flat, weights=own.ravel(), minlength=n + 1)
 
     keep = selected[labels]
@@ -218,7 +220,9 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
             probs = None if probabilities is None else np.asarray(probabilities[:, y:y + h, x:x + w])
             components, pieces = _vectorise_block(block, probs, x, y, selected, simplify_px, key_stride)
             base = next_id
-            global_ids = components.astype(np.int64) + base
+
+            def global_ids(edge: np.ndarray, base: int = base) -> np.ndarray:
+                return edge.astype(np.int64) + base
             next_id += int(components.max()) + 1
 
             inner = np.zeros(int(components.max()) + 1, dtype=bool)
@@ -256,17 +260,18 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
 
             links = []
             if x > 0 and left_ids is not None and left_values is not None:
-                links.append(_links(left_ids, left_values, global_ids[:, 0], block[:, 0].astype(np.int64),
-                                    selected))
+                links.append(_links(left_ids, left_values, global_ids(components[:, 0]),
+                                    block[:, 0].astype(np.int64), selected))
             if y > 0:
-                links.append(_links(prev_bottom_ids[x:x + w], prev_bottom_values[x:x + w], global_ids[0, :],
+                links.append(_links(prev_bottom_ids[x:x + w], prev_bottom_values[x:x + w],
+                                    global_ids(components[0, :]),
                                     block[0, :].astype(np.int64), selected))
             for pairs in links:
                 for a, b in pairs.tolist():
                     _union(uf, groups, a, b)
 
-            left_ids, left_values = global_ids[:, -1], block[:, -1].astype(np.int64)
-            bottom_ids[x:x + w] = global_ids[-1, :]
+            left_ids, left_values = global_ids(components[:, -1]), block[:, -1].astype(np.int64)
+            bottom_ids[x:x + w] = global_ids(components[-1, :])
             bottom_values[x:x + w] = block[-1, :]
 
         # Regions that reach the bottom border of this block row may still grow; the rest are complete.
