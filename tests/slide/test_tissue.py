@@ -66,6 +66,10 @@ def test_user_mask_from_png(synthetic_svs: SyntheticTruth, tmp_path: Path) -> No
         np.testing.assert_array_equal(tm.mask, truth)
         from_array = tissue_mask_from_image(truth.astype(np.uint8), slide)
         np.testing.assert_array_equal(from_array.mask, truth)
+        rgba = np.zeros((*truth.shape, 4), np.uint8)
+        rgba[..., 1] = truth * 200
+        rgba[..., 3] = 255
+        np.testing.assert_array_equal(tissue_mask_from_image(rgba, slide).mask, truth)
         with pytest.raises(SlideError, match="aspect"):
             tissue_mask_from_image(np.ones((100, 100), np.uint8), slide)
         with pytest.raises(SlideError, match="not found"):

@@ -28,7 +28,7 @@ MIN_THUMBNAIL_PX = 512
 DARK_VALUE = 0.12
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TissueMask:
     """A boolean tissue mask ``(h, w)`` at ``mpp`` um/px, aligned with level-0 pixel (0, 0).
 
@@ -42,6 +42,10 @@ class TissueMask:
 
     def __post_init__(self) -> None:
         mask = np.asarray(self.mask, dtype=bool)
+        if mask.ndim != 2:
+            raise ValueError(f"a tissue mask is 2-D (h, w), got shape {mask.shape}")
+        if not (math.isfinite(self.mpp) and self.mpp > 0):
+            raise ValueError(f"mask mpp must be positive, got {self.mpp}")
         object.__setattr__(self, "mask", mask)
         integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
         np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=integral[1:, 1:])
@@ -178,6 +182,8 @@ def tissue_mask_from_image(mask: str | Path | np.ndarray, slide: Slide) -> Tissu
         array = np.asarray(mask)
         name = "the mask array"
     if array.ndim == 3:
+        if array.shape[2] in (2, 4):  # drop alpha: an opaque mask is not "all tissue"
+            array = array[..., :-1]
         array = array.max(axis=2)
     if array.ndim != 2 or array.size == 0:
         raise SlideError(f"{name} must be a 2-D image, got shape {array.shape}")
