@@ -45,7 +45,7 @@ class DemoResult:
                 f"ground truth ({per_class}); outputs in {self.out_dir}")
 
 
-def write_synthetic_patch_folder(root: Path, seeds: Sequence[int], *, slide_size0: int = 2048,
+def write_synthetic_patch_folder(root: Path, seeds: Sequence[int], *, slide_size0: int = 3072,
                                  mpp: float = DEMO_MPP, patch: int = DEMO_PATCH) -> Path:
     """Cut synthetic slides (one per seed) into a ``folder`` data set at ``root``.
 
@@ -65,8 +65,10 @@ def write_synthetic_patch_folder(root: Path, seeds: Sequence[int], *, slide_size
             for y0 in range(0, slide_size0 - step0 + 1, step0):
                 for x0 in range(0, slide_size0 - step0 + 1, step0):
                     name = f"s{seed}_x{x0}_y{y0}.png"
-                    Image.fromarray(slide.read_region(x0, y0, patch, patch, mpp)).save(root / "images" / name)
-                    Image.fromarray(truth.labels_region(x0, y0, patch, patch, mpp)).save(root / "masks" / name)
+                    image = slide.read_region(x0, y0, patch, patch, mpp)
+                    Image.fromarray(image).save(root / "images" / name)
+                    labels = truth.labels_region(x0, y0, patch, patch, mpp)
+                    Image.fromarray(labels).save(root / "masks" / name)
         slide_path.unlink()
     lines = ["classes:"] + [
         f"  - {{name: {c.name}, value: {i}, color: [{c.color[0]}, {c.color[1]}, {c.color[2]}]}}"

@@ -8,8 +8,9 @@ import click
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
-              show_default=True, help="Folder for the demo's data, model, OME-Zarr, preview and GeoJSON.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo-output"), show_default=True,
+              help="Folder for the demo's data, model, OME-Zarr, preview and GeoJSON.")
 @click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True,
               help="Training epochs of the tiny model.")
 @click.option("--overwrite", is_flag=True, help="Run again over a finished demo.")
