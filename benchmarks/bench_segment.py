@@ -100,17 +100,22 @@ def section_b(slide_path: Path, cache: Path, workers: int, batch: int) -> dict[s
         model = SamPath(ModelConfig.from_preset("tiny", len(SYNTHETIC_CLASSES), input_size=256))
         save_checkpoint(model, ckpt, classes=SYNTHETIC_CLASSES, mpp=mpp, tile_size=tile, self_contained=True)
     predictor = load_model(ckpt, device="cpu")
-    with tempfile.TemporaryDirectory() as tmp:
-        res = segment_slide(slide_path, predictor, Path(tmp) / "tiny.zarr", overlap=overlap, batch_size=batch,
-                            read_workers=workers, progress=False, preview=False)
     with open_slide(slide_path) as slide:
         grid = make_tile_grid(slide, mpp, tile, overlap, tissue=detect_tissue(slide))
         tiles = np.stack([slide.read_region(t.x0, t.y0, tile, tile, mpp) for t in grid.tiles])
-    t0 = time.perf_counter()
-    for i in range(0, len(tiles), batch):
-        predictor.predict(tiles[i:i + batch])
-    model_s = time.perf_counter() - t0
-    wall = res.timings["wall"]
+    predictor.predict(tiles[:batch])  # warm-up (allocator, threads)
+    model_times, walls = [], []
+    for _ in range(2):  # alternate, keep the best of each: the machine is shared
+        t0 = time.perf_counter()
+        for i in range(0, len(tiles), batch):
+            predictor.predict(tiles[i:i + batch])
+        model_times.append(time.perf_counter() - t0)
+        with tempfile.TemporaryDirectory() as tmp:
+            res = segment_slide(slide_path, predictor, Path(tmp) / "tiny.zarr", overlap=overlap,
+                                batch_size=batch, read_workers=workers, progress=False, preview=False)
+        walls.append(res.timings["wall"])
+    model_s = min(model_times)
+    wall = min(walls)
     out = {"tiles": len(tiles), "wall_s": wall, "model_only_s": model_s, "efficiency": model_s / wall,
            "stages_s": res.timings}
     print(f"(b) tiny preset end to end, {len(tiles)} tiles of {tile}x{tile} at {mpp} um/px (CPU)")

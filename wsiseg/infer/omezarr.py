@@ -73,10 +73,13 @@ def downsample2(probs: np.ndarray) -> np.ndarray:
 
 
 def quantise(probs: np.ndarray) -> np.ndarray:
-    """Probabilities in [0, 1] -> uint8 0..255 (``floor(p * 255 + 0.5)``, i.e. rounded half up)."""
+    """Probabilities in [0, 1] -> uint8 0..255 (``floor(p * 255 + 0.5)``, i.e. rounded half up).
+
+    Blended probabilities are convex combinations of model outputs, so they never leave [0, 1] by more
+    than float rounding (which the truncation absorbs).
+    """
     scaled = np.multiply(probs, np.float32(255.0), dtype=np.float32)
     scaled += np.float32(0.5)
-    np.clip(scaled, 0.0, 255.0, out=scaled)
     out: np.ndarray = scaled.astype(np.uint8)
     return out
 
@@ -85,12 +88,17 @@ def labels_from_probs(probs: np.ndarray) -> np.ndarray:
     """Label image ``(h, w)`` uint8: ``argmax + 1`` where at least half the area was analysed, else 0.
 
     ``probs`` is ``(k, h, w)`` float; analysed pixels sum to 1 over ``k``, not-analysed ones to 0, so after
-    averaging the sum is the analysed fraction. Ties go to the lower class index.
+    averaging the sum is the analysed fraction. Ties go to the lower class index (like ``argmax``; a
+    plane-by-plane running maximum is several times faster than ``argmax`` over the strided class axis).
     """
-    labels: np.ndarray = probs.argmax(axis=0).astype(np.uint8)
-    labels += 1
+    best = probs[0].copy()
     total = probs[0].copy()
+    labels = np.ones(best.shape, np.uint8)
+    better = np.empty(best.shape, bool)
     for c in range(1, probs.shape[0]):
+        np.greater(probs[c], best, out=better)
+        np.copyto(labels, np.uint8(c + 1), where=better)
+        np.maximum(best, probs[c], out=best)
         total += probs[c]
     np.copyto(labels, np.uint8(0), where=total < 0.5)
     return labels

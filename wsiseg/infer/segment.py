@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from wsiseg._version import __version__
 from wsiseg.errors import ConfigError, MissingMppError, OutputError, OutputExistsError, SlideError
+from wsiseg.infer._memory import tame_malloc
 from wsiseg.infer.blending import BlendWindow, blend_window
 from wsiseg.infer.journal import WORK_DIR, Journal
 from wsiseg.infer.omezarr import NgffVersion, SegmentationWriter
@@ -148,6 +149,7 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
     """
     from wsiseg.slide import detect_tissue, make_tile_grid, open_slide
 
+    tame_malloc()
     started, t_start = _now(), time.perf_counter()
     slide_path, out = Path(slide_path), Path(out)
     version = NgffVersion(ngff_version)

@@ -164,6 +164,7 @@ class Stitcher:
         self.layout = layout
         self.n_classes = n_classes
         self._window = window.astype(np.float32, copy=False)
+        self._scratch = np.empty((n_classes, layout.tile_size, layout.tile_size), np.float32)
         self._dir = Path(work_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._ram: dict[tuple[int, int], _Acc] = {}
@@ -308,7 +309,8 @@ class Stitcher:
                 w = self._window[ys - ty:ye - ty, xs - tx:xe - tx]
                 p = probs[:, ys - ty:ye - ty, xs - tx:xe - tx]
                 region = acc.data[:k, ys - cy0:ye - cy0, xs - cx0:xe - cx0]
-                tmp = np.multiply(p, w, dtype=np.float32)
+                tmp = self._scratch[:, :ye - ys, :xe - xs]
+                np.multiply(p, w, out=tmp)
                 region += tmp
                 acc.data[k, ys - cy0:ye - cy0, xs - cx0:xe - cx0] += w
                 acc.touch(ys - cy0, ye - cy0, xs - cx0, xe - cx0)
