@@ -169,7 +169,8 @@ def test_read_finer_than_level0_interpolates(tmp_path: Path) -> None:
     # target pixel j samples source coordinate 10 + (j + 0.5) / 2 - 0.5 of a linear ramp
     j = np.arange(80)
     expected_r = 3 * (10 + (j + 0.5) / 2 - 0.5)
-    np.testing.assert_allclose(double[5:-5, 4:-4, 0], np.broadcast_to(expected_r[4:-4], (50, 72)), atol=1.0)
+    # the margin read around the region makes the interpolation exact up to the region's own edges
+    np.testing.assert_allclose(double[..., 0], np.broadcast_to(expected_r, (60, 80)), atol=1.0)
     assert (double[..., 2] == 100).all()
 
 
