@@ -181,11 +181,19 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             raise SlideError(f"cannot read {slide_path}: {exc}") from exc
         params = {"mpp": float(mpp), "tile_size": int(tile_size), "overlap": int(overlap),
                   "chunk_size": int(chunk_size), "tissue": bool(tissue), "blend": blend.value,
-                  "mask": None if mask is None else str(mask),
+                  "mask": None if mask is None else str(mask) if isinstance(mask, (str, Path))
+                  else type(mask).__name__,
                   "min_tissue_fraction": float(min_tissue_fraction),
                   "ngff_version": version.value}
         provenance = model.provenance()
-        fingerprint = json.loads(json.dumps({"slide": slide_info, "model": provenance, "params": params}))
+        # -- tiles --------------------------------------------------------------------------------------
+        roi = _load_mask(mask, slide) if mask is not None else (detect_tissue(slide) if tissue else None)
+        grid = make_tile_grid(slide, mpp, tile_size, overlap, tissue=roi,
+                              min_tissue_fraction=min_tissue_fraction)
+        # what must not change for a run to resume: slide, model, parameters, wsiseg and the tile set
+        tile_set = hashlib.sha256(np.array([t.index for t in grid.tiles], np.int64).tobytes()).hexdigest()
+        fingerprint = json.loads(json.dumps({"slide": slide_info, "model": provenance, "params": params,
+                                             "version": __version__, "tiles_sha256": tile_set}))
 
         # -- the output: new, resumed, or refused ------------------------------------------------------
         journal = Journal(out)
@@ -209,10 +217,6 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
                 state = previous["stitcher"]
         out.parent.mkdir(parents=True, exist_ok=True)
 
-        # -- tiles --------------------------------------------------------------------------------------
-        roi = _load_mask(mask, slide) if mask is not None else (detect_tissue(slide) if tissue else None)
-        grid = make_tile_grid(slide, mpp, tile_size, overlap, tissue=roi,
-                              min_tissue_fraction=min_tissue_fraction)
         layout = Layout(grid.width_t, grid.height_t, tile_size, overlap, grid.n_cols, grid.n_rows, chunk_size)
         k = len(model.classes)
         writer = SegmentationWriter(out, width_t=grid.width_t, height_t=grid.height_t, mpp=float(mpp),
