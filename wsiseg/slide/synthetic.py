@@ -211,12 +211,13 @@ def _stamp_disks(canvas: np.ndarray, rng: np.random.Generator, count: int, radiu
     cx = rng.integers(0, size, count)
     scale = rng.uniform(1 - jitter, 1 + jitter, count)
     angle = rng.uniform(0, np.pi, count)
-    ca, sa = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-    u = (dx[None] * ca + dy[None] * sa) / (r * scale[:, None, None] * elongation)
-    v = (-dx[None] * sa + dy[None] * ca) / (r * scale[:, None, None])
-    inside = u * u + v * v <= 1.0
-    n_idx, yy, xx = np.nonzero(inside)
-    canvas[(cy[n_idx] + dy[yy, xx]) % size, (cx[n_idx] + dx[yy, xx]) % size] = colour
+    for lo in range(0, count, 2048):  # in chunks, to keep the index arrays small
+        sl = slice(lo, lo + 2048)
+        ca, sa = np.cos(angle[sl])[:, None, None], np.sin(angle[sl])[:, None, None]
+        u = (dx[None] * ca + dy[None] * sa) / (r * scale[sl, None, None] * elongation)
+        v = (-dx[None] * sa + dy[None] * ca) / (r * scale[sl, None, None])
+        n_idx, yy, xx = np.nonzero(u * u + v * v <= 1.0)
+        canvas[(cy[sl][n_idx] + dy[yy, xx]) % size, (cx[sl][n_idx] + dx[yy, xx]) % size] = colour
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, sigma_px: float) -> np.ndarray:
@@ -235,39 +236,40 @@ def _textures(mpp: float) -> np.ndarray:
     out = np.empty((k, size, size, 3), np.uint8)
     area_um2 = (size / um) ** 2
 
-    def base(colour: tuple[float, float, float], noise: float) -> np.ndarray:
-        img = np.empty((size, size, 3), np.float32)
-        img[:] = colour
-        img += rng.normal(0, noise, (size, size, 1)).astype(np.float32)
-        return img
+    def noise(sigma: float) -> np.ndarray:
+        return rng.standard_normal((size, size, 1), dtype=np.float32) * np.float32(sigma)
+
+    def base(colour: tuple[float, float, float], sigma: float) -> np.ndarray:
+        img = noise(sigma) + np.asarray(colour, np.float32)
+        return np.clip(img, 0, 255, out=img)
 
     # background: glass
-    out[0] = np.clip(base((242, 241, 240), 2.0), 0, 255)
+    out[0] = base((242, 241, 240), 2.0)
 
-    # stroma: pink matrix with wavy fibres running at a slowly varying angle
+    # stroma: pink matrix with wavy eosin fibres along the diagonal, ~4 um apart. The phase advances by
+    # a whole number of turns across the texture in x and in y, so the texture tiles without seams.
     img = base((236, 160, 200), 4.0)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    warp = _smooth_noise(rng, size, 12 * um) * 3.0
-    period = size / round(size / (4.0 * um))  # ~4 um between fibres, tileable
-    phase = 2 * np.pi * (xx + yy) / (period * math.sqrt(2)) / math.sqrt(2) * 1.0 + warp
+    turns = max(1, round(size / (4.0 * um * math.sqrt(2))))
+    ramp = np.arange(size, dtype=np.float32) * np.float32(2 * np.pi * turns / size)
+    phase = ramp[:, None] + ramp[None, :] + _smooth_noise(rng, size, 12 * um).astype(np.float32) * 3
     fibre = np.clip((np.cos(phase) - 0.35) / 0.65, 0, 1)[..., None]
-    img = img * (1 - fibre) + np.array([200, 96, 160], np.float32) * fibre
+    img += (np.array([200, 96, 160], np.float32) - img) * fibre
     out[1] = np.clip(img, 0, 255)
 
     # tumour: purple cytoplasm crowded with large dark nuclei
-    img = np.clip(base((170, 110, 190), 5.0), 0, 255).astype(np.uint8)
+    img = base((170, 110, 190), 5.0).astype(np.uint8)
     _stamp_disks(img, rng, int(area_um2 / 36), 2.6 * um, np.array([122, 66, 162], np.uint8), 0.25, 1.3)
-    out[2] = np.clip(img.astype(np.float32) + rng.normal(0, 4, (size, size, 1)), 0, 255)
+    out[2] = np.clip(noise(4.0) + img, 0, 255)
 
     # necrosis: pale eosinophilic ground with small dark debris
-    img = np.clip(base((236, 204, 216), 4.0), 0, 255).astype(np.uint8)
+    img = base((236, 204, 216), 4.0).astype(np.uint8)
     _stamp_disks(img, rng, int(area_um2 / 20), 0.6 * um, np.array([160, 120, 170], np.uint8), 0.4, 1.0)
     out[3] = img
 
     # inflammatory: dense small dark lymphocytes on a bluish ground
-    img = np.clip(base((80, 60, 140), 5.0), 0, 255).astype(np.uint8)
+    img = base((80, 60, 140), 5.0).astype(np.uint8)
     _stamp_disks(img, rng, int(area_um2 / 9), 1.6 * um, np.array([42, 26, 92], np.uint8), 0.2, 1.0)
-    out[4] = np.clip(img.astype(np.float32) + rng.normal(0, 4, (size, size, 1)), 0, 255)
+    out[4] = np.clip(noise(4.0) + img, 0, 255)
     return out
 
 
