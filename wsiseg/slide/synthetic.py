@@ -18,15 +18,15 @@ are far apart compared with the spread of 15x15-pixel local means, so a nearest-
 recovers the labels away from borders.
 
 Writing streams: level 0 is rendered tile by tile into tifffile's tile iterator; each rendered tile is also
-box-reduced into a temporary memory-mapped file holding the next level, from which the coarser levels are
-made. Memory is a few tiles plus the five small textures, independent of the slide size.
+box-reduced into a temporary file holding the next level (read back tile by tile for the next page, and
+reduced again). Memory is a few tiles plus the five ~3 MiB textures, independent of the slide size.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -310,35 +310,70 @@ def _box_reduce(block: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(Image.fromarray(block).reduce(factor))
 
 
-def _level0_tiles(field: _LabelField, n_rows: int, n_cols: int, reduced: np.ndarray | None,
+class _TileStore:
+    """One pyramid level's pixels in a temporary file, tile-major, so that a tile is one contiguous read.
+
+    Coarser levels are made while the finer one is written, but a TIFF writer takes pages one after the
+    other, so they wait here on disk rather than in memory. Parts of edge tiles outside the level read
+    as white.
+    """
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.n_cols, self.n_rows = math.ceil(width / _TILE), math.ceil(height / _TILE)
+        self._file = open(path, "w+b")  # noqa: SIM115 - closed by close()
+        self._file.truncate(self.n_rows * self.n_cols * _TILE * _TILE * 3)
+
+    def _offset(self, row: int, col: int) -> int:
+        return (row * self.n_cols + col) * _TILE * _TILE * 3
+
+    def write(self, y: int, x: int, block: np.ndarray) -> None:
+        """Store ``block`` (h, w, 3) at level pixel ``(x, y)``; it must lie within one tile."""
+        base = self._offset(y // _TILE, x // _TILE)
+        oy, ox = y % _TILE, x % _TILE
+        for i in range(block.shape[0]):
+            self._file.seek(base + ((oy + i) * _TILE + ox) * 3)
+            self._file.write(np.ascontiguousarray(block[i]).tobytes())
+
+    def tile(self, row: int, col: int) -> np.ndarray:
+        self._file.seek(self._offset(row, col))
+        data = self._file.read(_TILE * _TILE * 3)
+        tile = np.frombuffer(data, np.uint8).reshape(_TILE, _TILE, 3).copy()
+        tile[max(0, self.height - row * _TILE):] = 255
+        tile[:, max(0, self.width - col * _TILE):] = 255
+        return tile
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _reduce_into(tile: np.ndarray, row: int, col: int, nxt: _TileStore | None, factor: int) -> None:
+    """Box-reduce a tile of one level by ``factor`` into the next level's store."""
+    if nxt is None:
+        return
+    small = _box_reduce(tile, factor)
+    y, x = row * _TILE // factor, col * _TILE // factor
+    hh, ww = min(small.shape[0], nxt.height - y), min(small.shape[1], nxt.width - x)
+    if hh > 0 and ww > 0:
+        nxt.write(y, x, small[:hh, :ww])
+
+
+def _level0_tiles(field: _LabelField, n_rows: int, n_cols: int, nxt: _TileStore | None,
                   factor: int) -> Iterator[np.ndarray]:
+    """Rendered level-0 tiles in row-major order, each also reduced into the next level."""
     for r in range(n_rows):
         for c in range(n_cols):
             tile = render_region(field, c * _TILE, r * _TILE, _TILE, _TILE)
-            if reduced is not None:
-                small = _box_reduce(tile, factor)
-                ry, rx = r * _TILE // factor, c * _TILE // factor
-                hh = min(small.shape[0], reduced.shape[0] - ry)
-                ww = min(small.shape[1], reduced.shape[1] - rx)
-                if hh > 0 and ww > 0:
-                    reduced[ry:ry + hh, rx:rx + ww] = small[:hh, :ww]
+            _reduce_into(tile, r, c, nxt, factor)
             yield tile
 
 
-def _level_tiles(level: np.ndarray, nxt: np.ndarray | None, factor: int) -> Iterator[np.ndarray]:
-    """Tiles of an in-file level held in a memmap, also reducing them into ``nxt``."""
-    h, w = level.shape[:2]
-    for r in range(math.ceil(h / _TILE)):
-        for c in range(math.ceil(w / _TILE)):
-            tile = np.full((_TILE, _TILE, 3), 255, np.uint8)
-            part = level[r * _TILE:(r + 1) * _TILE, c * _TILE:(c + 1) * _TILE]
-            tile[:part.shape[0], :part.shape[1]] = part
-            if nxt is not None:
-                small = _box_reduce(tile, factor)
-                ry, rx = r * _TILE // factor, c * _TILE // factor
-                hh, ww = min(small.shape[0], nxt.shape[0] - ry), min(small.shape[1], nxt.shape[1] - rx)
-                if hh > 0 and ww > 0:
-                    nxt[ry:ry + hh, rx:rx + ww] = small[:hh, :ww]
+def _level_tiles(level: _TileStore, nxt: _TileStore | None, factor: int) -> Iterator[np.ndarray]:
+    """Tiles of a stored level in row-major order, each also reduced into the next level."""
+    for r in range(level.n_rows):
+        for c in range(level.n_cols):
+            tile = level.tile(r, c)
+            _reduce_into(tile, r, c, nxt, factor)
             yield tile
 
 
@@ -376,18 +411,17 @@ def write_synthetic_slide(path: str | Path, width0: int, height0: int, mpp: floa
                               "compressionargs": {"level": _JPEG_QUALITY}, "metadata": None}
     app_mag = max(1, round(10.0 / mpp))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = tempfile.mkdtemp(prefix=".wsiseg-synth-", dir=path.parent)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".wsiseg-synth-", dir=path.parent))
+    stores: list[_TileStore] = []
     try:
-        memmaps = [np.lib.format.open_memmap(os.path.join(tmpdir, f"level{i}.npy"), mode="w+",
-                                             dtype=np.uint8, shape=(h, w, 3))
-                   for i, (w, h) in enumerate(sizes) if i > 0]
+        stores = [_TileStore(tmpdir / f"level{i}.raw", w, h) for i, (w, h) in enumerate(sizes) if i > 0]
         with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
             for level, (w, h) in enumerate(sizes):
-                nxt = memmaps[level] if level < len(memmaps) else None
+                nxt = stores[level] if level < len(stores) else None
                 if level == 0:
                     tiles = _level0_tiles(field, math.ceil(h / _TILE), math.ceil(w / _TILE), nxt, factor)
                 else:
-                    tiles = _level_tiles(memmaps[level - 1], nxt, factor)
+                    tiles = _level_tiles(stores[level - 1], nxt, factor)
                 kwargs: dict[str, Any] = dict(common)
                 if layout is SlideLayout.SVS:
                     desc = (f"Aperio Image Library v12.0.0 \r\n{width0}x{height0} [0,0 {width0}x{height0}] "
@@ -407,14 +441,13 @@ def write_synthetic_slide(path: str | Path, width0: int, height0: int, mpp: floa
                     _write_svs_thumbnail(tif, field, width0, height0)
             if layout is SlideLayout.SVS:
                 _write_svs_label(tif)
-        del memmaps
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise OutputError(f"cannot write synthetic slide {path}: {exc}") from exc
     finally:
-        for name in os.listdir(tmpdir):
-            os.unlink(os.path.join(tmpdir, name))
-        os.rmdir(tmpdir)
+        for store in stores:
+            store.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
     downsamples = tuple(width0 / w for w, _ in sizes)
     return SyntheticTruth(path, width0, height0, mpp, seed, layout, cell_um, downsamples)
 
