@@ -64,6 +64,11 @@ def test_cmu_coarse_read_equals_downsampled_fine_read(cmu_small_region: Path) ->
         coarse = slide.read_region(600, 1200, 256, 256, 0.499 * 4)
         diff = np.abs(coarse.astype(np.float64) - _block_mean(fine, 4))
         assert diff.mean() < 0.6 and diff.max() <= 1.0  # box filter == 4x4 mean up to rounding
+        # non-integer factors: the read at 2.0 um/px equals the read at 0.5 um/px reduced 4x
+        at_05 = slide.read_region(600, 1200, 1024, 1024, 0.5)
+        at_2 = slide.read_region(600, 1200, 256, 256, 2.0)
+        diff = np.abs(at_2.astype(np.float64) - _block_mean(at_05, 4))
+        assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4.0
 
 
 def test_cmu_thumbnail_and_read_outside_is_white(cmu_small_region: Path) -> None:
