@@ -24,7 +24,7 @@ def _write_folder(root: Path, images: list[np.ndarray], labels: list[np.ndarray]
 
 @pytest.fixture(scope="session")
 def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder data set of 12 images of 256x256 px at 2 um/px cut from three synthetic slides (5 classes).
+    """A folder data set of 8 images of 256x256 px at 2 um/px cut from two synthetic slides (5 classes).
 
     Labels are the slides' exact ground truth (:meth:`SyntheticTruth.labels_region`).
     """
@@ -32,7 +32,7 @@ def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("synthetic_folder")
     images, labels, names = [], [], []
-    for seed in range(3):
+    for seed in range(2):
         truth = write_synthetic_slide(root / f"s{seed}.svs", 2048, 2048, mpp=0.5, seed=seed)
         with open_slide(root / f"s{seed}.svs") as slide:
             for j, (x0, y0) in enumerate([(0, 0), (1024, 0), (0, 1024), (1024, 1024)]):
@@ -53,7 +53,7 @@ def tiny_folder(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     images, labels = [], []
     yy, xx = np.mgrid[:64, :64]
-    for i in range(6):
+    for _ in range(6):
         cx, cy, r = rng.integers(20, 44), rng.integers(20, 44), rng.integers(8, 18)
         lab = (((xx - cx) ** 2 + (yy - cy) ** 2) < r * r).astype(np.uint8)
         img = np.where(lab[..., None] == 1, 60, 220).astype(np.int16) + rng.integers(-20, 20, (64, 64, 3))
