@@ -275,3 +275,24 @@ def test_public_openslide_path_matches_fast_path(synthetic_svs: SyntheticTruth) 
                                           portable.read_region(x0, y0, 256, 256, mpp))
         edge = fast.read_region(1900, 1400, 256, 256, 0.5)
         assert (edge[136:] == 255).all() and (edge[:, 148:] == 255).all() and edge[:136, :148].mean() < 250
+
+
+def test_ome_tiff_subifd_pyramid_uses_its_levels_and_physical_size(tmp_path: Path) -> None:
+    """QuPath/Bio-Formats OME-TIFFs keep levels in SubIFDs, which OpenSlide does not see."""
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    path = tmp_path / "export.ome.tif"
+    levels = [pixels, pixels[::2, ::2].copy(), pixels[::4, ::4].copy()]
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(levels[0], subifds=2, tile=(128, 128), photometric="rgb", compression="zlib",
+                  metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+        for level in levels[1:]:
+            tif.write(level, subfiletype=1, tile=(128, 128), photometric="rgb", compression="zlib")
+    with open_slide(path) as slide:
+        assert slide.mpp == (0.25, 0.25) and slide.level_count == 3
+        assert slide.level_downsamples == (1.0, 2.0, 4.0)
+        # a read at 1 um/px comes from the stored level 2, untouched
+        np.testing.assert_array_equal(slide.read_region(0, 0, 200, 150, 1.0), levels[2])
+        np.testing.assert_array_equal(slide.read_region(400, 200, 100, 100, 0.5), levels[1][100:200, 200:300])

@@ -279,19 +279,20 @@ class _TiffBackend(_Backend):
         if series.axes not in ("YX", "YXS"):
             raise SlideError(f"cannot read {path}: unsupported TIFF layout (axes {series.axes}; expected "
                              "Y, X and optional samples)")
-        levels = list(series.levels)
-        self._arrays = [zarr.open_array(level.aszarr(), mode="r") for level in levels]
+        self._arrays = [zarr.open_array(series.aszarr(level=i), mode="r") for i in range(len(series.levels))]
         self.level_dimensions = tuple((int(a.shape[1]), int(a.shape[0])) for a in self._arrays)
         w0 = self.level_dimensions[0][0]
         self.level_downsamples = tuple(w0 / w for w, _ in self.level_dimensions)
         self.vendor = "tiff"
         self.properties = {}
         self.objective_power = None
-        page = tif.pages.first
-        x_res, y_res = page.get_resolution()
-        unit = tifffile.RESUNIT(page.resolutionunit).name.lower()
-        mx, my = mpp_from_resolution(float(x_res), unit), mpp_from_resolution(float(y_res), unit)
-        self.recorded_mpp = (mx, my) if mx is not None and my is not None else None
+        self.recorded_mpp = _ome_mpp(tif.ome_metadata) if tif.is_ome else None
+        if self.recorded_mpp is None:
+            page = tif.pages.first
+            x_res, y_res = page.get_resolution()
+            unit = tifffile.RESUNIT(page.resolutionunit).name.lower()
+            mx, my = mpp_from_resolution(float(x_res), unit), mpp_from_resolution(float(y_res), unit)
+            self.recorded_mpp = (mx, my) if mx is not None and my is not None else None
         self._lock = threading.Lock()
 
     def read_level(self, x0: int, y0: int, level: int, width_l: int, height_l: int) -> np.ndarray:
@@ -320,6 +321,45 @@ class _TiffBackend(_Backend):
 
     def close(self) -> None:
         self._tif.close()
+
+
+_OME_UM_PER_UNIT = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4}
+
+
+def _ome_mpp(xml: str | None) -> tuple[float, float] | None:
+    """``PhysicalSizeX/Y`` (with their units, default um) of the first OME ``Pixels`` element."""
+    if not xml:
+        return None
+    import re
+
+    pixels = re.search(r"<(?:\w+:)?Pixels\b[^>]*>", xml)
+    if pixels is None:
+        return None
+    attrs = dict(re.findall(r'(\w+)="([^"]*)"', pixels.group(0)))
+    sizes = []
+    for axis in ("X", "Y"):
+        value = _float_or_none(attrs.get(f"PhysicalSize{axis}"))
+        scale = _OME_UM_PER_UNIT.get(attrs.get(f"PhysicalSize{axis}Unit", "µm"))
+        sizes.append(_plausible(value * scale) if value is not None and scale is not None else None)
+    return (sizes[0], sizes[1]) if sizes[0] is not None and sizes[1] is not None else None
+
+
+def tiff_pyramid_instead(path: Path, backend: _OpenSlideBackend) -> _Backend:
+    """OpenSlide reads SubIFD pyramids (OME-TIFF from QuPath/Bio-Formats) as one-level generic TIFFs
+    without MPP; tifffile sees their levels and OME resolution. Use it when it knows more."""
+    if backend.vendor != "generic-tiff" or len(backend.level_dimensions) > 1:
+        return backend
+    try:
+        alternative = _open_tiff(path)
+    except SlideError:
+        return backend
+    more_levels = len(alternative.level_dimensions) > 1
+    more_mpp = backend.recorded_mpp is None and alternative.recorded_mpp is not None
+    if (more_levels or more_mpp) and alternative.level_dimensions[0] == backend.level_dimensions[0]:
+        backend.close()
+        return alternative
+    alternative.close()
+    return backend
 
 
 def _open_tiff(path: Path) -> _TiffBackend:

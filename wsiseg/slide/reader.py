@@ -18,8 +18,10 @@ from wsiseg.errors import MissingMppError, SlideError
 from wsiseg.slide._backends import (
     PLAIN_IMAGE_SUFFIXES,
     _Backend,
+    _OpenSlideBackend,
     open_openslide,
     open_plain_image,
+    tiff_pyramid_instead,
 )
 
 #: A level is "not coarser than" the target when its mpp is at most target * (1 + this).
@@ -242,6 +244,8 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     if path.is_dir() and path.suffix.lower() != ".mrxs":
         raise SlideError(f"{path} is a directory, not a slide file")
     backend: _Backend | None = open_openslide(path)
+    if isinstance(backend, _OpenSlideBackend):
+        backend = tiff_pyramid_instead(path, backend)
     if backend is None:
         if path.suffix.lower() not in PLAIN_IMAGE_SUFFIXES:
             raise SlideError(_unreadable(path))
