@@ -92,7 +92,7 @@ class _FeatureSamples(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(self.cache.load(self.data, index).astype(np.float32))
-        y = torch.from_numpy(self.data[index][1]).long()
+        y = torch.from_numpy(self.data.label(index)).long()
         if self.augment is not None:
             x, y = augment_features(x, y, self.augment, sample_generator(self.seed, self.epoch, index))
         return x, y

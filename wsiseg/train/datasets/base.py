@@ -147,13 +147,21 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
             )
         p = self.patch_size
         img = np.full((p, p, 3), 255, dtype=np.uint8)
-        lab = np.full((p, p), self.classes.ignore_index, dtype=np.uint8)
         crop_i = image[ref.y_t:ref.y_t + p, ref.x_t:ref.x_t + p]
+        img[:crop_i.shape[0], :crop_i.shape[1]] = crop_i
+        return img, self._crop_label(ref, raw)
+
+    def label(self, index: int) -> np.ndarray:
+        """The label ``(P, P)`` of patch ``index`` alone (reads only the mask file)."""
+        ref = self.patches[index]
+        return self._crop_label(ref, _read_resized(ref.mask_path, ref.scale, True))
+
+    def _crop_label(self, ref: PatchRef, raw: np.ndarray) -> np.ndarray:
+        p = self.patch_size
+        lab = np.full((p, p), self.classes.ignore_index, dtype=np.uint8)
         crop_m = raw[ref.y_t:ref.y_t + p, ref.x_t:ref.x_t + p]
-        h, w = crop_i.shape[:2]
-        img[:h, :w] = crop_i
-        lab[:h, :w] = self._label_fn(np.ascontiguousarray(crop_m), ref.mask_path)
-        return img, lab
+        lab[:crop_m.shape[0], :crop_m.shape[1]] = self._label_fn(np.ascontiguousarray(crop_m), ref.mask_path)
+        return lab
 
     def sample_id(self, index: int) -> str:
         return self.patches[index].sample_id
