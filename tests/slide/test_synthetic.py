@@ -76,7 +76,7 @@ def test_nearest_palette_oracle_recovers_labels(synthetic_svs: SyntheticTruth, r
     blurred = ndimage.uniform_filter(image, size=(15, 15, 1), mode="reflect")
     palette = synthetic_svs.palette
     assert palette.shape == (5, 3)
-    pred = ((blurred[:, :, None, :] - palette[None, None]) ** 2).sum(-1).argmin(-1)
+    pred = np.argmin([((blurred - colour) ** 2).sum(axis=-1) for colour in palette], axis=0)
     truth = synthetic_svs.labels(read_mpp)
     interior = np.zeros(truth.shape, bool)
     for c in range(5):
