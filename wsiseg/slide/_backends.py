@@ -110,7 +110,8 @@ class _OpenSlideBackend(_Backend):
         power = self.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
         self.objective_power = _float_or_none(power)
         self.recorded_mpp = self._mpp()
-        self._raw = bool(self._little_endian() and hasattr(_osl, "_read_region"))
+        # Fast path through the ctypes call (private to openslide-python; fall back if it changes).
+        self._raw = bool(self._little_endian() and hasattr(_osl, "_read_region") and hasattr(handle, "_osr"))
 
     @staticmethod
     def _little_endian() -> bool:
