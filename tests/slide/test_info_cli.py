@@ -29,7 +29,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments:
 
 
 def test_info_json_on_synthetic(synthetic_tiff: SyntheticTruth) -> None:
-    result = _info(synthetic_tiff.path, "--target-mpp", "0.5", "--tile-size", "256", "--overlap", "32",
+    result = _info(synthetic_tiff.path, "--mpp", "0.5", "--tile-size", "256", "--overlap", "32",
                    "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
@@ -80,21 +80,21 @@ def test_truncated_real_slide(cmu_small_region: Path, tmp_path: Path) -> None:
     _assert_one_line_error(_info(cut), "CMU-cut.svs")
 
 
-def test_slide_without_mpp_needs_and_accepts_mpp(tmp_path: Path) -> None:
+def test_slide_without_mpp_needs_and_accepts_slide_mpp(tmp_path: Path) -> None:
     truth = write_synthetic_slide(tmp_path / "nompp.tiff", 1024, 768, layout=SlideLayout.TIFF,
                                   record_mpp=False)
-    _assert_one_line_error(_info(truth.path), "--mpp")
-    result = _info(truth.path, "--mpp", "0.5", "--json")
+    _assert_one_line_error(_info(truth.path), "--slide-mpp")
+    result = _info(truth.path, "--slide-mpp", "0.5", "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
-    assert info["mpp_x"] == 0.5 and info["mpp_source"] == "--mpp"
+    assert info["mpp_x"] == 0.5 and info["mpp_source"] == "--slide-mpp"
     assert info["tiles"]["total"] == 1  # 512 x 384 at 1 um/px fits one 1024 tile
 
 
 @pytest.mark.parametrize(("args", "fragment"), [(["--tile-size", "0"], "--tile-size"),
                                                (["--tile-size", "64", "--overlap", "64"], "overlap"),
-                                               (["--mpp", "-1"], "--mpp"),
-                                               (["--target-mpp", "0"], "--target-mpp")])
+                                               (["--slide-mpp", "-1"], "--slide-mpp"),
+                                               (["--mpp", "0"], "--mpp")])
 def test_bad_options(cmu_small_region: Path, args: list[str], fragment: str) -> None:
     result = _info(cmu_small_region, *args)
     assert result.returncode != 0 and "Traceback" not in result.stderr
@@ -106,8 +106,8 @@ def test_info_on_plain_png_with_mpp(tmp_path: Path, synthetic_svs: SyntheticTrut
 
     png = tmp_path / "crop.png"
     Image.fromarray(synthetic_svs.render(0, 0, 800, 600)).save(png)
-    _assert_one_line_error(_info(png), "--mpp")
-    result = _info(png, "--mpp", "0.5", "--target-mpp", "0.5", "--tile-size", "256", "--json")
+    _assert_one_line_error(_info(png), "--slide-mpp")
+    result = _info(png, "--slide-mpp", "0.5", "--mpp", "0.5", "--tile-size", "256", "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["vendor"] == "image" and (info["width0"], info["height0"]) == (800, 600)

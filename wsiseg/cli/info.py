@@ -11,19 +11,19 @@ import click
 from wsiseg.slide import detect_tissue, make_tile_grid, open_slide
 
 
-def slide_info(path: Path, mpp: float | None, target_mpp: float, tile_size: int, overlap: int,
+def slide_info(path: Path, slide_mpp: float | None, mpp: float, tile_size: int, overlap: int,
                tissue_mpp: float = 8.0) -> dict[str, Any]:
     """Everything ``wsiseg info`` reports, as a JSON-serialisable dict."""
-    with open_slide(path, mpp=mpp) as slide:
+    with open_slide(path, mpp=slide_mpp) as slide:
         info = slide.describe()
-        info["mpp_source"] = "--mpp" if mpp is not None else "metadata"
+        info["mpp_source"] = "--slide-mpp" if slide_mpp is not None else "metadata"
         tissue = detect_tissue(slide, mpp=tissue_mpp)
-        grid_all = make_tile_grid(slide, target_mpp, tile_size, overlap)
-        grid_tissue = make_tile_grid(slide, target_mpp, tile_size, overlap, tissue=tissue)
+        grid_all = make_tile_grid(slide, mpp, tile_size, overlap)
+        grid_tissue = make_tile_grid(slide, mpp, tile_size, overlap, tissue=tissue)
         info["tissue_fraction"] = round(tissue.tissue_fraction, 4)
         info["tissue_mpp"] = tissue.mpp
         info["tiles"] = {
-            "mpp": target_mpp,
+            "mpp": mpp,
             "tile_size": tile_size,
             "overlap": overlap,
             "width_t": grid_all.width_t,
@@ -61,18 +61,17 @@ def _format(info: dict[str, Any]) -> str:
 
 @click.command("info")
 @click.argument("slide", type=click.Path(path_type=Path))
-@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Microns per pixel at level 0; overrides the file's metadata (required when it has none).")
-@click.option("--target-mpp", "target_mpp", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True,
-              help="Resolution (um/px) at which tiles are counted.")
+@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Resolution (um/px) at which tiles are counted (as in `wsiseg segment --mpp`).")
+@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The slide's level-0 um/px; overrides its metadata (required when it has none).")
 @click.option("--tile-size", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Tile side in pixels at --target-mpp.")
+              help="Tile side in pixels at --mpp.")
 @click.option("--overlap", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Tile overlap in pixels at --target-mpp.")
+              help="Tile overlap in pixels at --mpp.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def command(slide: Path, mpp: float | None, target_mpp: float, tile_size: int, overlap: int,
+def command(slide: Path, mpp: float, slide_mpp: float | None, tile_size: int, overlap: int,
             as_json: bool) -> None:
     """Show a slide's levels, resolution, tissue fraction and tile counts."""
-    info = slide_info(slide, mpp, target_mpp, tile_size, overlap)
+    info = slide_info(slide, slide_mpp, mpp, tile_size, overlap)
     click.echo(json.dumps(info, indent=2) if as_json else _format(info))

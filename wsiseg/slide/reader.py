@@ -238,7 +238,7 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     """
     path = Path(path)
     if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
-        raise SlideError(f"--mpp must be a positive number of microns per pixel, got {mpp}")
+        raise SlideError(f"--slide-mpp must be a positive number of microns per pixel, got {mpp}")
     if not path.exists():
         raise SlideError(f"slide not found: {path}")
     if path.is_dir() and path.suffix.lower() != ".mrxs":
@@ -257,6 +257,6 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
         resolution = recorded
     else:
         backend.close()
-        raise MissingMppError(f"{path} records no microns per pixel; pass its resolution with --mpp "
-                              "(e.g. --mpp 0.5 for a 20x scan)")
+        raise MissingMppError(f"{path} records no microns per pixel; pass its level-0 resolution with "
+                              "--slide-mpp (e.g. --slide-mpp 0.5 for a 20x scan; mpp= in Python)")
     return Slide(path, backend, resolution)

@@ -394,7 +394,7 @@ def write_synthetic_slide(path: str | Path, width0: int, height0: int, mpp: floa
 
     ``layout`` chooses Aperio-like SVS or generic tiled TIFF (see :class:`SlideLayout`); ``seed`` the
     label field; ``cell_um`` the grid step of the label field (regions are ~5-10 cells across).
-    ``record_mpp=False`` writes a file without any resolution metadata (to test ``--mpp``).
+    ``record_mpp=False`` writes a file without any resolution metadata (to test ``--slide-mpp``).
     Returns the exact ground truth. Memory stays at a few tiles whatever the size.
     """
     path = Path(path)
