@@ -35,8 +35,8 @@ from wsiseg.export._source import BlockArray
 
 #: Default block side in pixels of the traced level.
 DEFAULT_BLOCK_SIZE = 2048
-#: Open regions with more pieces than this are unioned into one geometry after each block row.
-_COMPACT_AFTER = 256
+#: Regions whose pieces have more vertices are dissolved with union_all instead of buffer(0).
+_BUFFER_MAX_VERTICES = 250_000
 
 
 @dataclass
@@ -289,9 +289,6 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
                 for gid in group.members:
                     del uf.parent[gid]
             yield _finish_groups(done_groups, probabilities is not None, key_stride, simplify_px > 0)
-        for group in groups.values():  # keep open regions compact: one geometry per region
-            if len(group.outlines) > _COMPACT_AFTER:
-                group.outlines = [_dissolve(group.outlines)]
         prev_bottom_ids, prev_bottom_values = bottom_ids, bottom_values
 
 
@@ -314,13 +311,17 @@ def _union(uf: _UnionFind, groups: dict[int, _Group], a: int, b: int) -> None:
 
 
 def _dissolve(outlines: list[Any]) -> Any:
-    """Union of edge-sharing, non-overlapping polygons. GEOS buffer(0) of their collection dissolves the
-    shared edges several times faster than union_all; a union that lost area (never seen) falls back to
-    union_all."""
+    """Union of edge-sharing, non-overlapping polygons. For regions up to :data:`_BUFFER_MAX_VERTICES`
+    GEOS buffer(0) of their collection dissolves the shared edges several times faster than union_all;
+    larger ones (slide-wide regions with thousands of holes, where buffer's hole placement grows
+    quadratically) use union_all (OverlayNG), as does a buffer that lost area (never seen)."""
     if len(outlines) == 1:
         return outlines[0]
+    array = np.array(outlines, dtype=object)
+    if int(shapely.get_num_coordinates(array).sum()) > _BUFFER_MAX_VERTICES:
+        return shapely.union_all(array)
     dissolved = shapely.buffer(shapely.GeometryCollection(outlines), 0.0)
-    expected = float(np.sum(shapely.area(np.array(outlines, dtype=object))))
+    expected = float(np.sum(shapely.area(array)))
     if abs(dissolved.area - expected) > 1e-6 * max(expected, 1.0):
         return shapely.union_all(outlines)
     return dissolved
