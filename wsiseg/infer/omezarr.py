@@ -134,6 +134,10 @@ _SPACE = [{"name": "y", "type": "space", "unit": "micrometer"},
           {"name": "x", "type": "space", "unit": "micrometer"}]
 
 
+def _fast(array: Any) -> Any:
+    return array.with_config({"write_empty_chunks": True})
+
+
 class SegmentationWriter:
     """Create (or reopen, to resume) a segmentation store and write finished chunks into it.
 
@@ -163,8 +167,11 @@ class SegmentationWriter:
                 self._create()
             else:
                 self._root = zarr.open_group(str(self.path), mode="r+", zarr_format=fmt)  # type: ignore[arg-type]
-            self._probs: list[Any] = [self._root[str(lv)] for lv in range(self.n_levels)]
-            self._labels: list[Any] = [self._root[f"labels/classes/{lv}"] for lv in range(self.n_levels)]
+            # Every written chunk holds analysed pixels (fully empty chunks are never written), so skip
+            # zarr's per-chunk "equals the fill value?" scan: it costs more than compressing the chunk.
+            self._probs: list[Any] = [_fast(self._root[str(lv)]) for lv in range(self.n_levels)]
+            self._labels: list[Any] = [_fast(self._root[f"labels/classes/{lv}"])
+                                       for lv in range(self.n_levels)]
         except (OSError, KeyError, ValueError) as exc:
             raise OutputError(f"cannot write segmentation {self.path}: {exc}") from exc
 
