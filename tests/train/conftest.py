@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 SYNTH_MPP = 2.0  # um/px of the patches cut from the synthetic slides
 
