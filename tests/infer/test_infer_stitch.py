@@ -162,3 +162,20 @@ def test_rejects_out_of_order_tiles(tmp_path: Path) -> None:
     st.add(1, 1, np.ones((1, 64, 64), np.float32))
     with pytest.raises(ValueError, match="row-major"):
         st.add(0, 3, np.ones((1, 64, 64), np.float32))
+
+
+def test_damaged_resume_state_is_a_user_error(tmp_path: Path) -> None:
+    from wsiseg.errors import OutputError
+
+    layout = Layout.covering(300, 200, 64, 16, chunk_size=64)
+    st = Stitcher(layout, 2, blend_window(64, 16), tmp_path)
+    for c in range(layout.n_cols):
+        st.add(0, c, np.full((2, 64, 64), 0.5, np.float32))
+    state = st.save_state()
+    files = sorted(Stitcher.referenced_files(state))
+    assert files, "a finished tile row leaves partial accumulators for the next row"
+    for name in files:
+        (tmp_path / name).write_bytes(b"\x00" * 10)  # truncated
+    st2 = Stitcher(layout, 2, blend_window(64, 16), tmp_path, state=state)
+    with pytest.raises(OutputError, match="--overwrite"):
+        st2.add(1, 0, np.full((2, 64, 64), 0.5, np.float32))

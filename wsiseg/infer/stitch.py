@@ -5,7 +5,7 @@ Tiles arrive in row-major grid order (skipped tiles are simply absent). Each out
 ``(k + 1, h, w)``: the sum of ``w * p`` per class and the sum of ``w``. A chunk is *finished* as soon as
 the grid cursor has passed the last tile that can touch it; it is then normalised and handed to the
 writer. Accumulators of chunks that will get their next contribution only from the next tile row are
-spilled to small ``.npy`` files in a work directory, so memory holds a handful of chunks whatever the
+spilled to small raw float32 files in a work directory, so memory holds a handful of chunks whatever the
 slide size. The same files (and the cursor) are the resume state: :meth:`Stitcher.save_state` returns a
 JSON-able dict that, stored atomically by the caller after the finished chunks are written, lets a new
 :class:`Stitcher` continue bit-for-bit where the old one stopped.
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from wsiseg.errors import ConfigError
+from wsiseg.errors import ConfigError, OutputError
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ class Stitcher:
         Files written after ``state`` was saved (a later generation) are kept: they belong to the next one.
         """
         keep, gen = self.referenced_files(state), int(state["gen"])
-        for path in self._dir.glob("acc_*.npy"):
+        for path in self._dir.glob("acc_*.f32"):
             try:
                 file_gen = int(path.stem.rsplit("_", 1)[1])
             except (IndexError, ValueError):
@@ -264,11 +264,11 @@ class Stitcher:
 
     def _write(self, i: int, j: int, acc: _Acc) -> str:
         self._gen += 1
-        fname = f"acc_{i}_{j}_{self._gen}.npy"
+        fname = f"acc_{i}_{j}_{self._gen}.f32"
         tmp = self._dir / (fname + ".tmp")
-        parts = [acc.data[:, y0:y1, x0:x1].ravel() for y0, y1, x0, x1 in acc.rects]
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.concatenate(parts) if parts else np.zeros(0, np.float32))
+        with open(tmp, "wb") as fh:  # the touched rectangles, one after the other (shapes are in the state)
+            for y0, y1, x0, x1 in acc.rects:
+                fh.write(np.ascontiguousarray(acc.data[:, y0:y1, x0:x1]).data)
         os.replace(tmp, self._dir / fname)
         return fname
 
@@ -283,12 +283,16 @@ class Stitcher:
         acc = self._new_acc(i, j)
         if (i, j) in self._spilled:
             fname, rects = self._spilled.pop((i, j))
-            flat = np.load(self._dir / fname)
-            start = 0
-            for y0, y1, x0, x1 in rects:
-                view = acc.data[:, y0:y1, x0:x1]
-                view[...] = flat[start:start + view.size].reshape(view.shape)
-                start += view.size
+            try:
+                flat = np.fromfile(self._dir / fname, dtype=np.float32)
+                start = 0
+                for y0, y1, x0, x1 in rects:
+                    view = acc.data[:, y0:y1, x0:x1]
+                    view[...] = flat[start:start + view.size].reshape(view.shape)
+                    start += view.size
+            except (OSError, ValueError) as exc:
+                raise OutputError(f"the resume state in {self._dir} is damaged ({exc}); "
+                                  "pass --overwrite to start again") from exc
             acc.rects, acc.file = [list(r) for r in rects], fname
         self._ram[(i, j)] = acc
         return acc
