@@ -46,7 +46,8 @@ class MetricsLog:
                 ax_loss.plot(epochs, [math.nan if y is None else y for y in ys], marker="o", label=label)
         ax_loss.set_xlabel("epoch")
         ax_loss.set_ylabel("loss (sum over classes)")
-        ax_loss.legend()
+        if ax_loss.lines:
+            ax_loss.legend()
         for key, label in (("val_micro_dice", "micro Dice"), ("val_micro_iou", "micro IoU"),
                            ("val_macro_dice", "macro Dice")):
             ys = [r.get(key) for r in history]
@@ -55,7 +56,8 @@ class MetricsLog:
         ax_score.set_xlabel("epoch")
         ax_score.set_ylabel("validation score")
         ax_score.set_ylim(0, 1)
-        ax_score.legend()
+        if ax_score.lines:
+            ax_score.legend()
         fig.tight_layout()
         fig.savefig(self.png, dpi=100)
         plt.close(fig)
