@@ -32,6 +32,7 @@ from affine import Affine
 from skimage.measure import label as connected_components
 
 from wsiseg.export._source import BlockArray
+from wsiseg.export._stitch import stitch
 
 #: Default block side in pixels of the traced level.
 DEFAULT_BLOCK_SIZE = 2048
@@ -288,7 +289,8 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
             for group in done_groups:
                 for gid in group.members:
                     del uf.parent[gid]
-            yield _finish_groups(done_groups, probabilities is not None, key_stride, simplify_px > 0)
+            yield _finish_groups(done_groups, probabilities is not None, key_stride, simplify_px > 0,
+                                 block_size)
         prev_bottom_ids, prev_bottom_values = bottom_ids, bottom_values
 
 
@@ -310,13 +312,17 @@ def _union(uf: _UnionFind, groups: dict[int, _Group], a: int, b: int) -> None:
     del groups[rb]
 
 
-def _dissolve(outlines: list[Any]) -> Any:
-    """Union of edge-sharing, non-overlapping polygons. For regions up to :data:`_BUFFER_MAX_VERTICES`
-    GEOS buffer(0) of their collection dissolves the shared edges several times faster than union_all;
-    larger ones (slide-wide regions with thousands of holes, where buffer's hole placement grows
-    quadratically) use union_all (OverlayNG), as does a buffer that lost area (never seen)."""
+def _dissolve(outlines: list[Any], block_size: int, simplified: bool) -> Any:
+    """Union of edge-sharing, non-overlapping polygons. Exact pixel-edge outlines are stitched in numpy
+    (:mod:`wsiseg.export._stitch`: linear, where GEOS places holes quadratically). Otherwise, up to
+    :data:`_BUFFER_MAX_VERTICES`, GEOS buffer(0) of their collection dissolves the shared edges several
+    times faster than union_all; larger ones use union_all (OverlayNG), as does a buffer that lost area."""
     if len(outlines) == 1:
         return outlines[0]
+    if not simplified:
+        stitched = stitch(outlines, block_size)
+        if stitched is not None:
+            return stitched
     array = np.array(outlines, dtype=object)
     if int(shapely.get_num_coordinates(array).sum()) > _BUFFER_MAX_VERTICES:
         return shapely.union_all(array)
@@ -327,14 +333,14 @@ def _dissolve(outlines: list[Any]) -> Any:
     return dissolved
 
 
-def _merge(group: _Group, simplified: bool) -> Any:
+def _merge(group: _Group, simplified: bool, block_size: int) -> Any:
     """The region of a group: the union of its outlines (they share exact edges on block borders) with
     the pieces' holes put back. On pixel edges the collinear vertices left where pieces met are dropped
     (so the result does not depend on the block size); simplified coverages keep them, because a
     neighbour may share such a vertex and dropping it on one side only opens slivers once coordinates are
     rounded. Valid by construction (GEOS buffer output; removing a vertex inside a straight run keeps the
     point set); ``export_label_source(check_validity=True)`` verifies it."""
-    outline = _dissolve(group.outlines)
+    outline = _dissolve(group.outlines, block_size, simplified)
     if not isinstance(outline, shapely.Polygon):  # not expected (pieces share edges); the general way
         holes = shapely.union_all(shapely.polygons(np.array(group.holes, dtype=object)))
         return shapely.difference(shapely.union_all(group.outlines), holes)
@@ -355,13 +361,13 @@ def _drop_collinear(ring: np.ndarray) -> np.ndarray:
 
 
 def _finish_groups(finished: list[_Group], with_probabilities: bool, key_stride: int,
-                   simplified: bool) -> RegionBatch:
+                   simplified: bool, block_size: int) -> RegionBatch:
     geometries = np.empty(len(finished), dtype=object)
     for i, group in enumerate(finished):
         if group.original is not None:
             geometries[i] = group.original
         else:
-            geometries[i] = _merge(group, simplified)
+            geometries[i] = _merge(group, simplified, block_size)
     return RegionBatch(
         geometries=geometries,
         values=np.array([g.value for g in finished], dtype=np.int64),
