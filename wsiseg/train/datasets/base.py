@@ -9,8 +9,8 @@ a patch is read (the last few decoded files are kept), so building a data set re
 from __future__ import annotations
 
 import enum
-import functools
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +76,31 @@ def _resized_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-@functools.lru_cache(maxsize=3)
+#: Decoded (and resized) files are kept up to this many bytes per process, least recently used first out.
+DECODED_CACHE_BYTES = 512 * 2**20
+_decoded: OrderedDict[tuple[Path, int, float, bool], np.ndarray] = OrderedDict()
+
+
 def _read_resized(path: Path, scale: float, is_mask: bool) -> np.ndarray:
+    """The file decoded and resized by ``scale``, via a byte-bounded LRU (small data sets stay in memory)."""
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    key = (path, mtime, scale, is_mask)
+    if key in _decoded:
+        _decoded.move_to_end(key)
+        return _decoded[key]
+    arr = _decode_resized(path, scale, is_mask)
+    _decoded[key] = arr
+    total = sum(a.nbytes for a in _decoded.values())
+    while total > DECODED_CACHE_BYTES and len(_decoded) > 2:
+        _, old = _decoded.popitem(last=False)
+        total -= old.nbytes
+    return arr
+
+
+def _decode_resized(path: Path, scale: float, is_mask: bool) -> np.ndarray:
     try:
         with Image.open(path) as opened:
             im: Image.Image = opened
