@@ -3,10 +3,12 @@
 The label array is read in ``block_size x block_size`` blocks. In each block every 4-connected region of
 equal label value becomes one polygon (rasterio/GDAL polygonize: edges on pixel borders, holes as interior
 rings). A region that does not reach an inner block border is complete and is emitted at once; pieces that
-reach one are joined through a union-find over the pixels on both sides of the border and merged (shapely
-union of pieces that share border edges) as soon as no later block can touch them, i.e. after the block row
-in which the region ends. Memory is bounded by one block, one row of label values the width of the slide,
-and the regions that cross the current block-row border.
+reach one are joined through a union-find over the pixels on both sides of the border and merged as soon
+as no later block can touch them, i.e. after the block row in which the region ends: their hole-free
+outlines are stitched along the shared border edges (:mod:`wsiseg.export._stitch`) and the pieces' holes,
+which never reach a block border, are carried over unchanged. Memory is bounded by one block, one row of
+label values the width of the slide, and the regions that cross the current block-row border (a
+slide-wide region is held until its last block row: it is one polygon of the output).
 
 Optional simplification (``simplify_px`` > 0) runs per block on the whole coverage of the block (all
 regions, including value 0) with :func:`shapely.coverage_simplify` and the block outline kept fixed, so
