@@ -228,3 +228,31 @@ def test_bad_inputs_raise_user_errors(synthetic_slide: SyntheticSlide, tmp_path:
     with pytest.raises(OutputError, match="not a zarr store"):
         segment_slide(synthetic_slide.path, model, other, progress=False, overwrite=True)
     assert (other / "important.txt").read_text() == "keep me"
+
+
+def test_resume_after_write_failure_is_identical(synthetic_slide: SyntheticSlide, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing chunk write (e.g. disk full) must not let a later batch's state be committed over it."""
+    from wsiseg.infer.omezarr import SegmentationWriter
+
+    truth = synthetic_slide.truth
+    model = ColourModel(SYNTHETIC_CLASSES, truth.palette, mpp=2.0, tile_size=64, radius_px=2)
+    kwargs = {"mpp": 2.0, "tile_size": 64, "overlap": 16, "chunk_size": 64, "tissue": False,
+              "progress": False, "preview": False, "batch_size": 2}
+    segment_slide(synthetic_slide.path, model, tmp_path / "ref.zarr", **kwargs)
+    original = SegmentationWriter.write_chunk
+    calls = {"n": 0}
+
+    def flaky(self: SegmentationWriter, box: tuple[int, int, int, int], probs: np.ndarray) -> None:
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise OSError(28, "No space left on device")
+        original(self, box, probs)
+
+    monkeypatch.setattr(SegmentationWriter, "write_chunk", flaky)
+    with pytest.raises(OSError, match="No space"):
+        segment_slide(synthetic_slide.path, model, tmp_path / "out.zarr", **kwargs)
+    monkeypatch.setattr(SegmentationWriter, "write_chunk", original)
+    segment_slide(synthetic_slide.path, model, tmp_path / "out.zarr", **kwargs)
+    for a, b in zip(_arrays(tmp_path / "ref.zarr"), _arrays(tmp_path / "out.zarr"), strict=True):
+        assert np.array_equal(a, b)

@@ -250,10 +250,18 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         # all its chunks are on disk. One batch stays in flight so stitching overlaps with writing.
         in_flight: list[tuple[list[Future[None]], dict[str, Any], int]] = []
 
+        write_failed: list[BaseException] = []
+
         def commit_oldest() -> None:
             futures, st, n = in_flight.pop(0)
-            for fut in futures:
-                fut.result()  # the first write error is raised here, before the journal moves on
+            if write_failed:  # a later state must never be committed over chunks that were not written
+                return
+            try:
+                for fut in futures:
+                    fut.result()  # the first write error is raised here, before the journal moves on
+            except BaseException as exc:
+                write_failed.append(exc)
+                raise
             t0 = time.perf_counter()
             journal.commit({"fingerprint": fingerprint, "stitcher": st, "timings": times.as_dict()})
             stitcher.collect_garbage(st)
