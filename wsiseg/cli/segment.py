@@ -56,9 +56,9 @@ def _build_model(spec: str, device: str, mpp: float | None, tile_size: int | Non
 @click.option("--overlap", type=int, help="Pixels shared by neighbouring tiles, <= tile/2 [default: tile/8].")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per model call.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--read-workers", type=int, default=2, show_default=True, help="Threads reading tiles.")
-@click.option("--write-workers", type=int, default=2, show_default=True,
-              help="Threads finalising, compressing and writing finished chunks.")
+@click.option("--read-workers", type=int, help="Threads reading tiles [default: min(8, CPUs)].")
+@click.option("--write-workers", type=int,
+              help="Threads finalising, compressing and writing chunks [default: min(4, max(2, CPUs/4))].")
 @click.option("--tissue/--no-tissue", default=True, show_default=True,
               help="Skip tiles without tissue (their area is written as 'not analysed', label 0).")
 @click.option("--mask", type=click.Path(path_type=Path),
@@ -74,7 +74,8 @@ def _build_model(spec: str, device: str, mpp: float | None, tile_size: int | Non
 @click.option("--slide-mpp", type=float, help="Level-0 um/px for slides that record none.")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write <out>.preview.png.")
 def command(slides: tuple[Path, ...], model_spec: str, out: Path, mpp: float | None, tile_size: int | None,
-            overlap: int | None, batch_size: int, device: str, read_workers: int, write_workers: int,
+            overlap: int | None, batch_size: int, device: str, read_workers: int | None,
+            write_workers: int | None,
             tissue: bool,
             mask: Path | None, geojson: Path | None, overwrite: bool, quiet: bool,
             sam_checkpoint: Path | None, hipt_checkpoint: Path | None, ngff_version: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -123,11 +124,11 @@ def _load_mask(mask: Any, slide: Any) -> Any:
 
 def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, mpp: float | None = None,
                   tile_size: int | None = None, overlap: int | None = None, batch_size: int = 4,
-                  read_workers: int = 2, tissue: bool = True, mask: Any = None, overwrite: bool = False,
-                  progress: bool = True, slide_mpp: float | None = None,
+                  read_workers: int | None = None, tissue: bool = True, mask: Any = None,
+                  overwrite: bool = False, progress: bool = True, slide_mpp: float | None = None,
                   ngff_version: NgffVersion | str = NgffVersion.V04, chunk_size: int = 1024,
                   blend: BlendWindow | str = BlendWindow.COSINE, min_tissue_fraction: float = 0.0,
-                  preview: bool = True, write_workers: int = 2) -> SegmentResult:
+                  preview: bool = True, write_workers: int | None = None) -> SegmentResult:
     """Segment one slide into an OME-Zarr at ``out`` (see :mod:`wsiseg.infer.omezarr` for the layout).
 
     Args:
@@ -138,8 +139,9 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         mpp: analysis resolution in um/px (default: the model's); tile_size: tile side in pixels at
             ``mpp`` (default: the model's); overlap: pixels shared by neighbouring tiles (default
             ``tile_size // 8``, at most ``tile_size // 2``).
-        batch_size: tiles per model call; read_workers: threads reading tiles; write_workers: threads
-            finalising chunks (normalise, quantise, pyramid, compress, write); none changes the output.
+        batch_size: tiles per model call; read_workers: threads reading tiles (default
+            ``min(8, cpus)``); write_workers: threads finalising chunks (normalise, quantise, pyramid,
+            compress, write; default ``min(4, max(2, cpus // 4))``). None of the three changes the output.
         tissue: skip tiles without tissue (detected on a thumbnail); mask: a user ROI (GeoJSON or mask
             image) replacing tissue detection. Skipped area is "not analysed": label 0, probabilities 0.
         slide_mpp: level-0 um/px for slides that record none.
@@ -154,6 +156,9 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
     slide_path, out = Path(slide_path), Path(out)
     version = NgffVersion(ngff_version)
     blend = BlendWindow(blend)
+    cpus = os.cpu_count() or 2
+    read_workers = min(8, cpus) if read_workers is None else read_workers
+    write_workers = min(4, max(2, cpus // 4)) if write_workers is None else write_workers
     if batch_size < 1 or read_workers < 1 or write_workers < 1:
         raise ConfigError("--batch-size, --read-workers and --write-workers must be at least 1")
     mpp = mpp if mpp is not None else model.mpp
