@@ -12,7 +12,8 @@ from wsiseg.cli import COMMANDS
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wsiseg", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "wsiseg", *args], capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_version() -> None:

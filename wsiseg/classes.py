@@ -68,7 +68,8 @@ class ClassList:
         if len(colors) != len(names):
             raise ClassMismatchError(f"{len(names)} class names but {len(colors)} colours")
         return cls(
-            tuple(TissueClass(str(n), (int(c[0]), int(c[1]), int(c[2]))) for n, c in zip(names, colors)),
+            tuple(TissueClass(str(n), (int(c[0]), int(c[1]), int(c[2])))
+                  for n, c in zip(names, colors, strict=True)),
             ignore_index,
         )
 
