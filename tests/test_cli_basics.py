@@ -34,3 +34,18 @@ def test_each_command_has_help(name: str) -> None:
     result = run_cli(name, "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage:" in result.stdout
+
+
+def test_public_api_names_resolve() -> None:
+    import wsiseg
+
+    for name in wsiseg.__all__:
+        assert getattr(wsiseg, name) is not None, name
+    assert callable(wsiseg.segment_slide) and callable(wsiseg.evaluate)
+
+
+def test_import_wsiseg_and_info_stay_torch_free() -> None:
+    code = ("import sys, wsiseg, wsiseg.slide, wsiseg.export, wsiseg.infer; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -3,7 +3,8 @@
 The public Python API (imported lazily, so ``import wsiseg`` stays cheap and torch-free until a model is
 needed)::
 
-    from wsiseg import open_slide, load_model, segment_slide, export_geojson, train, evaluate
+    from wsiseg import open_slide, load_model, segment_slide, export_geojson
+    from wsiseg import TrainConfig, Trainer, build_dataset, evaluate
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ _LAZY: dict[str, str] = {
     "load_model": "wsiseg.model",
     "segment_slide": "wsiseg.infer",
     "export_geojson": "wsiseg.export",
-    "train": "wsiseg.train",
-    "evaluate": "wsiseg.train",
+    "TrainConfig": "wsiseg.train.config",
+    "Trainer": "wsiseg.train.trainer",
+    "build_dataset": "wsiseg.train.datasets",
+    "evaluate": "wsiseg.train.evaluate",
 }
 
 __all__ = ["ClassList", "TissueClass", "__version__", *_LAZY]
