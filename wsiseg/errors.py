@@ -34,6 +34,10 @@ class DatasetError(WsisegError):
     """A training/evaluation data set is missing files or does not follow the documented layout."""
 
 
+class GeoJSONError(DatasetError):
+    """A GeoJSON file (ROI or ground truth) is missing, not JSON, not GeoJSON, or holds no polygons."""
+
+
 class OutputExistsError(WsisegError):
     """An output exists and is finished; pass ``--overwrite`` to replace it."""
 

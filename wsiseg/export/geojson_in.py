@@ -22,11 +22,7 @@ from affine import Affine
 from shapely.geometry import shape
 
 from wsiseg.classes import ClassList
-from wsiseg.errors import ClassMismatchError, ConfigError, DatasetError
-
-
-class GeoJSONError(DatasetError):
-    """A GeoJSON file is missing, not JSON, not GeoJSON, or holds no polygons."""
+from wsiseg.errors import ClassMismatchError, ConfigError, GeoJSONError
 
 
 @dataclass(frozen=True)
