@@ -9,10 +9,10 @@ No torch here. Public API:
 - :func:`vectorise_labels`: the block-wise vectoriser on any ``(H, W)`` label array.
 """
 
+from wsiseg.errors import GeoJSONError
 from wsiseg.export._source import LabelSource, open_label_source
 from wsiseg.export.exporter import ExportResult, export_geojson, export_label_source
 from wsiseg.export.geojson_in import (
-    GeoJSONError,
     GeoJSONRegion,
     geojson_to_labels,
     geojson_to_mask,
