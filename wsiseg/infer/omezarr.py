@@ -62,46 +62,69 @@ def level_chunk(chunk_size: int, level: int) -> int:
     return max(chunk_size >> level, min(MIN_CHUNK, chunk_size))
 
 
-def downsample2(probs: np.ndarray) -> np.ndarray:
-    """2x mean downsampling of ``(c, h, w)`` float32; odd edges are padded by replication."""
-    _, h, w = probs.shape
+def downsample2(probs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """2x mean downsampling of ``(c, h, w)`` float32; odd edges are padded by replication.
+
+    ``out`` (``(c, ceil(h / 2), ceil(w / 2))`` float32) receives the result when given (no allocation for
+    even sizes); the sum is taken in the same order either way, so the values are bit-identical.
+    """
+    c, h, w = probs.shape
     if h % 2 or w % 2:
         probs = np.pad(probs, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
-    out: np.ndarray = 0.25 * (probs[:, 0::2, 0::2] + probs[:, 1::2, 0::2] + probs[:, 0::2, 1::2]
-                              + probs[:, 1::2, 1::2])
+    shape = (c, (h + 1) // 2, (w + 1) // 2)
+    if out is None or out.shape != shape:
+        out = np.empty(shape, np.float32)
+    np.add(probs[:, 0::2, 0::2], probs[:, 1::2, 0::2], out=out)
+    out += probs[:, 0::2, 1::2]
+    out += probs[:, 1::2, 1::2]
+    out *= np.float32(0.25)
     return out
 
 
-def quantise(probs: np.ndarray) -> np.ndarray:
+def quantise(probs: np.ndarray, out: np.ndarray | None = None,
+             scratch: np.ndarray | None = None) -> np.ndarray:
     """Probabilities in [0, 1] -> uint8 0..255 (``floor(p * 255 + 0.5)``, i.e. rounded half up).
 
     Blended probabilities are convex combinations of model outputs, so they never leave [0, 1] by more
-    than float rounding (which the truncation absorbs).
+    than float rounding (which the truncation absorbs). ``out`` (uint8) and ``scratch`` (float32), of
+    ``probs``' shape, are reused when given.
     """
-    scaled = np.multiply(probs, np.float32(255.0), dtype=np.float32)
-    scaled += np.float32(0.5)
-    out: np.ndarray = scaled.astype(np.uint8)
+    if scratch is None or scratch.shape != probs.shape:
+        scratch = np.empty(probs.shape, np.float32)
+    if out is None or out.shape != probs.shape:
+        out = np.empty(probs.shape, np.uint8)
+    np.multiply(probs, np.float32(255.0), out=scratch, dtype=np.float32)
+    scratch += np.float32(0.5)
+    np.copyto(out, scratch, casting="unsafe")  # truncation, as astype
     return out
 
 
-def labels_from_probs(probs: np.ndarray) -> np.ndarray:
+def labels_from_probs(probs: np.ndarray, out: np.ndarray | None = None,
+                      scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Label image ``(h, w)`` uint8: ``argmax + 1`` where at least half the area was analysed, else 0.
 
     ``probs`` is ``(k, h, w)`` float; analysed pixels sum to 1 over ``k``, not-analysed ones to 0, so after
     averaging the sum is the analysed fraction. Ties go to the lower class index (like ``argmax``; a
     plane-by-plane running maximum is several times faster than ``argmax`` over the strided class axis).
+    ``out`` (uint8 ``(h, w)``) and ``scratch`` (float32, float32, bool ``(h, w)``) are reused when given.
     """
-    best = probs[0].copy()
-    total = probs[0].copy()
-    labels = np.ones(best.shape, np.uint8)
-    better = np.empty(best.shape, bool)
+    shape = probs.shape[1:]
+    if scratch is None or scratch[0].shape != shape:
+        scratch = (np.empty(shape, np.float32), np.empty(shape, np.float32), np.empty(shape, bool))
+    if out is None or out.shape != shape:
+        out = np.empty(shape, np.uint8)
+    best, total, better = scratch
+    np.copyto(best, probs[0])
+    np.copyto(total, probs[0])
+    out.fill(1)
     for c in range(1, probs.shape[0]):
         np.greater(probs[c], best, out=better)
-        np.copyto(labels, np.uint8(c + 1), where=better)
+        np.copyto(out, np.uint8(c + 1), where=better)
         np.maximum(best, probs[c], out=best)
         total += probs[c]
-    np.copyto(labels, np.uint8(0), where=total < 0.5)
-    return labels
+    np.less(total, np.float32(0.5), out=better)
+    np.copyto(out, np.uint8(0), where=better)
+    return out
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -161,6 +184,7 @@ class SegmentationWriter:
         fmt = self.version.zarr_format
         self._locks: dict[tuple[int, int, int], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._tls = threading.local()
         try:
             if create:
                 self._root = zarr.open_group(str(self.path), mode="w", zarr_format=fmt)  # type: ignore[arg-type]
@@ -246,15 +270,31 @@ class SegmentationWriter:
         p = probs
         for level in range(self.n_levels):
             if level:
-                p = downsample2(p)
+                p = downsample2(p, self._scratch(("down", level), (p.shape[0], (p.shape[1] + 1) // 2,
+                                                                   (p.shape[2] + 1) // 2), np.float32))
             ly, lx = y0 >> level, x0 >> level
-            q, labels = quantise(p), labels_from_probs(p)
+            q = quantise(p, self._scratch("q", p.shape, np.uint8), self._scratch("qf", p.shape, np.float32))
+            plane = p.shape[1:]
+            labels = labels_from_probs(p, self._scratch("lab", plane, np.uint8),
+                                       (self._scratch("best", plane, np.float32),
+                                        self._scratch("total", plane, np.float32),
+                                        self._scratch("better", plane, np.bool_)))
             chunk = level_chunk(self.chunk_size, level)
             if chunk == self.chunk_size >> level:
                 self._put(level, ly, lx, q, labels)
             else:
                 with self._lock(level, ly // chunk, lx // chunk):
                     self._put(level, ly, lx, q, labels)
+
+    def _scratch(self, key: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A buffer of this thread, reused from chunk to chunk (no fresh pages per chunk and level)."""
+        bufs: dict[Any, np.ndarray] | None = getattr(self._tls, "bufs", None)
+        if bufs is None:
+            bufs = self._tls.bufs = {}
+        buf = bufs.get((key, shape))  # edge chunks are smaller: a few shapes per level
+        if buf is None:
+            buf = bufs[(key, shape)] = np.empty(shape, dtype)
+        return buf
 
     def _put(self, level: int, ly: int, lx: int, q: np.ndarray, labels: np.ndarray) -> None:
         _, h, w = q.shape

@@ -243,13 +243,16 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
 
         write_pool = ThreadPoolExecutor(max(1, write_workers), thread_name_prefix="wsiseg-write")
 
-        def write_one(box: tuple[int, int, int, int], probs: np.ndarray) -> None:
+        def write_one(chunk: FinishedChunk) -> None:
+            if chunk.probs is None:
+                return
             t0 = time.perf_counter()
-            writer.write_chunk(box, probs)
+            writer.write_chunk(chunk.box, chunk.probs)
+            stitcher.release(chunk)  # its buffer serves a later chunk (no fresh pages)
             times.add("write", time.perf_counter() - t0)
 
         def write(chunks: list[FinishedChunk]) -> list[Future[None]]:
-            return [write_pool.submit(write_one, ch.box, ch.probs) for ch in chunks if ch.probs is not None]
+            return [write_pool.submit(write_one, ch) for ch in chunks if ch.probs is not None]
 
         # Batches whose chunks are being written; the journal commits a batch's stitcher state only once
         # all its chunks are on disk. One batch stays in flight so stitching overlaps with writing.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,8 @@ class FinishedChunk:
 
 
 _MAX_RECTS = 4
+#: Released accumulator buffers kept per chunk shape for reuse.
+_POOL_SIZE = 6
 
 
 @dataclass
@@ -168,6 +171,10 @@ class Stitcher:
         self._dir = Path(work_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._ram: dict[tuple[int, int], _Acc] = {}
+        self._pool: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._pool_lock = threading.Lock()
+        self._io_buf = np.empty(0, np.float32)
+        self._inv = np.empty(0, np.float32)
         self._spilled: dict[tuple[int, int], tuple[str, list[list[int]]]] = {}
         self._gen = 0
         self.cursor = 0
@@ -268,13 +275,59 @@ class Stitcher:
         tmp = self._dir / (fname + ".tmp")
         with open(tmp, "wb") as fh:  # the touched rectangles, one after the other (shapes are in the state)
             for y0, y1, x0, x1 in acc.rects:
-                fh.write(np.ascontiguousarray(acc.data[:, y0:y1, x0:x1]).data)
+                for plane in acc.data[:, y0:y1, x0:x1]:  # same bytes as the C-order (k + 1, h, w) block
+                    fh.write(self._contiguous(plane).data)
         os.replace(tmp, self._dir / fname)
         return fname
 
+    def _contiguous(self, plane: np.ndarray) -> np.ndarray:
+        """``plane`` itself when C-contiguous, else a copy in a reused buffer."""
+        if plane.flags.c_contiguous:
+            return plane
+        buf = self._plane_buf(plane.shape)
+        np.copyto(buf, plane)
+        return buf
+
+    def _plane_buf(self, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        if self._io_buf.size < n:
+            self._io_buf = np.empty(n, np.float32)
+        return self._io_buf[:n].reshape(shape)
+
+    def _read_into(self, fh: Any, plane: np.ndarray) -> None:
+        target = plane if plane.flags.c_contiguous else self._plane_buf(plane.shape)
+        view = target.data.cast("B")
+        if fh.readinto(view) != view.nbytes:
+            raise ValueError("shorter than its rectangles")
+        if target is not plane:
+            np.copyto(plane, target)
+
     def _new_acc(self, i: int, j: int) -> _Acc:
         y0, y1, x0, x1 = self.layout.chunk_box(i, j)
-        return _Acc(np.zeros((self.n_classes + 1, y1 - y0, x1 - x0), dtype=np.float32))
+        shape = (self.n_classes + 1, y1 - y0, x1 - x0)
+        with self._pool_lock:
+            pool = self._pool.get(shape)
+            data = pool.pop() if pool else None
+        if data is None:
+            return _Acc(np.zeros(shape, dtype=np.float32))
+        data.fill(0)
+        return _Acc(data)
+
+    def release(self, chunk: FinishedChunk) -> None:
+        """Give a finished chunk's buffer back for reuse once its ``probs`` are no longer needed.
+
+        Optional (and thread-safe): without it every chunk gets fresh memory, which costs page faults.
+        """
+        if chunk.probs is None or chunk.probs.base is None:
+            return
+        data = chunk.probs.base
+        chunk.probs = None
+        if not isinstance(data, np.ndarray) or data.ndim != 3 or data.shape[0] != self.n_classes + 1:
+            return
+        with self._pool_lock:
+            pool = self._pool.setdefault(data.shape, [])
+            if len(pool) < _POOL_SIZE:
+                pool.append(data)
 
     def _get(self, i: int, j: int) -> _Acc:
         acc = self._ram.get((i, j))
@@ -284,12 +337,12 @@ class Stitcher:
         if (i, j) in self._spilled:
             fname, rects = self._spilled.pop((i, j))
             try:
-                flat = np.fromfile(self._dir / fname, dtype=np.float32)
-                start = 0
-                for y0, y1, x0, x1 in rects:
-                    view = acc.data[:, y0:y1, x0:x1]
-                    view[...] = flat[start:start + view.size].reshape(view.shape)
-                    start += view.size
+                with open(self._dir / fname, "rb") as fh:
+                    for y0, y1, x0, x1 in rects:
+                        for plane in acc.data[:, y0:y1, x0:x1]:
+                            self._read_into(fh, plane)
+                    if fh.read(1):
+                        raise ValueError("longer than its rectangles")
             except (OSError, ValueError) as exc:
                 raise OutputError(f"the resume state in {self._dir} is damaged ({exc}); "
                                   "pass --overwrite to start again") from exc
@@ -341,8 +394,13 @@ class Stitcher:
         del self._ram[(i, j)]
         k = self.n_classes
         weight = acc.data[k]
-        inv = np.zeros_like(weight)
-        np.divide(np.float32(1.0), weight, out=inv, where=weight > 0)
+        if self._inv.size < weight.size:
+            self._inv = np.empty(weight.size, np.float32)
+        inv = self._inv[:weight.size].reshape(weight.shape)
+        # covered pixels have weight >= MIN_WEIGHT**2, so this is 1 / weight there; uncovered ones hold
+        # probability sums of exactly 0, which stay 0
+        np.maximum(weight, np.float32(1e-30), out=inv)
+        np.divide(np.float32(1.0), inv, out=inv)
         probs = acc.data[:k]
         probs *= inv  # in place: the accumulator is finished
         return FinishedChunk(i, j, box, probs)
