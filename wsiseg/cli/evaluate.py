@@ -14,7 +14,9 @@ import click
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["train", "val", "test", "all"]))
-@click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path), help="folder: class-map file.")
+@click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
+              help="folder: class-map file (default DATA/classes.yaml); its names match GeoJSON "
+                   "classifications.")
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path), help="bcss: class grouping file.")
 @click.option("--patch-size", type=int, help="Patch side in pixels (default: the model's tile size).")
 @click.option("--mpp", type=float, help="Resolution in um/px (default: the model's training mpp).")
@@ -35,7 +37,14 @@ def command(model_path: Path, dataset: str, data_dir: Path, split: str, class_ma
             val_fraction: float, seed: int, batch_size: int, device: str, sam_checkpoint: Path | None,
             hipt_checkpoint: Path | None, save_predictions: Path | None, json_path: Path | None,
             quiet: bool) -> None:
-    """Score a model on a data set split (micro Dice/IoU as in the SAM-Path paper, plus per class)."""
+    """Score a model on a data set split (micro Dice/IoU as in the SAM-Path paper, plus per class).
+
+    \b
+    folder data sets: DATA/images/<name>.png|jpg|tif with DATA/masks/<name>.png (mask values mapped by
+    the class map) or DATA/masks/<name>.geojson|.json|.geojson.gz (e.g. QuPath "Export objects as
+    GeoJSON": polygons in the image's pixel coordinates, classification names = class names of the
+    class map; pixels no polygon covers are not scored). Layouts: docs/datasets.md.
+    """
     from wsiseg.model import load_model
     from wsiseg.train.datasets import build_dataset
     from wsiseg.train.evaluate import evaluate

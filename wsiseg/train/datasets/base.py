@@ -52,6 +52,10 @@ class PatchRef:
     group: str  # the source file (ROI/image) the patch comes from; splits never separate a group
 
 
+#: Reads the whole mask of a patch's source file, already at the target resolution (``scale`` applied).
+MaskReader = Callable[[PatchRef], np.ndarray]
+
+
 def patch_starts(length: int, patch: int) -> list[int]:
     """Start offsets of ``ceil(length / patch)`` patches covering ``length`` with the overlap spread evenly.
 
@@ -72,7 +76,7 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc
 
 
-def _resized_size(width: int, height: int, scale: float) -> tuple[int, int]:
+def resized_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -81,8 +85,14 @@ DECODED_CACHE_BYTES = 512 * 2**20
 _decoded: OrderedDict[tuple[Path, int, float, bool], np.ndarray] = OrderedDict()
 
 
-def _read_resized(path: Path, scale: float, is_mask: bool) -> np.ndarray:
+def read_resized(path: Path, scale: float, is_mask: bool) -> np.ndarray:
     """The file decoded and resized by ``scale``, via a byte-bounded LRU (small data sets stay in memory)."""
+    return cached_decode(path, scale, is_mask, lambda: _decode_resized(path, scale, is_mask))
+
+
+def cached_decode(path: Path, scale: float, is_mask: bool, decode: Callable[[], np.ndarray]) -> np.ndarray:
+    """``decode()`` of ``path`` at ``scale``, kept in the byte-bounded LRU of decoded files (keyed by the
+    file's modification time, so an edited file is decoded again)."""
     try:
         mtime = path.stat().st_mtime_ns
     except OSError as exc:
@@ -91,7 +101,7 @@ def _read_resized(path: Path, scale: float, is_mask: bool) -> np.ndarray:
     if key in _decoded:
         _decoded.move_to_end(key)
         return _decoded[key]
-    arr = _decode_resized(path, scale, is_mask)
+    arr = decode()
     _decoded[key] = arr
     total = sum(a.nbytes for a in _decoded.values())
     while total > DECODED_CACHE_BYTES and len(_decoded) > 2:
@@ -112,7 +122,7 @@ def _decode_resized(path: Path, scale: float, is_mask: bool) -> np.ndarray:
             else:
                 im = im.convert("RGB")
             if scale != 1.0:
-                size = _resized_size(im.size[0], im.size[1], scale)
+                size = resized_size(im.size[0], im.size[1], scale)
                 resample = Image.Resampling.NEAREST if is_mask else Image.Resampling.LANCZOS
                 im = im.resize(size, resample=resample)
             arr = np.asarray(im)
@@ -148,21 +158,22 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
     """A lazy sequence of ``(image uint8 (P,P,3), label uint8 (P,P))`` patches; see the module docstring."""
 
     def __init__(self, name: str, patches: Sequence[PatchRef], classes: ClassList, patch_size: int,
-                 label_fn: LabelFn, mpp: float | None) -> None:
+                 label_fn: LabelFn, mpp: float | None, mask_reader: MaskReader | None = None) -> None:
         self.name = name
         self.patches = list(patches)
         self.classes = classes
         self.patch_size = patch_size
         self.mpp = mpp  # target resolution in um/px (None: the files' own resolution)
         self._label_fn = label_fn
+        self._mask_reader = mask_reader
 
     def __len__(self) -> int:
         return len(self.patches)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
         ref = self.patches[index]
-        image = _read_resized(ref.image_path, ref.scale, False)
-        raw = _read_resized(ref.mask_path, ref.scale, True)
+        image = read_resized(ref.image_path, ref.scale, False)
+        raw = self._read_mask(ref)
         if raw.shape[:2] != image.shape[:2]:
             raise DatasetError(
                 f"image {ref.image_path.name} is {image.shape[1]}x{image.shape[0]} but its mask "
@@ -177,7 +188,13 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
     def label(self, index: int) -> np.ndarray:
         """The label ``(P, P)`` of patch ``index`` alone (reads only the mask file)."""
         ref = self.patches[index]
-        return self._crop_label(ref, _read_resized(ref.mask_path, ref.scale, True))
+        return self._crop_label(ref, self._read_mask(ref))
+
+    def _read_mask(self, ref: PatchRef) -> np.ndarray:
+        """The whole mask of ``ref``'s source at the target resolution (the data set's reader, if any)."""
+        if self._mask_reader is not None:
+            return self._mask_reader(ref)
+        return read_resized(ref.mask_path, ref.scale, True)
 
     def _crop_label(self, ref: PatchRef, raw: np.ndarray) -> np.ndarray:
         p = self.patch_size
@@ -199,7 +216,7 @@ def cut_patches(pairs: Sequence[tuple[str, Path, Path, float]], patch_size: int)
     """Patches covering every ``(group, image_path, mask_path, scale)`` pair, overlap spread evenly."""
     out: list[PatchRef] = []
     for group, image_path, mask_path, scale in pairs:
-        w, h = _resized_size(*image_size(image_path), scale)
+        w, h = resized_size(*image_size(image_path), scale)
         for y_t in patch_starts(h, patch_size):
             for x_t in patch_starts(w, patch_size):
                 sample_id = f"{group}_x{x_t}_y{y_t}_p{patch_size}_s{scale:.6g}"
