@@ -355,7 +355,8 @@ class Stitcher:
         ty, tx = row * lay.stride, col * lay.stride
         h_valid = min(lay.tile_size, lay.height_t - ty)
         w_valid = min(lay.tile_size, lay.width_t - tx)
-        k = self.n_classes
+        fy0 = ty + lay.overlap if row > 0 else ty
+        fx0 = tx + lay.overlap if col > 0 else tx
         for i in lay.chunk_range(ty, h_valid):
             cy0, cy1, _, _ = lay.chunk_box(i, 0)
             ys, ye = max(ty, cy0), min(ty + h_valid, cy1)
@@ -363,14 +364,31 @@ class Stitcher:
                 _, _, cx0, cx1 = lay.chunk_box(i, j)
                 xs, xe = max(tx, cx0), min(tx + w_valid, cx1)
                 acc = self._get(i, j)
-                w = self._window[ys - ty:ye - ty, xs - tx:xe - tx]
-                p = probs[:, ys - ty:ye - ty, xs - tx:xe - tx]
-                region = acc.data[:k, ys - cy0:ye - cy0, xs - cx0:xe - cx0]
-                tmp = self._scratch[:, :ye - ys, :xe - xs]
-                np.multiply(p, w, out=tmp)
-                region += tmp
-                acc.data[k, ys - cy0:ye - cy0, xs - cx0:xe - cx0] += w
+                # No earlier tile (row-major) reaches below fy0 or right of fx0 within this tile, so the
+                # accumulator is still 0 there: store w * p directly (0 + x == x, bit for bit).
+                fy, fx = min(max(fy0, ys), ye), min(max(fx0, xs), xe)
+                for y0, y1, x0, x1, fresh in ((ys, fy, xs, xe, False), (fy, ye, xs, fx, False),
+                                              (fy, ye, fx, xe, True)):
+                    if y0 < y1 and x0 < x1:
+                        self._blend(acc.data, probs, y0 - ty, y1 - ty, x0 - tx, x1 - tx,
+                                    y0 - cy0, x0 - cx0, fresh)
                 acc.touch(ys - cy0, ye - cy0, xs - cx0, xe - cx0)
+
+    def _blend(self, data: np.ndarray, probs: np.ndarray, ty0: int, ty1: int, tx0: int, tx1: int,
+               cy: int, cx: int, fresh: bool) -> None:
+        """Add ``w * p`` of tile rows/cols ``[ty0, ty1) x [tx0, tx1)`` to ``data`` at chunk pixel (cy, cx)."""
+        k, h, w_ = self.n_classes, ty1 - ty0, tx1 - tx0
+        w = self._window[ty0:ty1, tx0:tx1]
+        p = probs[:, ty0:ty1, tx0:tx1]
+        region = data[:k, cy:cy + h, cx:cx + w_]
+        if fresh:
+            np.multiply(p, w, out=region)
+            data[k, cy:cy + h, cx:cx + w_] = w
+        else:
+            tmp = self._scratch[:, :h, :w_]
+            np.multiply(p, w, out=tmp)
+            region += tmp
+            data[k, cy:cy + h, cx:cx + w_] += w
 
     def _pass(self, t: int) -> list[FinishedChunk]:
         """The cursor passes tile ``t``: finish the chunks it was last for, spill those waiting a row."""
