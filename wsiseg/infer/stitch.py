@@ -129,24 +129,44 @@ _MAX_RECTS = 4
 _POOL_SIZE = 6
 
 
+#: A chunk's saved state is a list of layers (file, rectangles); compacted into one beyond this many.
+_MAX_LAYERS = 6
+
+Layer = tuple[str, list[list[int]]]
+
+
+def _add_rect(rects: list[list[int]], y0: int, y1: int, x0: int, x1: int) -> list[list[int]]:
+    """``rects`` plus ``[y0, y1, x0, x1]``: contained rectangles dropped, at most ``_MAX_RECTS`` (else the
+    bounding box)."""
+    for r in rects:
+        if r[0] <= y0 and y1 <= r[1] and r[2] <= x0 and x1 <= r[3]:
+            return rects
+    rects = [r for r in rects if not (y0 <= r[0] and r[1] <= y1 and x0 <= r[2] and r[3] <= x1)]
+    rects.append([y0, y1, x0, x1])
+    if len(rects) > _MAX_RECTS:  # fall back to the bounding box
+        rects = [[min(r[0] for r in rects), max(r[1] for r in rects),
+                  min(r[2] for r in rects), max(r[3] for r in rects)]]
+    return rects
+
+
 @dataclass
 class _Acc:
+    """One chunk's accumulator and how it is saved.
+
+    The saved state is ``layers``: files of the accumulator's values in some rectangles, applied in order
+    (later ones overwrite). A save writes only the rectangles touched since the previous one (``dirty``),
+    so each tile's area is written about once, not the whole chunk after every batch.
+    """
+
     data: np.ndarray  # (k + 1, h, w) float32
     rects: list[list[int]] = field(default_factory=list)  # touched [y0, y1, x0, x1] (chunk-local)
-    file: str | None = None  # a saved file holding exactly this state, if not dirty
-    dirty: bool = False
+    dirty: list[list[int]] = field(default_factory=list)  # touched since the last save
+    layers: list[Layer] = field(default_factory=list)
 
     def touch(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Record a touched rectangle; only touched areas are saved (overlap strips, not whole chunks)."""
-        self.dirty = True
-        for r in self.rects:
-            if r[0] <= y0 and y1 <= r[1] and r[2] <= x0 and x1 <= r[3]:
-                return
-        self.rects = [r for r in self.rects if not (y0 <= r[0] and r[1] <= y1 and x0 <= r[2] and r[3] <= x1)]
-        self.rects.append([y0, y1, x0, x1])
-        if len(self.rects) > _MAX_RECTS:  # fall back to the bounding box
-            self.rects = [[min(r[0] for r in self.rects), max(r[1] for r in self.rects),
-                           min(r[2] for r in self.rects), max(r[3] for r in self.rects)]]
+        self.rects = _add_rect(self.rects, y0, y1, x0, x1)
+        self.dirty = _add_rect(self.dirty, y0, y1, x0, x1)
 
 
 class Stitcher:
@@ -175,7 +195,7 @@ class Stitcher:
         self._pool_lock = threading.Lock()
         self._io_buf = np.empty(0, np.float32)
         self._inv = np.empty(0, np.float32)
-        self._spilled: dict[tuple[int, int], tuple[str, list[list[int]]]] = {}
+        self._spilled: dict[tuple[int, int], list[Layer]] = {}
         self._gen = 0
         self.cursor = 0
         # chunk rows/cols whose last contributing tile row/col is r/c
@@ -188,9 +208,10 @@ class Stitcher:
         if state is not None:
             self.cursor = int(state["cursor"])
             self._gen = int(state["gen"])
-            for key, (fname, rects) in state["accs"].items():
+            for key, layers in state["accs"].items():
                 i, j = (int(v) for v in key.split(","))
-                self._spilled[(i, j)] = (str(fname), [[int(v) for v in r] for r in rects])
+                self._spilled[(i, j)] = [(str(fname), [[int(v) for v in r] for r in rects])
+                                         for fname, rects in layers]
 
     # -- feeding -------------------------------------------------------------------------------------
 
@@ -236,18 +257,18 @@ class Stitcher:
         :meth:`collect_garbage`.
         """
         accs: dict[str, list[Any]] = {}
-        for (i, j), (fname, rects) in self._spilled.items():
-            accs[f"{i},{j}"] = [fname, rects]
+        for (i, j), layers in self._spilled.items():
+            accs[f"{i},{j}"] = [[fname, rects] for fname, rects in layers]
         for (i, j), acc in self._ram.items():
-            if acc.dirty or acc.file is None:
-                acc.file = self._write(i, j, acc)
-                acc.dirty = False
-            accs[f"{i},{j}"] = [acc.file, acc.rects]
+            self._save(i, j, acc)
+            accs[f"{i},{j}"] = [[fname, rects] for fname, rects in acc.layers]
         return {"cursor": self.cursor, "gen": self._gen, "accs": accs}
 
     @staticmethod
     def referenced_files(state: dict[str, Any] | None) -> set[str]:
-        return set() if state is None else {str(v[0]) for v in state["accs"].values()}
+        if state is None:
+            return set()
+        return {str(layer[0]) for layers in state["accs"].values() for layer in layers}
 
     def collect_garbage(self, state: dict[str, Any]) -> None:
         """Delete accumulator files older than ``state`` (the committed one) that it does not reference.
@@ -269,13 +290,23 @@ class Stitcher:
 
     # -- internals -----------------------------------------------------------------------------------
 
-    def _write(self, i: int, j: int, acc: _Acc) -> str:
+    def _save(self, i: int, j: int, acc: _Acc) -> None:
+        """Make ``acc.layers`` hold the accumulator's current state (writes what changed since the last)."""
+        if not acc.dirty:
+            return
+        if len(acc.layers) >= _MAX_LAYERS:  # compact: one file with every touched rectangle
+            acc.layers = [(self._write(i, j, acc.data, acc.rects), [list(r) for r in acc.rects])]
+        else:
+            acc.layers.append((self._write(i, j, acc.data, acc.dirty), acc.dirty))
+        acc.dirty = []
+
+    def _write(self, i: int, j: int, data: np.ndarray, rects: list[list[int]]) -> str:
         self._gen += 1
         fname = f"acc_{i}_{j}_{self._gen}.f32"
         tmp = self._dir / (fname + ".tmp")
-        with open(tmp, "wb") as fh:  # the touched rectangles, one after the other (shapes are in the state)
-            for y0, y1, x0, x1 in acc.rects:
-                for plane in acc.data[:, y0:y1, x0:x1]:  # same bytes as the C-order (k + 1, h, w) block
+        with open(tmp, "wb") as fh:  # the rectangles, one after the other (shapes are in the state)
+            for y0, y1, x0, x1 in rects:
+                for plane in data[:, y0:y1, x0:x1]:  # same bytes as the C-order (k + 1, h, w) block
                     fh.write(self._contiguous(plane).data)
         os.replace(tmp, self._dir / fname)
         return fname
@@ -322,7 +353,11 @@ class Stitcher:
             return
         data = chunk.probs.base
         chunk.probs = None
-        if not isinstance(data, np.ndarray) or data.ndim != 3 or data.shape[0] != self.n_classes + 1:
+        if isinstance(data, np.ndarray):
+            self._recycle(data)
+
+    def _recycle(self, data: np.ndarray) -> None:
+        if data.ndim != 3 or data.shape[0] != self.n_classes + 1 or data.dtype != np.float32:
             return
         with self._pool_lock:
             pool = self._pool.setdefault(data.shape, [])
@@ -335,18 +370,22 @@ class Stitcher:
             return acc
         acc = self._new_acc(i, j)
         if (i, j) in self._spilled:
-            fname, rects = self._spilled.pop((i, j))
+            layers = self._spilled.pop((i, j))
             try:
-                with open(self._dir / fname, "rb") as fh:
-                    for y0, y1, x0, x1 in rects:
-                        for plane in acc.data[:, y0:y1, x0:x1]:
-                            self._read_into(fh, plane)
-                    if fh.read(1):
-                        raise ValueError("longer than its rectangles")
+                for fname, rects in layers:
+                    with open(self._dir / fname, "rb") as fh:
+                        for y0, y1, x0, x1 in rects:
+                            for plane in acc.data[:, y0:y1, x0:x1]:
+                                self._read_into(fh, plane)
+                        if fh.read(1):
+                            raise ValueError("longer than its rectangles")
             except (OSError, ValueError) as exc:
                 raise OutputError(f"the resume state in {self._dir} is damaged ({exc}); "
                                   "pass --overwrite to start again") from exc
-            acc.rects, acc.file = [list(r) for r in rects], fname
+            for _, rects in layers:
+                for r in rects:
+                    acc.rects = _add_rect(acc.rects, *r)
+            acc.layers = layers
         self._ram[(i, j)] = acc
         return acc
 
@@ -399,9 +438,9 @@ class Stitcher:
                 out.append(self._finalise(i, j))
         for (i, j) in [key for key in self._ram if self.layout.last_tile_col(key[1]) <= c]:
             acc = self._ram.pop((i, j))
-            if acc.dirty or acc.file is None:
-                acc.file = self._write(i, j, acc)
-            self._spilled[(i, j)] = (acc.file, acc.rects)
+            self._save(i, j, acc)
+            self._spilled[(i, j)] = acc.layers
+            self._recycle(acc.data)
         return out
 
     def _finalise(self, i: int, j: int) -> FinishedChunk:
