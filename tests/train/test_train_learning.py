@@ -37,13 +37,12 @@ def test_tiny_model_learns_synthetic_patches_from_the_cache(synthetic_folder: Pa
     assert report.scores.micro_dice > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.shared
-def test_glas_real_data_train_and_evaluate_end_to_end(glas_dir: Path, tmp_path: Path) -> None:
-    """Real GlaS images through the whole path: 16 images train a tiny model with trainable encoders,
-    the other 4 are scored from saved predictions, and the report agrees with a recount of those PNGs.
-
-    (A random-init tiny model does not beat "all gland" within a CPU-test budget; see the issue note.)
-    """
+def test_glas_real_data_beats_all_gland(glas_dir: Path, tmp_path: Path) -> None:
+    """Real GlaS images: 16 train a tiny model with trainable encoders (pipelines/glas-cpu.yaml as is),
+    the other 4 are scored from saved predictions; gland Dice must clearly beat predicting "all gland",
+    and the report must agree with a recount of the saved PNGs."""
     opts = dict(patch_size=128, mpp=2.48, source_mpp=0.62, val_fraction=0.2, seed=0,
                 class_map=REPO / "pipelines" / "glas-classes.yaml")
     train = build_dataset("folder", glas_dir, "train", **opts)
@@ -51,8 +50,8 @@ def test_glas_real_data_train_and_evaluate_end_to_end(glas_dir: Path, tmp_path: 
     assert (len(train.groups), len(test.groups)) == (16, 4)
     assert not set(train.groups) & set(test.groups)
     cfg = TrainConfig.from_file(REPO / "pipelines" / "glas-cpu.yaml", dict(
-        data_dir=str(glas_dir), out_dir=str(tmp_path / "run"), epochs=2, milestones=[], device="cpu"))
-    assert cfg.train_encoders
+        data_dir=str(glas_dir), out_dir=str(tmp_path / "run"), device="cpu"))
+    assert cfg.train_encoders and cfg.input_size == 256
     result = Trainer(cfg, train, None, progress=False).fit()
     before = read_checkpoint(result.last)
     assert before.config.train_encoders and before.mpp == 2.48 and before.tile_size == 128
@@ -68,5 +67,12 @@ def test_glas_real_data_train_and_evaluate_end_to_end(glas_dir: Path, tmp_path: 
         keep = label != test.classes.ignore_index
         np.add.at(counts, (label[keep], pred[keep]), 1)
     assert counts.tolist() == [list(r) for r in report.scores.confusion]
-    assert report.scores.pixels == int(sum(int((test[i][1] != 255).sum()) for i in range(len(test))))
     assert report.scores.micro_dice == pytest.approx(np.trace(counts) / counts.sum())
+    # "all gland" on the same patches: TP = gland pixels, FP = background pixels, FN = 0
+    gland, background = int(counts[1].sum()), int(counts[0].sum())
+    all_gland_dice = 2 * gland / (2 * gland + background)
+    assert all_gland_dice == pytest.approx(0.622, abs=0.005)
+    gland_dice = 2 * counts[1, 1] / (2 * counts[1, 1] + counts[0, 1] + counts[1, 0])
+    assert report.scores.dice[1] == pytest.approx(gland_dice)
+    print(f"GlaS gland Dice {gland_dice:.4f} vs all-gland {all_gland_dice:.4f}")
+    assert gland_dice > all_gland_dice + 0.05, (gland_dice, all_gland_dice, result.history[-1])
