@@ -23,7 +23,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/wsiseg demo --out demo-output
+	$(BIN)/wsiseg demo --out demo-output --overwrite
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

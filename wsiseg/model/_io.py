@@ -43,8 +43,23 @@ def torch_load(path: str | os.PathLike[str], what: str) -> Any:
             return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-        first = next((ln for ln in lines if "Unsupported global" in ln), lines[0])
-        raise CheckpointError(f"{p} is not a readable {what} ({type(exc).__name__}: {first[:200]})") from exc
+        unsupported = next((ln for ln in lines if "Unsupported global" in ln), None)
+        if unsupported is not None:  # a pickle with arbitrary Python objects: name what it holds
+            reason = unsupported[:200]
+        elif _looks_truncated(p):
+            reason = "the file is truncated (incomplete download or copy?)"
+        else:
+            reason = "not a PyTorch checkpoint file"
+        raise CheckpointError(f"{p} is not a readable {what}: {reason}") from exc
+
+
+def _looks_truncated(path: Path) -> bool:
+    """True for a zip-format torch file whose central directory (at the end) is missing."""
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return False
+        f.seek(max(0, path.stat().st_size - 65_536))
+        return b"PK\x05\x06" not in f.read()
 
 
 def as_state_dict(obj: Any, path: str | os.PathLike[str], what: str) -> dict[str, torch.Tensor]:
