@@ -114,16 +114,19 @@ def labels_from_probs(probs: np.ndarray, out: np.ndarray | None = None,
     if out is None or out.shape != shape:
         out = np.empty(shape, np.uint8)
     best, total, better = scratch
+    flag = better.view(np.uint8)
     np.copyto(best, probs[0])
     np.copyto(total, probs[0])
     out.fill(1)
     for c in range(1, probs.shape[0]):
         np.greater(probs[c], best, out=better)
-        np.copyto(out, np.uint8(c + 1), where=better)
+        # class c + 1 is larger than any label so far, so "c + 1 where better" is a maximum: branch-free
+        flag *= np.uint8(c + 1)
+        np.maximum(out, flag, out=out)
         np.maximum(best, probs[c], out=best)
         total += probs[c]
-    np.less(total, np.float32(0.5), out=better)
-    np.copyto(out, np.uint8(0), where=better)
+    np.greater_equal(total, np.float32(0.5), out=better)
+    out *= flag  # 0 where less than half was analysed
     return out
 
 
