@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,8 @@ class SegmentationWriter:
         self._locks: dict[tuple[int, int, int], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._tls = threading.local()
+        self._dirs: set[Path] = set()
+        self._codec = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
         try:
             if create:
                 self._root = zarr.open_group(str(self.path), mode="w", zarr_format=fmt)  # type: ignore[arg-type]
@@ -203,7 +206,7 @@ class SegmentationWriter:
             raise OutputError(f"cannot write segmentation {self.path}: {exc}") from exc
 
     def _compressor(self) -> Any:
-        if self.version is NgffVersion.V04:
+        if self.version is NgffVersion.V04:  # the same settings as self._codec (direct chunk writes)
             return numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
         from zarr.codecs import BloscCodec
 
@@ -283,8 +286,9 @@ class SegmentationWriter:
                                         self._scratch("total", plane, np.float32),
                                         self._scratch("better", plane, np.bool_)))
             chunk = level_chunk(self.chunk_size, level)
-            if chunk == self.chunk_size >> level:
-                self._put(level, ly, lx, q, labels)
+            if chunk == self.chunk_size >> level:  # whole zarr chunks: encoded and stored directly
+                self._put_chunk(self._probs[level], (0, ly // chunk, lx // chunk), q)
+                self._put_chunk(self._labels[level], (ly // chunk, lx // chunk), labels)
             else:
                 with self._lock(level, ly // chunk, lx // chunk):
                     self._put(level, ly, lx, q, labels)
@@ -298,6 +302,33 @@ class SegmentationWriter:
         if buf is None:
             buf = bufs[(key, shape)] = np.empty(shape, dtype)
         return buf
+
+    def _put_chunk(self, array: Any, coords: tuple[int, ...], data: np.ndarray) -> None:
+        """Store ``data`` as zarr chunk ``coords`` of ``array`` (edge chunks: the part inside the array).
+
+        Equivalent to ``array[region] = data`` for a chunk-aligned region, without zarr's per-call
+        machinery (event-loop round trips, selection and codec-pipeline set-up: ~3 ms per call, more than
+        the compression itself). The bytes are the C-order chunk, padded with the fill value 0 to the full
+        chunk shape, compressed with the array's Blosc settings (a Blosc frame decodes the same in zarr v2 and
+        in v3's ``bytes`` + ``blosc`` chain); the file appears atomically (written aside, then renamed).
+        """
+        shape = tuple(array.metadata.chunks if self.version is NgffVersion.V04
+                      else array.metadata.chunk_grid.chunk_shape)
+        if data.shape != shape:
+            full = self._scratch(("pad", data.dtype.str), shape, data.dtype)
+            full.fill(0)
+            full[tuple(slice(0, n) for n in data.shape)] = data
+            data = full
+        blob = self._codec.encode(np.ascontiguousarray(data))
+        target = self.path / array.path / array.metadata.encode_chunk_key(coords)
+        parent = target.parent
+        if parent not in self._dirs:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(parent)
+        tmp = parent / f".{target.name}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, target)
 
     def _put(self, level: int, ly: int, lx: int, q: np.ndarray, labels: np.ndarray) -> None:
         _, h, w = q.shape
