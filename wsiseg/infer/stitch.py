@@ -126,7 +126,7 @@ class FinishedChunk:
 
 _MAX_RECTS = 4
 #: Released accumulator buffers kept per chunk shape for reuse.
-_POOL_SIZE = 6
+_POOL_SIZE = 2
 
 
 #: A chunk's saved state is a list of layers (file, rectangles); compacted into one beyond this many.
