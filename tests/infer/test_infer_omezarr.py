@@ -106,3 +106,49 @@ def test_reader_rejects_non_segmentation(tmp_path: Path) -> None:
         open_segmentation(tmp_path / "x.zarr")
     with pytest.raises(OutputError, match="does not exist"):
         open_segmentation(tmp_path / "missing.zarr")
+
+
+def test_labels_are_first_argmax_and_zero_where_mostly_not_analysed() -> None:
+    from wsiseg.infer.omezarr import labels_from_probs
+
+    rng = np.random.default_rng(5)
+    for k in (1, 2, 5, 9):
+        p = rng.integers(0, 4, size=(k, 61, 47)).astype(np.float32) / (2 * k)  # many ties, some sums < 0.5
+        expected = np.where(p.sum(axis=0) < 0.5, 0, p.argmax(axis=0) + 1)  # argmax: first maximum wins
+        assert np.array_equal(labels_from_probs(p), expected), k
+        assert (expected == 0).any() and ((expected > 1).any() or k == 1)
+
+
+@pytest.mark.parametrize("version", list(NgffVersion))
+def test_stored_chunks_hold_exactly_the_quantised_pyramid(version: NgffVersion, tmp_path: Path) -> None:
+    """Chunks are encoded and stored by wsiseg itself (whole chunks and read-modify-written pieces of coarse
+    chunks, from several threads): zarr must read back exactly what quantise/labels give per level."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wsiseg.infer.omezarr import downsample2, labels_from_probs, quantise
+
+    rng = np.random.default_rng(6)
+    h, w, chunk = 650, 900, 256  # edge chunks on both axes; level 2 pieces (64) < MIN_CHUNK (128)
+    probs = _probs(rng, h, w)
+    writer = SegmentationWriter(tmp_path / "t.zarr", width_t=w, height_t=h, mpp=0.5, classes=CLASSES,
+                                chunk_size=chunk, version=version)
+    boxes = [(y, min(y + chunk, h), x, min(x + chunk, w))
+             for y in range(0, h, chunk) for x in range(0, w, chunk)]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda b: writer.write_chunk(b, probs[:, b[0]:b[1], b[2]:b[3]].copy()), boxes))
+    writer.set_provenance({"classes": CLASSES.to_dict(), "slide": {"mpp": [0.25, 0.25]}, "finished": "now"})
+    seg = open_segmentation(tmp_path / "t.zarr")
+    assert seg.n_levels == 3
+    for level in range(seg.n_levels):
+        f = chunk >> level
+        exp_q = np.zeros(seg.probs[level].shape, np.uint8)
+        exp_l = np.zeros(seg.labels[level].shape, np.uint8)
+        for y0, y1, x0, x1 in boxes:  # each level-0 chunk downsampled on its own, as documented
+            p = probs[:, y0:y1, x0:x1]
+            for _ in range(level):
+                p = downsample2(p)
+            ly, lx = y0 // chunk * f, x0 // chunk * f
+            exp_q[:, ly:ly + p.shape[1], lx:lx + p.shape[2]] = quantise(p)
+            exp_l[ly:ly + p.shape[1], lx:lx + p.shape[2]] = labels_from_probs(p)
+        assert np.array_equal(np.asarray(seg.probs[level][...]), exp_q), level
+        assert np.array_equal(np.asarray(seg.labels[level][...]), exp_l), level

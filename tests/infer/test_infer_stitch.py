@@ -179,3 +179,15 @@ def test_damaged_resume_state_is_a_user_error(tmp_path: Path) -> None:
     st2 = Stitcher(layout, 2, blend_window(64, 16), tmp_path, state=state)
     with pytest.raises(OutputError, match="--overwrite"):
         st2.add(1, 0, np.full((2, 64, 64), 0.5, np.float32))
+
+
+def test_resume_state_of_another_format_is_a_user_error(tmp_path: Path) -> None:
+    from wsiseg.errors import OutputError
+
+    layout = Layout.covering(300, 200, 64, 16, chunk_size=64)
+    old = {"cursor": 5, "gen": 3, "accs": {"0,0": ["acc_0_0_3.f32", [[0, 64, 0, 64]]]}}  # before layers
+    with pytest.raises(OutputError, match="another wsiseg version"):
+        Stitcher(layout, 2, blend_window(64, 16), tmp_path, state=old)
+    broken = {"format": 2, "cursor": 5, "gen": 3, "accs": {"0,0": [["acc_0_0_3.f32"]]}}
+    with pytest.raises(OutputError, match="damaged"):
+        Stitcher(layout, 2, blend_window(64, 16), tmp_path, state=broken)

@@ -8,7 +8,13 @@ writer. Accumulators of chunks that will get their next contribution only from t
 spilled to small raw float32 files in a work directory, so memory holds a handful of chunks whatever the
 slide size. The same files (and the cursor) are the resume state: :meth:`Stitcher.save_state` returns a
 JSON-able dict that, stored atomically by the caller after the finished chunks are written, lets a new
-:class:`Stitcher` continue bit-for-bit where the old one stopped.
+:class:`Stitcher` continue bit-for-bit where the old one stopped. A chunk's saved state is a list of
+layers (files of the rectangles touched since the previous save), so each tile's area is written about
+once however often the caller saves.
+
+Cost per tile: the part of a tile no earlier tile reaches is stored as ``w * p`` in one pass; only overlap
+strips are added. Accumulator buffers of finished chunks come back through :meth:`Stitcher.release` and are
+reused, so no fresh pages are faulted in per chunk.
 
 Order independence: stitching always accumulates in row-major grid order whatever order reads complete
 in, so the floating-point sums, and therefore the output bytes, never depend on scheduling.
@@ -129,6 +135,8 @@ _MAX_RECTS = 4
 _POOL_SIZE = 2
 
 
+#: Version of the :meth:`Stitcher.save_state` dict (2: accumulators saved as layers).
+_STATE_FORMAT = 2
 #: A chunk's saved state is a list of layers (file, rectangles); compacted into one beyond this many.
 _MAX_LAYERS = 6
 
@@ -206,12 +214,19 @@ class Stitcher:
         for j in range(layout.n_chunk_cols):
             self._cols_done.setdefault(layout.last_tile_col(j), []).append(j)
         if state is not None:
-            self.cursor = int(state["cursor"])
-            self._gen = int(state["gen"])
-            for key, layers in state["accs"].items():
-                i, j = (int(v) for v in key.split(","))
-                self._spilled[(i, j)] = [(str(fname), [[int(v) for v in r] for r in rects])
-                                         for fname, rects in layers]
+            if state.get("format") != _STATE_FORMAT:
+                raise OutputError(f"the resume state in {self._dir} was written by another wsiseg version; "
+                                  "pass --overwrite to start again")
+            try:
+                self.cursor = int(state["cursor"])
+                self._gen = int(state["gen"])
+                for key, layers in state["accs"].items():
+                    i, j = (int(v) for v in key.split(","))
+                    self._spilled[(i, j)] = [(str(fname), [[int(v) for v in r] for r in rects])
+                                             for fname, rects in layers]
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise OutputError(f"the resume state in {self._dir} is damaged ({exc!r}); "
+                                  "pass --overwrite to start again") from exc
 
     # -- feeding -------------------------------------------------------------------------------------
 
@@ -262,7 +277,7 @@ class Stitcher:
         for (i, j), acc in self._ram.items():
             self._save(i, j, acc)
             accs[f"{i},{j}"] = [[fname, rects] for fname, rects in acc.layers]
-        return {"cursor": self.cursor, "gen": self._gen, "accs": accs}
+        return {"format": _STATE_FORMAT, "cursor": self.cursor, "gen": self._gen, "accs": accs}
 
     @staticmethod
     def referenced_files(state: dict[str, Any] | None) -> set[str]:
