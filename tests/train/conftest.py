@@ -28,23 +28,10 @@ def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Labels are the slides' exact ground truth (:meth:`SyntheticTruth.labels_region`).
     """
-    from wsiseg.slide import SYNTHETIC_CLASSES, open_slide, write_synthetic_slide
+    from wsiseg.demo import write_synthetic_patch_folder
 
-    root = tmp_path_factory.mktemp("synthetic_folder")
-    images, labels, names = [], [], []
-    for seed in range(2):
-        truth = write_synthetic_slide(root / f"s{seed}.svs", 2048, 2048, mpp=0.5, seed=seed)
-        with open_slide(root / f"s{seed}.svs") as slide:
-            for j, (x0, y0) in enumerate([(0, 0), (1024, 0), (0, 1024), (1024, 1024)]):
-                images.append(slide.read_region(x0, y0, 256, 256, SYNTH_MPP))
-                labels.append(truth.labels_region(x0, y0, 256, 256, SYNTH_MPP))
-                names.append(f"s{seed}_{j}")
-        (root / f"s{seed}.svs").unlink()
-    data = root / "data"
-    _write_folder(data, images, labels, names)
-    lines = ["classes:"] + [f"  - {{name: {c.name}, value: {i}}}" for i, c in enumerate(SYNTHETIC_CLASSES)]
-    (data / "classes.yaml").write_text("\n".join(lines) + "\n")
-    return data
+    root = tmp_path_factory.mktemp("synthetic_folder") / "data"
+    return write_synthetic_patch_folder(root, seeds=range(2), slide_size0=2048, mpp=SYNTH_MPP, patch=256)
 
 
 @pytest.fixture()
