@@ -20,6 +20,7 @@ import ctypes
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,13 +213,9 @@ class _ImageBackend(_Backend):
         self.recorded_mpp = recorded_mpp
 
     def read_level(self, x0: int, y0: int, level: int, width_l: int, height_l: int) -> np.ndarray:
-        out = np.full((max(height_l, 0), max(width_l, 0), 3), 255, np.uint8)
         h, w = self._pixels.shape[:2]
-        xa, ya = max(x0, 0), max(y0, 0)
-        xb, yb = min(x0 + width_l, w), min(y0 + height_l, h)
-        if xa < xb and ya < yb:
-            out[ya - y0:yb - y0, xa - x0:xb - x0] = self._pixels[ya:yb, xa:xb]
-        return out
+        return _read_on_white(x0, y0, width_l, height_l, (w, h),
+                              lambda xa, ya, xb, yb: self._pixels[ya:yb, xa:xb])
 
     @property
     def associated_images(self) -> list[str]:
@@ -226,6 +223,18 @@ class _ImageBackend(_Backend):
 
     def associated_image(self, name: str) -> np.ndarray:
         raise SlideError(f"{self._path} is a plain image and has no associated image {name!r}")
+
+
+def _read_on_white(x: int, y: int, width: int, height: int, size: tuple[int, int],
+                   read: Callable[[int, int, int, int], np.ndarray]) -> np.ndarray:
+    """A white ``(height, width, 3)`` uint8 window at ``(x, y)`` (pixels of one level of ``size`` = (w, h)),
+    holding ``read(xa, ya, xb, yb)`` (RGB uint8 of ``[ya:yb, xa:xb]``) where the window overlaps the level."""
+    out = np.full((max(height, 0), max(width, 0), 3), 255, np.uint8)
+    xa, ya = max(x, 0), max(y, 0)
+    xb, yb = min(x + width, size[0]), min(y + height, size[1])
+    if xa < xb and ya < yb:
+        out[ya - y:yb - y, xa - x:xb - x] = read(xa, ya, xb, yb)
+    return out
 
 
 def open_openslide(path: Path) -> _OpenSlideBackend | None:
@@ -297,21 +306,19 @@ class _TiffBackend(_Backend):
         self._lock = threading.Lock()
 
     def read_level(self, x0: int, y0: int, level: int, width_l: int, height_l: int) -> np.ndarray:
-        out = np.full((max(height_l, 0), max(width_l, 0), 3), 255, np.uint8)
         ds = self.level_downsamples[level]
-        lx, ly = round(x0 / ds), round(y0 / ds)
-        w, h = self.level_dimensions[level]
-        xa, ya = max(lx, 0), max(ly, 0)
-        xb, yb = min(lx + width_l, w), min(ly + height_l, h)
-        if xa < xb and ya < yb:
+
+        def read(xa: int, ya: int, xb: int, yb: int) -> np.ndarray:
             try:
                 with self._lock:
                     part = np.asarray(self._arrays[level][ya:yb, xa:xb])
             except Exception as exc:  # any decoder failure: corrupt or truncated data
                 raise SlideError(f"cannot read {self._path}: the file is corrupt or truncated ({exc})"
                                  ) from exc
-            out[ya - ly:yb - ly, xa - lx:xb - lx] = _to_rgb_uint8(part)
-        return out
+            return _to_rgb_uint8(part)
+
+        return _read_on_white(round(x0 / ds), round(y0 / ds), width_l, height_l, self.level_dimensions[level],
+                              read)
 
     @property
     def associated_images(self) -> list[str]:
