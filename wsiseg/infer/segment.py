@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wsiseg._version import __version__
-from wsiseg.errors import ConfigError, MissingMppError, OutputError, OutputExistsError, SlideError
+from wsiseg.errors import ConfigError, OutputError, OutputExistsError, SlideError
 from wsiseg.infer._memory import tame_malloc
 from wsiseg.infer.blending import BlendWindow, blend_window
 from wsiseg.infer.journal import WORK_DIR, Journal
@@ -170,13 +170,7 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         raise ConfigError(f"--overlap must be between 0 and half the tile size ({tile_size // 2}), "
                           f"got {overlap}")
 
-    try:
-        opened = open_slide(slide_path, mpp=slide_mpp)
-    except MissingMppError as exc:
-        # in `segment`, --mpp is the analysis resolution; the slide's own one is --slide-mpp
-        raise MissingMppError(f"{slide_path} records no microns per pixel; pass its level-0 resolution "
-                              "with --slide-mpp (e.g. --slide-mpp 0.25 for a 40x scan)") from exc
-    with opened as slide:
+    with open_slide(slide_path, mpp=slide_mpp) as slide:  # its MissingMppError names --slide-mpp
         w0, h0 = slide.dimensions
         slide_info = {"path": str(slide_path.resolve()), "width0": w0, "height0": h0,
                       "mpp": list(slide.mpp), "vendor": slide.vendor}
