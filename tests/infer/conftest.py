@@ -32,10 +32,11 @@ class CountingModel:
     def __init__(self, inner: Any, fail_on: int | None = None, sleep_s: float = 0.0) -> None:
         self.inner, self.fail_on, self.sleep_s = inner, fail_on, sleep_s
         self.classes, self.mpp, self.tile_size, self.device = inner.classes, inner.mpp, inner.tile_size, "cpu"
+        self.output_stride = inner.output_stride
         self.batches = 0
         self.tiles = 0
 
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
+    def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
         self.batches += 1
         if self.fail_on is not None and self.batches == self.fail_on:
             raise RuntimeError("simulated crash inside the model")
@@ -43,7 +44,7 @@ class CountingModel:
             import time
 
             time.sleep(self.sleep_s)
-        out: np.ndarray = self.inner.predict(tiles)
+        out: np.ndarray = self.inner.predict(tiles, out_size)
         self.tiles += len(tiles)
         return out
 

@@ -50,7 +50,8 @@ def test_null_model_run_then_refuse_then_overwrite(synthetic_slide: SyntheticSli
     assert code == 0, err
     assert "1/1 slides done" in stdout and err == ""
     seg = open_segmentation(out)
-    assert seg.labels[0].shape == (384, 512) and seg.finished
+    # the null model's output grid is 4x coarser than its 2 um/px tiles, like SAM-Path's
+    assert seg.labels[0].shape == (96, 128) and seg.mpp[0] == 8.0 and seg.finished
     code, _, err = _cli(args, capsys)
     assert code == 1 and err.count("\n") == 1 and "--overwrite" in err and "Traceback" not in err
     code, _, err = _cli([*args, "--overwrite"], capsys)
@@ -101,28 +102,35 @@ def test_geojson_roi_mask(synthetic_slide: SyntheticSlide, tmp_path: Path,
                          "64", "--overlap", "0", "--mask", str(roi), "--out", str(out), "--quiet"], capsys)
     assert code == 0, err
     labels = np.asarray(open_segmentation(out).labels[0][...])
-    # 819 level-0 px = 204.75 px at 2 um/px: tiles (64 px, no overlap) up to x = 256 are analysed
-    assert (labels[:, :256] > 0).all() and (labels[:, 256:] == 0).all()
+    # 819 level-0 px = 204.75 px at 2 um/px: tiles (64 px, no overlap) up to x = 256 are analysed, i.e.
+    # output pixels up to 64 on the null model's 4x coarser output grid
+    assert (labels[:, :64] > 0).all() and (labels[:, 64:] == 0).all()
 
 
 def _interior_check(seg_path: Path, slide_path: Path, model: object, tile: int, overlap: int) -> None:
-    """Pixels of a tile covered by no other tile must be the model's own prediction for that tile."""
+    """Pixels of a tile covered by no other tile must be the model's own prediction for that tile.
+
+    ``tile`` and ``overlap`` are pixels at the analysis resolution; the output grid may be coarser."""
     seg = open_segmentation(seg_path)
-    mpp = seg.mpp[0]
+    mpp = seg.attrs["analysis_mpp"]
+    f = round(seg.mpp[0] / mpp)  # analysis pixels per output pixel
+    tile_o, overlap_o = tile // f, overlap // f
     probs = np.asarray(seg.probs[0][...])
     analysed = np.asarray(seg.labels[0][...]) > 0
-    stride = tile - overlap
+    stride = tile_o - overlap_o
     with open_slide(slide_path) as slide:
         checked = 0
         for row in range(probs.shape[1] // stride):
             for col in range(probs.shape[2] // stride):
                 y, x = row * stride, col * stride
-                inner = (slice(y + overlap, y + tile - overlap), slice(x + overlap, x + tile - overlap))
-                if y + tile > probs.shape[1] or x + tile > probs.shape[2] or not analysed[inner].all():
+                lo, hi = overlap_o, tile_o - overlap_o
+                inner = (slice(y + lo, y + hi), slice(x + lo, x + hi))
+                if y + tile_o > probs.shape[1] or x + tile_o > probs.shape[2] or not analysed[inner].all():
                     continue
-                x0, y0 = round(x * mpp / slide.mpp[0]), round(y * mpp / slide.mpp[1])
-                expected = model.predict(slide.read_region(x0, y0, tile, tile, mpp)[None])[0]  # type: ignore[attr-defined]
-                exp = np.rint(expected[:, overlap:tile - overlap, overlap:tile - overlap] * 255)
+                x0, y0 = round(x * f * mpp / slide.mpp[0]), round(y * f * mpp / slide.mpp[1])
+                tile_img = slide.read_region(x0, y0, tile, tile, mpp)[None]
+                expected = model.predict(tile_img, tile_o)[0]  # type: ignore[attr-defined]
+                exp = np.rint(expected[:, lo:hi, lo:hi] * 255)
                 assert np.abs(probs[(slice(None), *inner)].astype(int) - exp).max() <= 1
                 checked += 1
     assert checked >= 2
@@ -138,7 +146,8 @@ def test_tiny_checkpoint_end_to_end_with_geojson(synthetic_slide: SyntheticSlide
                          "--no-tissue", "--ngff-version", "0.5"], capsys)
     assert code == 0, err
     seg = open_segmentation(out)
-    assert seg.version.value == "0.5" and seg.mpp[0] == 2.0 and seg.labels[0].shape == (384, 512)
+    # tiny: 64 px model input for 128 px tiles, logits 16 x 16 per tile: an output grid of 8 x 2 um/px
+    assert seg.version.value == "0.5" and seg.mpp[0] == 16.0 and seg.labels[0].shape == (48, 64)
     assert seg.attrs["model"]["checkpoint"]["file"] == "tiny.wsiseg"
     assert seg.attrs["params"]["tile_size"] == 128 and seg.attrs["params"]["overlap"] == 16
     data = json.loads(gj.read_text())
@@ -156,7 +165,8 @@ def test_cmu_small_region_end_to_end(cmu_small_region: Path, tiny_checkpoint: Pa
     out = tmp_path / "cmu.zarr"
     res = segment_slide(cmu_small_region, model, out, progress=False, batch_size=4)
     with open_slide(cmu_small_region) as slide:
-        assert (res.width_t, res.height_t) == slide.size_at(2.0)
+        w2, h2 = slide.size_at(2.0)
+        assert (res.width, res.height) == (-(-w2 // 8), -(-h2 // 8)) and res.output_mpp == 16.0
     assert 0 < res.n_tiles <= res.n_tiles_total
     seg = open_segmentation(out)
     labels = np.asarray(seg.labels[0][...])

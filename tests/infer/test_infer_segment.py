@@ -40,25 +40,28 @@ def _arrays(path: Path) -> list[np.ndarray]:
     return [np.asarray(a[...]) for a in seg.probs] + [np.asarray(a[...]) for a in seg.labels]
 
 
-@pytest.mark.parametrize(("mpp", "tile", "overlap", "chunk"), [
-    (0.5, 256, 32, 256),
-    (1.0, 192, 96, 128),  # overlap of half a tile, 2x coarser than level 0
-    (0.75, 320, 0, 512),  # no overlap, a resize factor that is not a power of two
+@pytest.mark.parametrize(("mpp", "tile", "overlap", "chunk", "stride"), [
+    (0.5, 256, 32, 256, 1),
+    (1.0, 192, 96, 128, 1),  # overlap of half a tile, 2x coarser than level 0
+    (0.75, 320, 0, 512, 1),  # no overlap, a resize factor that is not a power of two
+    (0.5, 256, 32, 128, 4),  # output on a 4x coarser grid than the tiles (SAM-Path's native grid)
 ])
 def test_oracle_reproduces_ground_truth(synthetic_slide: SyntheticSlide, tmp_path: Path, mpp: float,
-                                        tile: int, overlap: int, chunk: int) -> None:
+                                        tile: int, overlap: int, chunk: int, stride: int) -> None:
     truth = synthetic_slide.truth
     radius = max(2, round(3.5 / mpp))  # average over ~7 um whatever the resolution
-    model = ColourModel(SYNTHETIC_CLASSES, truth.palette, mpp=mpp, tile_size=tile, radius_px=radius)
+    model = ColourModel(SYNTHETIC_CLASSES, truth.palette, mpp=mpp, tile_size=tile, radius_px=radius,
+                        output_stride=stride)
     out = tmp_path / "out.zarr"
     res = segment_slide(synthetic_slide.path, model, out, mpp=mpp, tile_size=tile, overlap=overlap,
                         chunk_size=chunk, tissue=False, progress=False, batch_size=3)
     seg = open_segmentation(out)
+    assert res.output_mpp == seg.mpp[0] == mpp * stride and seg.attrs["analysis_mpp"] == mpp
     labels = np.asarray(seg.labels[0][...]).astype(int) - 1
-    gt = truth.labels(mpp)
-    assert labels.shape == gt.shape == (res.height_t, res.width_t)
+    gt = truth.labels(mpp * stride)
+    assert labels.shape == gt.shape == (res.height, res.width)
     assert (labels >= 0).all()  # everything analysed without tissue detection
-    dice = _dice_away_from_borders(labels, gt, margin=radius + 3)
+    dice = _dice_away_from_borders(labels, gt, margin=-(-(radius + 3) // stride) + 1)
     assert len(dice) >= 4 and min(dice.values()) > 0.99, dice
     probs0 = np.asarray(seg.probs[0][...]).astype(int)
     assert np.abs(probs0.sum(axis=0) - 255).max() <= len(SYNTHETIC_CLASSES)  # quantised sums stay ~255
@@ -87,10 +90,10 @@ def test_roi_mask_skips_tiles_and_writes_not_analysed(synthetic_slide: Synthetic
     labels = np.asarray(seg.labels[0][...])
     probs = np.asarray(seg.probs[0][...])
     # kept tiles touch the ROI, so they end less than a tile beyond it; past them nothing is analysed
-    last_col = max(t for t in range(res.width_t) if labels[:, t].any())
-    assert 0.4 * res.width_t <= last_col < 0.4 * res.width_t + 256
+    last_col = max(t for t in range(res.width) if labels[:, t].any())
+    assert 0.4 * res.width <= last_col < 0.4 * res.width + 256
     assert (labels[:, last_col + 1:] == 0).all() and (probs[:, :, last_col + 1:] == 0).all()
-    assert (labels[:, : int(0.4 * res.width_t)] > 0).all()
+    assert (labels[:, : int(0.4 * res.width)] > 0).all()
 
 
 def test_resume_after_model_crash_is_identical_and_recomputes_nothing(synthetic_slide: SyntheticSlide,
@@ -130,9 +133,9 @@ import numpy as np
 palette = np.array({palette})
 
 class Slow(ColourModel):
-    def predict(self, tiles):
+    def predict(self, tiles, out_size=None):
         time.sleep(0.15)
-        return super().predict(tiles)
+        return super().predict(tiles, out_size)
 
 m = Slow(SYNTHETIC_CLASSES, palette, mpp=1.0, tile_size=128)
 segment_slide(sys.argv[1], m, sys.argv[2], mpp=1.0, tile_size=128, overlap=16, chunk_size=128, tissue=False,
@@ -214,7 +217,14 @@ def test_bad_inputs_raise_user_errors(synthetic_slide: SyntheticSlide, tmp_path:
         segment_slide(png, model, tmp_path / "y.zarr", progress=False)
     res = segment_slide(png, model, tmp_path / "y.zarr", progress=False, slide_mpp=0.5, tissue=False,
                         tile_size=16, overlap=0, mpp=1.0)
-    assert (res.width_t, res.height_t) == (32, 32)
+    assert (res.width, res.height, res.output_mpp) == (8, 8, 4.0)  # the null model's 4x output grid
+    with pytest.raises(ConfigError, match="whole multiple of --mpp"):
+        segment_slide(png, model, tmp_path / "w.zarr", progress=False, slide_mpp=0.5, mpp=1.0,
+                      tile_size=16, overlap=0, output_mpp=1.5)
+    with pytest.raises(ConfigError, match=r"must divide the tile size \(16\) and the overlap \(6\)"):
+        segment_slide(png, model, tmp_path / "w.zarr", progress=False, slide_mpp=0.5, mpp=1.0,
+                      tile_size=16, overlap=6)
+    assert not (tmp_path / "w.zarr").exists()
     with pytest.raises(ConfigError, match="overlap"):
         segment_slide(synthetic_slide.path, model, tmp_path / "z.zarr", overlap=100, progress=False)
     with pytest.raises(ConfigError, match="--mpp"):
@@ -256,3 +266,47 @@ def test_resume_after_write_failure_is_identical(synthetic_slide: SyntheticSlide
     segment_slide(synthetic_slide.path, model, tmp_path / "out.zarr", **kwargs)
     for a, b in zip(_arrays(tmp_path / "ref.zarr"), _arrays(tmp_path / "out.zarr"), strict=True):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("output_mpp", [None, 1.0, 2.0])
+def test_output_grid_follows_output_mpp(synthetic_slide: SyntheticSlide, tmp_path: Path,
+                                        output_mpp: float | None) -> None:
+    """The output's level 0 is at ``output_mpp`` (default: the model's grid); the model is asked for
+    tiles of that size, and constant predictions stitch to that constant whatever the grid."""
+    constant = [0.12, 0.2, 0.28, 0.25, 0.15]
+    model = CountingModel(NullModel(SYNTHETIC_CLASSES, 1.0, 128, probs=constant))  # native stride 4
+    out = tmp_path / "o.zarr"
+    res = segment_slide(synthetic_slide.path, model, out, mpp=1.0, tile_size=128, overlap=16,
+                        tissue=False, progress=False, preview=False, output_mpp=output_mpp)
+    stride = 4 if output_mpp is None else round(output_mpp)
+    seg = open_segmentation(out)
+    assert res.output_mpp == seg.mpp[0] == float(stride) and seg.attrs["params"]["output_mpp"] == stride
+    assert (res.width, res.height) == (-(-1024 // stride), -(-768 // stride))
+    assert seg.labels[0].shape == (res.height, res.width)
+    probs = np.asarray(seg.probs[0][...])
+    assert (probs == np.rint(np.array(constant) * 255).astype(np.uint8)[:, None, None]).all()
+    assert seg.downsample0(0) == (2.0 * stride, 2.0 * stride)  # slide level 0 is 0.5 um/px
+
+
+def test_killed_before_the_preview_is_written_resumes_to_write_it(synthetic_slide: SyntheticSlide,
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsiseg.infer import preview
+
+    kwargs = {"mpp": 2.0, "tile_size": 64, "overlap": 16, "tissue": False, "progress": False}
+    model = CountingModel(NullModel(SYNTHETIC_CLASSES, 2.0, 64))
+    out = tmp_path / "p.zarr"
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(preview, "write_preview", killed)
+    with pytest.raises(KeyboardInterrupt):
+        segment_slide(synthetic_slide.path, model, out, **kwargs)
+    assert not open_segmentation(out).finished and not preview_path(out).exists()
+    monkeypatch.undo()
+    n = model.tiles
+    res = segment_slide(synthetic_slide.path, model, out, **kwargs)  # no --overwrite needed
+    assert res.resumed and model.tiles == n  # nothing predicted again
+    assert open_segmentation(out).finished and preview_path(out).stat().st_size > 1000
+    assert not (out / WORK_DIR).exists()

@@ -22,6 +22,7 @@ from wsiseg.model import (
     logits_to_probs,
     to_model_input,
 )
+from wsiseg.model.predictor import native_output_stride
 from wsiseg.model.presets import hipt_vit_s, sam_vit_b, sam_vit_h, sam_vit_l
 
 CLASSES = ClassList.from_names(["background", "tumour", "stroma"])
@@ -175,6 +176,21 @@ def test_predictor_matches_manual_pipeline() -> None:
     prov = pred.provenance()
     assert prov["config"]["variant"] == "sam_path" and prov["classes"] == CLASSES.names
     assert prov["mpp"] == 0.5 and prov["tile_size"] == 96
+    # the native grid: 128 px input -> 32 x 32 logits for 96 px tiles, a stride of 3, rounded down to a
+    # power of two dividing the tile; asked for the logits' own size there is no resizing at all
+    assert pred.output_stride == 2 and prov["output_stride"] == 2
+    np.testing.assert_allclose(pred.predict(tiles, 32), torch.softmax(logits, 1).numpy(), atol=1e-6)
+    coarse = pred.predict(tiles, 24)
+    assert coarse.shape == (3, 3, 24, 24)
+    np.testing.assert_allclose(coarse.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("tile", "input_size", "stride"), [
+    (1024, 1024, 4), (512, 1024, 2), (2048, 1024, 8), (256, 256, 4), (96, 128, 2), (100, 1024, 1),
+    (1000, 1024, 2),
+])
+def test_native_output_stride(tile: int, input_size: int, stride: int) -> None:
+    assert native_output_stride(tile, input_size) == stride
 
 
 def test_to_model_input_values() -> None:

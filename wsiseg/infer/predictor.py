@@ -14,16 +14,21 @@ class Predictor(Protocol):
     """RGB uint8 tiles in, class probabilities out.
 
     ``classes``: the k output classes; ``mpp``: resolution it was trained at (um/px) or None;
-    ``tile_size``: default tile side in pixels at ``mpp``; ``device``: where it runs ("cpu", "cuda", ...).
+    ``tile_size``: default tile side in pixels at ``mpp``; ``device``: where it runs ("cpu", "cuda", ...);
+    ``output_stride``: input pixels per pixel of the model's own output grid (SAM-Path: 4, its mask decoder
+    predicts at 1/4 of the input; a per-pixel model: 1). ``wsiseg segment`` writes at that grid by default.
     """
 
     classes: ClassList
     mpp: float | None
     tile_size: int
     device: str
+    output_stride: int
 
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, H, W)`` float32 probabilities summing to 1 over k."""
+    def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, s, s)`` float32 probabilities summing to 1 over k, with
+        ``s = out_size`` (default ``H``; tiles are square). ``H`` is a multiple of ``out_size``: each output
+        pixel covers ``H // out_size`` input pixels."""
         ...
 
     def provenance(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,5 +52,7 @@ def write_preview(seg_path: Path, slide: Any, png: Path, max_side: int = PREVIEW
     note = f"not analysed: no colour | {seg.mpp[level]:.3g} um/px"
     draw.text((6, y + 1), note, fill=(80, 80, 80), font=font)
     png.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(png)
+    tmp = png.with_name(f".{png.name}.tmp")
+    canvas.save(tmp, format="PNG")
+    os.replace(tmp, png)  # atomic: a killed run never leaves half a PNG
     return png

@@ -19,9 +19,24 @@ from wsiseg.classes import ClassList
 from wsiseg.errors import ConfigError
 
 
-def _check_tiles(tiles: np.ndarray) -> None:
-    if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
-        raise ValueError(f"expected (N, H, W, 3) uint8 tiles, got {tiles.shape} {tiles.dtype}")
+def _check_tiles(tiles: np.ndarray, out_size: int | None) -> int:
+    """Validate ``(N, H, W, 3)`` uint8 square tiles; return the output side (``out_size`` or ``H``)."""
+    if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8 or tiles.shape[1] != tiles.shape[2]:
+        raise ValueError(f"expected (N, H, H, 3) uint8 tiles, got {tiles.shape} {tiles.dtype}")
+    size = tiles.shape[1] if out_size is None else int(out_size)
+    if size <= 0 or tiles.shape[1] % size:
+        raise ValueError(f"output side {size} does not divide the tile side {tiles.shape[1]}")
+    return size
+
+
+def block_mean(probs: np.ndarray, factor: int) -> np.ndarray:
+    """``(N, k, H, W)`` -> ``(N, k, H / factor, W / factor)``: the mean of each ``factor``-pixel square."""
+    if factor == 1:
+        return probs
+    n, k, h, w = probs.shape
+    out: np.ndarray = probs.reshape(n, k, h // factor, factor, w // factor, factor).mean(
+        axis=(3, 5), dtype=np.float32)
+    return out
 
 
 class NullModel:
@@ -32,27 +47,33 @@ class NullModel:
         mpp: target resolution in um/px (None: the caller must give one).
         tile_size: tile side in pixels at ``mpp``.
         probs: ``k`` probabilities summing to 1.
+        output_stride: its native output grid; 4 by default, SAM-Path's, so that ``--model null`` costs the
+            pipeline exactly what a real model's output does.
     """
 
     device = "cpu"
 
     def __init__(self, classes: ClassList, mpp: float | None, tile_size: int,
-                 probs: Sequence[float] | None = None) -> None:
+                 probs: Sequence[float] | None = None, output_stride: int = 4) -> None:
         k = len(classes)
         p = np.full(k, 1.0 / k, np.float32) if probs is None else np.asarray(probs, np.float32)
         if p.shape != (k,) or abs(float(p.sum()) - 1.0) > 1e-5 or (p < 0).any():
             raise ConfigError(f"NullModel needs {k} non-negative probabilities summing to 1, got {list(p)}")
+        if output_stride < 1:
+            raise ConfigError(f"output stride must be at least 1, got {output_stride}")
         self.classes, self.mpp, self.tile_size = classes, mpp, tile_size
+        self.output_stride = int(output_stride)
         self._p = p
 
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 -> ``(N, k, H, W)`` float32 (a read-only broadcast view, no allocation)."""
-        _check_tiles(tiles)
-        n, h, w, _ = tiles.shape
-        return np.broadcast_to(self._p[None, :, None, None], (n, len(self.classes), h, w))
+    def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
+        """``(N, H, H, 3)`` uint8 -> ``(N, k, s, s)`` float32 (``s = out_size or H``; a read-only broadcast
+        view, no allocation)."""
+        s = _check_tiles(tiles, out_size)
+        return np.broadcast_to(self._p[None, :, None, None], (tiles.shape[0], len(self.classes), s, s))
 
     def provenance(self) -> dict[str, Any]:
-        return {"name": "null", "probs": [float(v) for v in self._p], "version": __version__}
+        return {"name": "null", "probs": [float(v) for v in self._p], "output_stride": self.output_stride,
+                "version": __version__}
 
 
 class ColourModel:
@@ -66,21 +87,26 @@ class ColourModel:
         palette: ``(k, 3)`` float colours.
         mpp: resolution (um/px) the palette holds at; tile_size: default tile side.
         radius_px: half-width of the averaging box in pixels; sigma: softness in RGB units.
+        output_stride: its native output grid (1: per pixel; k > 1: means of k x k pixel probabilities).
     """
 
     device = "cpu"
 
     def __init__(self, classes: ClassList, palette: np.ndarray, mpp: float | None, tile_size: int,
-                 radius_px: int = 7, sigma: float = 8.0) -> None:
+                 radius_px: int = 7, sigma: float = 8.0, output_stride: int = 1) -> None:
         palette = np.asarray(palette, np.float32)
         if palette.shape != (len(classes), 3):
             raise ConfigError(f"palette of shape {palette.shape} for {len(classes)} classes")
         self.classes, self.mpp, self.tile_size = classes, mpp, tile_size
         self.palette, self.radius_px, self.sigma = palette, int(radius_px), float(sigma)
+        if output_stride < 1:
+            raise ConfigError(f"output stride must be at least 1, got {output_stride}")
+        self.output_stride = int(output_stride)
 
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 -> ``(N, k, H, W)`` float32 probabilities."""
-        _check_tiles(tiles)
+    def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
+        """``(N, H, H, 3)`` uint8 -> ``(N, k, s, s)`` float32 probabilities (``s = out_size or H``; per-pixel
+        probabilities averaged over ``H / s`` pixel squares)."""
+        s = _check_tiles(tiles, out_size)
         size = 2 * self.radius_px + 1
         mean = ndimage.uniform_filter(tiles.astype(np.float32), size=(1, size, size, 1), mode="reflect")
         d2 = np.stack([((mean - c) ** 2).sum(axis=-1) for c in self.palette], axis=1)  # (N, k, H, W)
@@ -88,8 +114,8 @@ class ColourModel:
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         probs: np.ndarray = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-        return probs
+        return block_mean(probs, tiles.shape[1] // s)
 
     def provenance(self) -> dict[str, Any]:
         return {"name": "colour", "palette": self.palette.round(3).tolist(), "radius_px": self.radius_px,
-                "sigma": self.sigma, "version": __version__}
+                "sigma": self.sigma, "output_stride": self.output_stride, "version": __version__}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -35,17 +36,19 @@ HEAD_BYTES = 1 << 20
 class SegmentResult:
     """What one :func:`segment_slide` run did.
 
-    ``n_tiles``: tiles analysed (tissue) out of ``n_tiles_total`` in the grid; ``n_predicted``: tiles this
-    run sent to the model (fewer than ``n_tiles`` when it resumed); ``width_t, height_t``: output level-0
-    size at ``mpp`` um/px; ``timings``: seconds per stage (see :class:`~wsiseg.infer.pipeline.StageTimes`).
+    ``mpp``: analysis resolution (um/px of the tiles the model saw); ``output_mpp``: um/px of the output's
+    level 0, ``width, height`` its size in pixels; ``n_tiles``: tiles analysed (tissue) out of
+    ``n_tiles_total`` in the grid; ``n_predicted``: tiles this run sent to the model (fewer than ``n_tiles``
+    when it resumed); ``timings``: seconds per stage (see :class:`~wsiseg.infer.pipeline.StageTimes`).
     """
 
     slide: Path
     out: Path
     preview: Path | None
     mpp: float
-    width_t: int
-    height_t: int
+    output_mpp: float
+    width: int
+    height: int
     n_tiles: int
     n_tiles_total: int
     n_predicted: int
@@ -55,8 +58,9 @@ class SegmentResult:
     def summary(self) -> str:
         rate = self.n_predicted / self.timings["wall"] if self.timings.get("wall") else 0.0
         resumed = ", resumed" if self.resumed else ""
-        return (f"{self.slide.name}: {self.n_tiles}/{self.n_tiles_total} tiles at {self.mpp:g} um/px "
-                f"({self.width_t}x{self.height_t} px) in {self.timings.get('wall', 0.0):.1f} s "
+        return (f"{self.slide.name}: {self.n_tiles}/{self.n_tiles_total} tiles at {self.mpp:g} um/px, "
+                f"output {self.width}x{self.height} px at {self.output_mpp:g} um/px "
+                f"in {self.timings.get('wall', 0.0):.1f} s "
                 f"({rate:.1f} tiles/s{resumed}) -> {self.out}")
 
 
@@ -122,13 +126,34 @@ def _load_mask(mask: Any, slide: Any) -> Any:
     return tissue_mask_from_image(path, slide)
 
 
+def output_stride_for(mpp: float, output_mpp: float | None, native_stride: int, tile_size: int,
+                      overlap: int) -> int:
+    """Analysis pixels per output pixel: ``output_mpp / mpp`` (a whole number), or the model's
+    ``native_stride`` when ``output_mpp`` is None. It must divide ``tile_size`` and ``overlap`` (pixels at
+    ``mpp``) so that tiles and their overlaps fall on whole output pixels; raises :class:`ConfigError`."""
+    if output_mpp is None:
+        stride, source = max(1, int(native_stride)), "the model's output grid"
+    else:
+        ratio = float(output_mpp) / float(mpp)
+        stride = round(ratio)
+        if not (math.isfinite(ratio) and stride >= 1 and abs(ratio - stride) <= 1e-6 * ratio):
+            raise ConfigError(f"--output-mpp must be a whole multiple of --mpp ({mpp:g} um/px), "
+                              f"got {output_mpp:g}")
+        source = "--output-mpp"
+    if tile_size % stride or overlap % stride:
+        raise ConfigError(f"{source} ({stride} analysis pixels per output pixel) must divide the tile size "
+                          f"({tile_size}) and the overlap ({overlap}); change --overlap or --output-mpp")
+    return stride
+
+
 def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, mpp: float | None = None,
                   tile_size: int | None = None, overlap: int | None = None, batch_size: int = 4,
                   read_workers: int | None = None, tissue: bool = True, mask: Any = None,
                   overwrite: bool = False, progress: bool = True, slide_mpp: float | None = None,
                   ngff_version: NgffVersion | str = NgffVersion.V04, chunk_size: int = 1024,
                   blend: BlendWindow | str = BlendWindow.COSINE, min_tissue_fraction: float = 0.0,
-                  preview: bool = True, write_workers: int | None = None) -> SegmentResult:
+                  preview: bool = True, write_workers: int | None = None,
+                  output_mpp: float | None = None) -> SegmentResult:
     """Segment one slide into an OME-Zarr at ``out`` (see :mod:`wsiseg.infer.omezarr` for the layout).
 
     Args:
@@ -139,6 +164,9 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         mpp: analysis resolution in um/px (default: the model's); tile_size: tile side in pixels at
             ``mpp`` (default: the model's); overlap: pixels shared by neighbouring tiles (default
             ``tile_size // 8``, at most ``tile_size // 2``).
+        output_mpp: um/px of the output's level 0, a whole multiple of ``mpp`` (default: the model's own
+            output grid, ``mpp * model.output_stride``: 4x ``mpp`` for SAM-Path, whose logits are 1/4 of
+            the tile; pass ``output_mpp=mpp`` for the tile resolution, at 16x the stitching and writing work).
         batch_size: tiles per model call; read_workers: threads reading tiles (default
             ``min(8, cpus)``); write_workers: threads finalising chunks (normalise, quantise, pyramid,
             compress, write; default ``min(4, max(2, cpus // 4))``). None of the three changes the output.
@@ -169,6 +197,8 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
     if not 0 <= overlap <= tile_size // 2:
         raise ConfigError(f"--overlap must be between 0 and half the tile size ({tile_size // 2}), "
                           f"got {overlap}")
+    stride = output_stride_for(mpp, output_mpp, getattr(model, "output_stride", 1), tile_size, overlap)
+    out_mpp, out_tile = float(mpp) * stride, tile_size // stride
 
     with open_slide(slide_path, mpp=slide_mpp) as slide:  # its MissingMppError names --slide-mpp
         w0, h0 = slide.dimensions
@@ -178,8 +208,9 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             slide_info["sha256_head"] = sha256_head(slide_path) if slide_path.is_file() else None
         except OSError as exc:
             raise SlideError(f"cannot read {slide_path}: {exc}") from exc
-        params = {"mpp": float(mpp), "tile_size": int(tile_size), "overlap": int(overlap),
-                  "chunk_size": int(chunk_size), "tissue": bool(tissue), "blend": blend.value,
+        params = {"mpp": float(mpp), "output_mpp": out_mpp, "tile_size": int(tile_size),
+                  "overlap": int(overlap), "chunk_size": int(chunk_size), "tissue": bool(tissue),
+                  "blend": blend.value,
                   "mask": None if mask is None else str(mask) if isinstance(mask, (str, Path))
                   else type(mask).__name__,
                   "min_tissue_fraction": float(min_tissue_fraction),
@@ -201,6 +232,7 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             info = _existing_attrs(out)
             previous = journal.load()
             if info.get("finished") and not overwrite:
+                journal.remove()  # a run killed between marking the output finished and removing it
                 raise OutputExistsError(f"{out} is a finished segmentation; pass --overwrite to replace it")
             if not overwrite and previous is not None and previous.get("fingerprint") != fingerprint:
                 raise OutputError(f"{out} holds an unfinished run with other settings (slide, model or "
@@ -216,20 +248,24 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
                 state = previous["stitcher"]
         out.parent.mkdir(parents=True, exist_ok=True)
 
-        layout = Layout(grid.width_t, grid.height_t, tile_size, overlap, grid.n_cols, grid.n_rows, chunk_size)
+        # stitching and output happen on the output grid: ``stride`` analysis pixels per output pixel
+        width_o, height_o = -(-grid.width_t // stride), -(-grid.height_t // stride)
+        layout = Layout(width_o, height_o, out_tile, overlap // stride, grid.n_cols, grid.n_rows, chunk_size)
         k = len(model.classes)
-        writer = SegmentationWriter(out, width_t=grid.width_t, height_t=grid.height_t, mpp=float(mpp),
+        writer = SegmentationWriter(out, width_t=width_o, height_t=height_o, mpp=out_mpp,
                                     classes=model.classes, chunk_size=chunk_size, version=version,
                                     create=state is None)
         base_attrs: dict[str, Any] = {
             "version": __version__, "slide": slide_info, "model": provenance, "params": params,
-            "classes": model.classes.to_dict(), "mpp": float(mpp), "started": started, "finished": None,
+            "classes": model.classes.to_dict(), "mpp": out_mpp, "analysis_mpp": float(mpp),
+            "started": started, "finished": None,
             "tiles": {"analysed": len(grid.tiles), "total": grid.n_total},
             "not_analysed": "label 0 and probability 0 in every channel (outside tissue / ROI)",
         }
         previous_timings = (journal.load() or {}).get("timings", {}) if state is not None else {}
         writer.set_provenance(base_attrs)
-        stitcher = Stitcher(layout, k, blend_window(tile_size, overlap, blend), journal.dir, state=state)
+        stitcher = Stitcher(layout, k, blend_window(out_tile, overlap // stride, blend), journal.dir,
+                            state=state)
         if state is None:
             journal.commit({"fingerprint": fingerprint, "stitcher": stitcher.save_state(), "timings": {}})
         remaining = [t for t in grid.tiles if t.index >= stitcher.cursor]
@@ -290,10 +326,10 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             return slide.read_region(tile.x0, tile.y0, tile_size, tile_size, mpp)
 
         def predict(tiles: np.ndarray) -> np.ndarray:
-            probs = model.predict(tiles)
-            if probs.shape != (tiles.shape[0], k, tile_size, tile_size):
+            probs = model.predict(tiles, out_tile)
+            if probs.shape != (tiles.shape[0], k, out_tile, out_tile):
                 raise ConfigError(f"model returned probabilities of shape {probs.shape}, expected "
-                                  f"({tiles.shape[0]}, {k}, {tile_size}, {tile_size})")
+                                  f"({tiles.shape[0]}, {k}, {out_tile}, {out_tile})")
             return probs
 
         try:
@@ -311,6 +347,11 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         finally:
             bar.close()
             write_pool.shutdown(wait=True)
+        png: Path | None = None
+        if preview:  # before the output is marked finished: a run killed here redoes only the preview
+            from wsiseg.infer.preview import write_preview
+
+            png = write_preview(out, slide, preview_path(out))
         times.wall = time.perf_counter() - t_start
         timings = times.as_dict()
         if previous_timings:
@@ -318,13 +359,8 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         writer.set_provenance({**base_attrs, "timings": timings, "finished": _now(),
                                "resumed": state is not None})
         journal.remove()
-        png: Path | None = None
-        if preview:
-            from wsiseg.infer.preview import write_preview
-
-            png = write_preview(out, slide, preview_path(out))
-    return SegmentResult(slide_path, out, png, float(mpp), grid.width_t, grid.height_t, len(grid.tiles),
+    return SegmentResult(slide_path, out, png, float(mpp), out_mpp, width_o, height_o, len(grid.tiles),
                          grid.n_total, len(remaining), state is not None, timings)
 
 
-__all__ = ["WORK_DIR", "SegmentResult", "preview_path", "segment_slide", "sha256_head"]
+__all__ = ["WORK_DIR", "SegmentResult", "output_stride_for", "preview_path", "segment_slide", "sha256_head"]

@@ -25,19 +25,23 @@ class Predictor(Protocol):
     """What a segmentation model offers to the tiling engine.
 
     ``classes``: the k output classes; ``mpp``: resolution it was trained at (um/px) or None;
-    ``tile_size``: default tile side (pixels at ``mpp``); ``device``: torch device string.
+    ``tile_size``: default tile side (pixels at ``mpp``); ``device``: torch device string;
+    ``output_stride``: tile pixels per pixel of the model's own output grid.
     """
 
     classes: ClassList
     mpp: float | None
     tile_size: int
     device: str
+    output_stride: int
 
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, H, W)`` float32 probabilities summing to 1 over k."""
+    def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, s, s)`` float32 probabilities summing to 1 over k
+        (``s = out_size``, default ``H``)."""
         ...
 
-    def predict_with_iou(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_with_iou(self, tiles: np.ndarray,
+                         out_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`predict`, plus the predicted IoU per class ``(N, k)`` float32."""
         ...
 
@@ -94,10 +98,26 @@ def to_model_input(tiles: torch.Tensor, input_size: int, mean: Sequence[float] =
     return (x - m) / s
 
 
+#: Input pixels per logit of SAM's mask decoder (two stride-2 transposed convolutions on the 1/16 grid).
+DECODER_STRIDE = 4
+
+
+def native_output_stride(tile_size: int, input_size: int) -> int:
+    """Tile pixels per logit when ``tile_size`` tiles are resized to the model's ``input_size``: the largest
+    power of two dividing ``tile_size`` and at most ``DECODER_STRIDE * tile_size / input_size`` (>= 1)."""
+    limit = DECODER_STRIDE * tile_size / input_size
+    stride = 1
+    while stride * 2 <= limit and tile_size % (stride * 2) == 0:
+        stride *= 2
+    return stride
+
+
 class SamPathPredictor:
     """A :class:`Predictor` around a :class:`SamPath` model (moved to ``device``, eval mode).
 
-    Memory is bounded by the batch the caller passes to :meth:`predict`.
+    Memory is bounded by the batch the caller passes to :meth:`predict`. ``output_stride`` is 4 for tiles
+    of the model's input size: SAM-Path's logits are ``(S / 4, S / 4)``; asking :meth:`predict` for that
+    size returns their softmax without any resizing.
     """
 
     def __init__(self, model: SamPath, classes: ClassList, *, mpp: float | None = None,
@@ -122,23 +142,32 @@ class SamPathPredictor:
         self.classes = classes
         self.mpp = None if mpp is None else float(mpp)
         self.tile_size = int(tile_size) if tile_size else model.input_size
+        self.output_stride = native_output_stride(self.tile_size, model.input_size)
         self.device = str(self._device)
         norm = normalization or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
         self._mean = tuple(float(v) for v in norm["mean"])
         self._std = tuple(float(v) for v in norm["std"])
         self._provenance = dict(provenance or {})
 
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, H, W)`` float32 class probabilities (sum 1 over k)."""
-        return self.predict_with_iou(tiles)[0]
+    def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, s, s)`` float32 class probabilities (sum 1 over k): the
+        softmax of the logits resized bilinearly to ``s = out_size`` (default ``H``, the paper's full
+        resolution)."""
+        return self.predict_with_iou(tiles, out_size)[0]
 
-    def predict_with_iou(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities ``(N, k, H, W)`` and predicted IoUs ``(N, k)``, both float32."""
+    def predict_with_iou(self, tiles: np.ndarray,
+                         out_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``(N, k, s, s)`` (``s = out_size``, default ``H x W``) and predicted IoUs ``(N, k)``,
+        both float32."""
         ok = isinstance(tiles, np.ndarray) and tiles.dtype == np.uint8 and tiles.ndim == 4
         if not ok or tiles.shape[-1] != 3:
             desc = f"{tiles.dtype} {tiles.shape}" if isinstance(tiles, np.ndarray) else type(tiles).__name__
             raise ValueError(f"expected uint8 tiles of shape (N, H, W, 3), got {desc}")
         n, h, w, _ = tiles.shape
+        if out_size is not None:
+            if out_size <= 0:
+                raise ValueError(f"output size must be positive, got {out_size}")
+            h = w = int(out_size)
         k = self.model.num_classes
         if n == 0:
             return np.zeros((0, k, h, w), np.float32), np.zeros((0, k), np.float32)
@@ -161,6 +190,7 @@ class SamPathPredictor:
             "mpp": self.mpp,
             "tile_size": self.tile_size,
             "input_size": self.model.input_size,
+            "output_stride": self.output_stride,
             "precision": self.precision.value,
             "device": self.device,
             "base_weights": {k: dict(v) for k, v in self.model.base_weights.items()},

@@ -173,7 +173,11 @@ class SamPath(nn.Module):
 
 
 def logits_to_probs(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Low-res logits ``(B, k, h, w)`` -> probabilities ``(B, k, H, W)``: bilinear upsampling to ``size``
-    (align_corners=False), then a softmax over the k classes (float32)."""
-    up = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-    return torch.softmax(up, dim=1)
+    """Low-res logits ``(B, k, h, w)`` -> probabilities ``(B, k, H, W)``: bilinear resizing to ``size``
+    (align_corners=False; antialiased when shrinking; none at the logits' own size), then a softmax over
+    the k classes (float32)."""
+    x = logits.float()
+    if tuple(x.shape[-2:]) != tuple(size):
+        shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return torch.softmax(x, dim=1)
