@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from wsiseg.errors import ConfigError, SlideError, WsisegError
+from wsiseg.errors import SlideError
 
 #: File endings treated as slides when a directory is given.
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif", ".svslide",
@@ -31,20 +30,6 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
     return slides
 
 
-def _build_model(spec: str, device: str, mpp: float | None, tile_size: int | None,
-                 sam_checkpoint: Path | None, hipt_checkpoint: Path | None) -> Any:
-    if spec == "null":
-        from wsiseg.infer.reference_models import NullModel
-        from wsiseg.slide.synthetic import SYNTHETIC_CLASSES
-
-        if mpp is None or tile_size is None:
-            raise ConfigError("--model null needs --mpp and --tile-size")
-        return NullModel(SYNTHETIC_CLASSES, mpp, tile_size)
-    from wsiseg.model import load_model
-
-    return load_model(spec, device=device, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint)
-
-
 @click.command("segment")
 @click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_spec", required=True, metavar="CKPT|null",
@@ -52,6 +37,9 @@ def _build_model(spec: str, device: str, mpp: float | None, tile_size: int | Non
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output .zarr for one slide; a directory (one <slide>.zarr each) for several or a dir.")
 @click.option("--mpp", type=float, help="Analysis resolution in um/px [default: the model's].")
+@click.option("--output-mpp", type=float,
+              help="Resolution of the output pyramid's level 0 in um/px, a whole multiple of --mpp "
+                   "[default: the model's native output grid, e.g. 4x --mpp for SAM-Path].")
 @click.option("--tile-size", type=int, help="Tile side in pixels at --mpp [default: the model's].")
 @click.option("--overlap", type=int, help="Pixels shared by neighbouring tiles, <= tile/2 [default: tile/8].")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per model call.")
@@ -73,55 +61,37 @@ def _build_model(spec: str, device: str, mpp: float | None, tile_size: int | Non
               help="OME-NGFF version: 0.4 (zarr v2, widest viewer support) or 0.5 (zarr v3).")
 @click.option("--slide-mpp", type=float, help="Level-0 um/px for slides that record none.")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write <out>.preview.png.")
-def command(slides: tuple[Path, ...], model_spec: str, out: Path, mpp: float | None, tile_size: int | None,
-            overlap: int | None, batch_size: int, device: str, read_workers: int | None,
-            write_workers: int | None,
-            tissue: bool,
+@click.option("--scheduler", metavar="ADDRESS",
+              help="dask.distributed scheduler address (tcp://host:8786): slides run in parallel on its "
+                   "workers, which must see the same files.")
+def command(slides: tuple[Path, ...], model_spec: str, out: Path, mpp: float | None,
+            output_mpp: float | None, tile_size: int | None, overlap: int | None, batch_size: int,
+            device: str, read_workers: int | None, write_workers: int | None, tissue: bool,
             mask: Path | None, geojson: Path | None, overwrite: bool, quiet: bool,
             sam_checkpoint: Path | None, hipt_checkpoint: Path | None, ngff_version: str,
-            slide_mpp: float | None, preview: bool) -> None:
+            slide_mpp: float | None, preview: bool, scheduler: str | None) -> None:
     """Segment SLIDE_OR_DIR... into OME-Zarr probability and label pyramids.
 
     A run that is killed resumes where it stopped when started again with the same arguments.
     """
-    from tqdm import tqdm
+    from wsiseg.infer.batch import ModelSpec, segment_slides
 
-    from wsiseg.infer.segment import segment_slide
-
-    t0 = time.perf_counter()
     paths = expand_slides(slides)
     single = len(paths) == 1 and not slides[0].is_dir()
-    model = _build_model(model_spec, device, mpp, tile_size, sam_checkpoint, hipt_checkpoint)
-    failures: list[tuple[Path, str]] = []
-    n_tiles = 0
-    overall = tqdm(total=len(paths), unit="slide", desc="slides", disable=quiet or single, file=sys.stderr)
-    for path in paths:
-        target = out if single else out / (path.stem + ".zarr")
-        try:
-            result = segment_slide(path, model, target, mpp=mpp, tile_size=tile_size, overlap=overlap,
-                                   batch_size=batch_size, read_workers=read_workers, tissue=tissue,
-                                   mask=mask, overwrite=overwrite, progress=not quiet, slide_mpp=slide_mpp,
-                                   ngff_version=ngff_version, preview=preview, write_workers=write_workers)
-            if geojson is not None:
-                from wsiseg.export import export_geojson
-
-                gj = geojson if single else geojson / (path.stem + ".geojson")
-                gj.parent.mkdir(parents=True, exist_ok=True)
-                export_geojson(target, gj)
-            n_tiles += result.n_tiles
-            if not quiet:
-                tqdm.write(result.summary(), file=sys.stderr)
-        except WsisegError as exc:
-            if single:
-                raise
-            message = " ".join(str(exc).split())
-            failures.append((path, message))
-            tqdm.write(f"wsiseg: error: {path.name}: {message}", file=sys.stderr)
-        overall.update(1)
-    overall.close()
-    done = len(paths) - len(failures)
-    click.echo(f"wsiseg segment: {done}/{len(paths)} slides done, {n_tiles} tiles, "
-               f"{time.perf_counter() - t0:.1f} s; output: {out}"
-               + (f"; failed: {', '.join(p.name for p, _ in failures)}" if failures else ""))
-    if failures:
+    spec = ModelSpec(model_spec, device, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint,
+                     mpp=mpp, tile_size=tile_size)
+    options: dict[str, Any] = {"output_mpp": output_mpp} if output_mpp is not None else {}
+    batch = segment_slides(paths, spec, out, single=single, geojson=geojson, scheduler=scheduler,
+                           progress=not quiet, mpp=mpp, tile_size=tile_size, overlap=overlap,
+                           batch_size=batch_size, read_workers=read_workers, write_workers=write_workers,
+                           tissue=tissue, mask=mask, overwrite=overwrite, slide_mpp=slide_mpp,
+                           ngff_version=ngff_version, preview=preview, **options)
+    if quiet:  # no per-slide lines were written while running
+        for path, message in batch.failures:
+            click.echo(f"wsiseg: error: {path.name}: {message}", err=True)
+    done = len(paths) - len(batch.failures)
+    click.echo(f"wsiseg segment: {done}/{len(paths)} slides done, {batch.n_tiles} tiles, "
+               f"{batch.seconds:.1f} s; output: {out}"
+               + (f"; failed: {', '.join(p.name for p, _ in batch.failures)}" if batch.failures else ""))
+    if batch.failures:
         sys.exit(1)

@@ -5,6 +5,7 @@ Torch-free: the model comes in as a :class:`Predictor` (``wsiseg.model.load_mode
 
 from __future__ import annotations
 
+from wsiseg.infer.batch import BatchResult, ModelSpec, segment_slides
 from wsiseg.infer.blending import BlendWindow, blend_window
 from wsiseg.infer.omezarr import NgffVersion, Segmentation, SegmentationWriter, open_segmentation
 from wsiseg.infer.pipeline import StageTimes
@@ -14,10 +15,12 @@ from wsiseg.infer.segment import SegmentResult, preview_path, segment_slide
 from wsiseg.infer.stitch import FinishedChunk, Layout, Stitcher
 
 __all__ = [
+    "BatchResult",
     "BlendWindow",
     "ColourModel",
     "FinishedChunk",
     "Layout",
+    "ModelSpec",
     "NgffVersion",
     "NullModel",
     "Predictor",
@@ -30,4 +33,5 @@ __all__ = [
     "open_segmentation",
     "preview_path",
     "segment_slide",
+    "segment_slides",
 ]
