@@ -9,7 +9,10 @@ import pytest
 
 from wsiseg.errors import ConfigError
 from wsiseg.infer.blending import MIN_WEIGHT, BlendWindow, blend_window
-from wsiseg.infer.stitch import FinishedChunk, Layout, Stitcher
+from wsiseg.infer.stitch import DEFAULT_RAM_BUDGET, FinishedChunk, Layout, Stitcher
+
+#: Waiting accumulators in memory: none (every one spilled and read back), some, all of them.
+BUDGETS = [0, 40_000, DEFAULT_RAM_BUDGET]
 
 
 def _assemble(layout: Layout, k: int, chunks: list[FinishedChunk]) -> np.ndarray:
@@ -38,8 +41,8 @@ def _reference(layout: Layout, k: int, window: np.ndarray,
 
 
 def _run(layout: Layout, k: int, window: np.ndarray, tiles: dict[tuple[int, int], np.ndarray],
-         work: Path) -> list[FinishedChunk]:
-    st = Stitcher(layout, k, window, work)
+         work: Path, ram_budget: int = 0) -> list[FinishedChunk]:
+    st = Stitcher(layout, k, window, work, ram_budget=ram_budget)
     chunks: list[FinishedChunk] = []
     for (r, c) in sorted(tiles):
         chunks += st.add(r, c, tiles[(r, c)])
@@ -88,8 +91,10 @@ def test_constant_tiles_blend_to_constant_without_seam(kind: BlendWindow, tmp_pa
     ((200, 200), 50, 0, 16, BlendWindow.UNIFORM),
     ((40, 30), 64, 8, 128, BlendWindow.COSINE),  # one tile bigger than the image
 ])
+@pytest.mark.parametrize("budget", BUDGETS)
 def test_matches_bruteforce_blend_with_skipped_tiles(size: tuple[int, int], tile: int, overlap: int,
-                                                     chunk: int, kind: BlendWindow, tmp_path: Path) -> None:
+                                                     chunk: int, kind: BlendWindow, budget: int,
+                                                     tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     layout = Layout.covering(size[0], size[1], tile, overlap, chunk_size=chunk)
     k = 4
@@ -102,7 +107,7 @@ def test_matches_bruteforce_blend_with_skipped_tiles(size: tuple[int, int], tile
             logits = rng.normal(size=(k, tile, tile)).astype(np.float32)
             e = np.exp(logits)
             tiles[(r, c)] = e / e.sum(axis=0)
-    out = _assemble(layout, k, _run(layout, k, window, tiles, tmp_path))
+    out = _assemble(layout, k, _run(layout, k, window, tiles, tmp_path, budget))
     ref = _reference(layout, k, window, tiles)
     np.testing.assert_allclose(out, ref, atol=2e-6)
     covered = ref.sum(axis=0) > 0.5
@@ -110,7 +115,8 @@ def test_matches_bruteforce_blend_with_skipped_tiles(size: tuple[int, int], tile
     assert (out[:, ~covered] == 0).all()  # not analysed: exactly 0
 
 
-def test_resume_from_saved_state_is_bit_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_resume_from_saved_state_is_bit_identical(budget: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     layout = Layout.covering(330, 200, 64, 16, chunk_size=32)
     k = 3
@@ -119,9 +125,10 @@ def test_resume_from_saved_state_is_bit_identical(tmp_path: Path) -> None:
     tiles = {key: rng.dirichlet(np.ones(k), size=(64, 64)).transpose(2, 0, 1).astype(np.float32)
              for key in keys}
     full = _assemble(layout, k, _run(layout, k, window, tiles, tmp_path / "full"))
+    assert np.array_equal(full, _assemble(layout, k, _run(layout, k, window, tiles, tmp_path / "b", budget)))
     for stop_after in (1, len(keys) // 3, len(keys) - 1):
         work = tmp_path / f"resume{stop_after}"
-        st = Stitcher(layout, k, window, work)
+        st = Stitcher(layout, k, window, work, ram_budget=budget)
         chunks: list[FinishedChunk] = []
         for key in keys[:stop_after]:
             chunks += st.add(*key, tiles[key])
@@ -130,7 +137,7 @@ def test_resume_from_saved_state_is_bit_identical(tmp_path: Path) -> None:
         # continue with dirty work after the commit that a crash would lose
         st.add(*keys[stop_after], tiles[keys[stop_after]])
         del st
-        st2 = Stitcher(layout, k, window, work, state=state)
+        st2 = Stitcher(layout, k, window, work, state=state, ram_budget=budget)
         assert st2.cursor == layout.tile_index(*keys[stop_after - 1]) + 1
         for key in keys[stop_after:]:
             chunks += st2.add(*key, tiles[key])
@@ -139,21 +146,27 @@ def test_resume_from_saved_state_is_bit_identical(tmp_path: Path) -> None:
         assert np.array_equal(_assemble(layout, k, chunks), full)
 
 
-def test_memory_holds_a_few_chunks_whatever_the_width(tmp_path: Path) -> None:
+@pytest.mark.parametrize("budget", [0, 200_000])
+def test_memory_is_bounded_by_the_budget_whatever_the_width(budget: int, tmp_path: Path) -> None:
     k = 2
-    peak = {}
+    chunk_bytes = (k + 1) * 64 * 64 * 4
+    peak, spilled = {}, {}
     for width in (600, 2400):
         layout = Layout.covering(width, 300, 64, 16, chunk_size=64)
-        st = Stitcher(layout, k, blend_window(64, 16), tmp_path / str(width))
+        work = tmp_path / str(width)
+        st = Stitcher(layout, k, blend_window(64, 16), work, ram_budget=budget)
         p = np.full((k, 64, 64), 0.5, np.float32)
         most = 0
         for r in range(layout.n_rows):
             for c in range(layout.n_cols):
                 st.add(r, c, p)
-                most = max(most, st.live_chunks())
+                most = max(most, st.live_bytes())
+        spilled[width] = any(work.glob("acc_*.f32"))
         st.finish()
         peak[width] = most
-    assert peak[600] == peak[2400] <= 6
+    # beyond the budget: only the chunks the current tile touches (<= 4) and their left neighbours
+    assert peak[600] <= peak[2400] <= budget + 6 * chunk_bytes
+    assert spilled[2400]  # the wide image does not fit the budget: waiting chunks went to disk
 
 
 def test_rejects_out_of_order_tiles(tmp_path: Path) -> None:

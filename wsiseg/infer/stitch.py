@@ -4,13 +4,14 @@ Tiles arrive in row-major grid order (skipped tiles are simply absent). Each out
 ``chunk_size`` square of target pixels, the zarr chunk of pyramid level 0) keeps a float32 accumulator
 ``(k + 1, h, w)``: the sum of ``w * p`` per class and the sum of ``w``. A chunk is *finished* as soon as
 the grid cursor has passed the last tile that can touch it; it is then normalised and handed to the
-writer. Accumulators of chunks that will get their next contribution only from the next tile row are
-spilled to small raw float32 files in a work directory, so memory holds a handful of chunks whatever the
-slide size. The same files (and the cursor) are the resume state: :meth:`Stitcher.save_state` returns a
-JSON-able dict that, stored atomically by the caller after the finished chunks are written, lets a new
-:class:`Stitcher` continue bit-for-bit where the old one stopped. A chunk's saved state is a list of
-layers (files of the rectangles touched since the previous save), so each tile's area is written about
-once however often the caller saves.
+writer. Accumulators of chunks that will get their next contribution only from the next tile row stay in
+memory up to ``ram_budget`` bytes; beyond it they are spilled to small raw float32 files in a work
+directory (those needed last first), so memory is bounded by the budget plus the chunks the current tile
+touches, whatever the slide size. The same files (and the cursor) are the resume state:
+:meth:`Stitcher.save_state` returns a JSON-able dict that, stored atomically by the caller after the
+finished chunks are written, lets a new :class:`Stitcher` continue bit-for-bit where the old one stopped.
+A chunk's saved state is a list of layers (files of the rectangles touched since the previous save), so
+each tile's area is written about once however often the caller saves.
 
 Cost per tile: the part of a tile no earlier tile reaches is stored as ``w * p`` in one pass; only overlap
 strips are added. Accumulator buffers of finished chunks come back through :meth:`Stitcher.release` and are
@@ -131,6 +132,8 @@ class FinishedChunk:
 
 
 _MAX_RECTS = 4
+#: Default bytes of waiting accumulators kept in memory (a 20k x 20k slide at 2 um/px needs ~120 MB).
+DEFAULT_RAM_BUDGET = 192 << 20
 #: Released accumulator buffers kept per chunk shape for reuse.
 _POOL_SIZE = 2
 
@@ -186,14 +189,17 @@ class Stitcher:
         window: ``(tile_size, tile_size)`` float32 weights from :func:`wsiseg.infer.blending.blend_window`.
         work_dir: where spilled accumulators go (created if missing).
         state: a dict from :meth:`save_state` of an earlier run to continue from.
+        ram_budget: bytes of accumulators waiting for the next tile row kept in memory; the rest are
+            spilled to ``work_dir`` and read back when needed (the output is the same either way).
     """
 
     def __init__(self, layout: Layout, n_classes: int, window: np.ndarray, work_dir: Path,
-                 state: dict[str, Any] | None = None) -> None:
+                 state: dict[str, Any] | None = None, ram_budget: int = DEFAULT_RAM_BUDGET) -> None:
         if window.shape != (layout.tile_size, layout.tile_size):
             raise ConfigError(f"window shape {window.shape} does not match tile size {layout.tile_size}")
         self.layout = layout
         self.n_classes = n_classes
+        self.ram_budget = max(0, int(ram_budget))
         self._window = window.astype(np.float32, copy=False)
         self._scratch = np.empty((n_classes, layout.tile_size, layout.tile_size), np.float32)
         self._dir = Path(work_dir)
@@ -300,8 +306,12 @@ class Stitcher:
                 path.unlink(missing_ok=True)
 
     def live_chunks(self) -> int:
-        """Number of accumulators held in memory (the memory bound: a few, whatever the slide size)."""
+        """Number of accumulators held in memory."""
         return len(self._ram)
+
+    def live_bytes(self) -> int:
+        """Bytes of accumulators held in memory: at most ``ram_budget`` plus the chunks one tile touches."""
+        return sum(acc.data.nbytes for acc in self._ram.values())
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -321,32 +331,33 @@ class Stitcher:
         tmp = self._dir / (fname + ".tmp")
         with open(tmp, "wb") as fh:  # the rectangles, one after the other (shapes are in the state)
             for y0, y1, x0, x1 in rects:
-                for plane in data[:, y0:y1, x0:x1]:  # same bytes as the C-order (k + 1, h, w) block
-                    fh.write(self._contiguous(plane).data)
+                fh.write(self._contiguous(data[:, y0:y1, x0:x1]).data)  # the C-order (k + 1, h, w) block
         os.replace(tmp, self._dir / fname)
         return fname
 
-    def _contiguous(self, plane: np.ndarray) -> np.ndarray:
-        """``plane`` itself when C-contiguous, else a copy in a reused buffer."""
-        if plane.flags.c_contiguous:
-            return plane
-        buf = self._plane_buf(plane.shape)
-        np.copyto(buf, plane)
+    def _contiguous(self, block: np.ndarray) -> np.ndarray:
+        """``block`` itself when C-contiguous, else a copy in a reused buffer."""
+        if block.flags.c_contiguous:
+            return block
+        buf = self._io_view(block.shape)
+        np.copyto(buf, block)
         return buf
 
-    def _plane_buf(self, shape: tuple[int, ...]) -> np.ndarray:
+    def _io_view(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 array of ``shape`` in the reused I/O buffer (grown when needed)."""
         n = int(np.prod(shape))
         if self._io_buf.size < n:
             self._io_buf = np.empty(n, np.float32)
         return self._io_buf[:n].reshape(shape)
 
-    def _read_into(self, fh: Any, plane: np.ndarray) -> None:
-        target = plane if plane.flags.c_contiguous else self._plane_buf(plane.shape)
+    def _read_into(self, fh: Any, block: np.ndarray) -> None:
+        """Fill ``block`` (a view into an accumulator) with the next ``block.nbytes`` bytes of ``fh``."""
+        target = block if block.flags.c_contiguous else self._io_view(block.shape)
         view = target.data.cast("B")
         if fh.readinto(view) != view.nbytes:
             raise ValueError("shorter than its rectangles")
-        if target is not plane:
-            np.copyto(plane, target)
+        if target is not block:
+            np.copyto(block, target)
 
     def _new_acc(self, i: int, j: int) -> _Acc:
         y0, y1, x0, x1 = self.layout.chunk_box(i, j)
@@ -390,8 +401,7 @@ class Stitcher:
                 for fname, rects in layers:
                     with open(self._dir / fname, "rb") as fh:
                         for y0, y1, x0, x1 in rects:
-                            for plane in acc.data[:, y0:y1, x0:x1]:
-                                self._read_into(fh, plane)
+                            self._read_into(fh, acc.data[:, y0:y1, x0:x1])
                         if fh.read(1):
                             raise ValueError("longer than its rectangles")
             except (OSError, ValueError) as exc:
@@ -451,8 +461,14 @@ class Stitcher:
         for i in self._rows_done.get(r, ()):
             for j in self._cols_done.get(c, ()):
                 out.append(self._finalise(i, j))
-        for (i, j) in [key for key in self._ram if self.layout.last_tile_col(key[1]) <= c]:
+        waiting = [key for key in self._ram if self.layout.last_tile_col(key[1]) <= c]
+        used = self.live_bytes()
+        # over budget: spill the waiting chunks the next tile row reaches last (rightmost) first
+        for (i, j) in sorted(waiting, key=lambda key: key[1], reverse=True):
+            if used <= self.ram_budget:
+                break
             acc = self._ram.pop((i, j))
+            used -= acc.data.nbytes
             self._save(i, j, acc)
             self._spilled[(i, j)] = acc.layers
             self._recycle(acc.data)
