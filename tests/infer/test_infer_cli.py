@@ -56,6 +56,10 @@ def test_null_model_run_then_refuse_then_overwrite(synthetic_slide: SyntheticSli
     assert code == 1 and err.count("\n") == 1 and "--overwrite" in err and "Traceback" not in err
     code, _, err = _cli([*args, "--overwrite"], capsys)
     assert code == 0, err
+    code, _, err = _cli([*args, "--overwrite", "--output-mpp", "2"], capsys)  # the tiles' own resolution
+    assert code == 0, err
+    seg = open_segmentation(out)
+    assert seg.labels[0].shape == (384, 512) and seg.mpp[0] == 2.0 and seg.attrs["analysis_mpp"] == 2.0
 
 
 def test_directory_with_a_bad_slide_continues(synthetic_slide: SyntheticSlide, tmp_path: Path,
@@ -80,6 +84,8 @@ def test_directory_with_a_bad_slide_continues(synthetic_slide: SyntheticSlide, t
     (["--model", "null"], "--model null needs --mpp and --tile-size"),
     (["--model", "{tmp}/garbage.wsiseg"], "garbage.wsiseg"),
     (["--model", "null", "--mpp", "2", "--tile-size", "128", "--overlap", "99"], "--overlap"),
+    (["--model", "null", "--mpp", "2", "--tile-size", "128", "--output-mpp", "3"], "whole multiple of --mpp"),
+    (["--model", "null", "--mpp", "2", "--tile-size", "128", "--overlap", "18"], "must divide"),
 ])
 def test_one_line_errors(synthetic_slide: SyntheticSlide, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                          extra: list[str], message: str) -> None:
