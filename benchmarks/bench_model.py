@@ -6,7 +6,8 @@
 Each preset runs in its own child process so that the peak memory reported is its own: peak RSS of the
 process on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA. A tile is one model input at the preset's
 input size (1024 px for the full-size presets); timing covers ``Predictor.predict`` (resize, normalise,
-forward, upsample, softmax, copy back), after one warm-up batch.
+forward, softmax, copy back), after one warm-up batch. ``--output native`` (default) asks for the model's own
+output grid, as ``wsiseg segment`` does (S/4 for SAM-Path); ``--output full`` upsamples to the tile size.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ TINY = ["tiny", "tiny_sam_only", "tiny_hipt_only"]
 
 
 def run_one(preset: str, device: str, batch: int, repeats: int, precision: str, threads: int,
-            num_classes: int) -> dict[str, Any]:
+            num_classes: int, output: str = "native") -> dict[str, Any]:
     import resource
 
     import numpy as np
@@ -41,13 +42,14 @@ def run_one(preset: str, device: str, batch: int, repeats: int, precision: str, 
     s = cfg.input_size
     tiles = np.random.default_rng(0).integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
     cuda = pred.device.startswith("cuda")
-    pred.predict(tiles)  # warm-up (allocations, kernels, cudnn/autotune)
+    out_size = s // pred.output_stride if output == "native" else s
+    pred.predict(tiles, out_size)  # warm-up (allocations, kernels, cudnn/autotune)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(repeats):
-        probs = pred.predict(tiles)
+        probs = pred.predict(tiles, out_size)
     if cuda:
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / (repeats * batch)
@@ -59,7 +61,8 @@ def run_one(preset: str, device: str, batch: int, repeats: int, precision: str, 
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         mem_kind = "rss"
     return {
-        "preset": preset, "variant": cfg.variant.value, "input_size": s, "device": pred.device,
+        "preset": preset, "variant": cfg.variant.value, "input_size": s, "output_size": out_size,
+        "device": pred.device,
         "precision": precision, "batch": batch, "s_per_tile": dt, "tiles_per_s": 1 / dt,
         "peak_mb": peak_mb, "memory": mem_kind, "rss_after_imports_mb": baseline_mb,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -78,23 +81,26 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--classes", type=int, default=5)
+    ap.add_argument("--output", default="native", choices=["native", "full"],
+                    help="probabilities on the model's own grid (as segment asks) or upsampled to the tile")
     ap.add_argument("--json", action="store_true", help="print one JSON object per preset")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(run_one(a.child, a.device, a.batch, a.repeats, a.precision, a.threads, a.classes)))
+        print(json.dumps(run_one(a.child, a.device, a.batch, a.repeats, a.precision, a.threads, a.classes,
+                                 a.output)))
         return
     from wsiseg.model.presets import MODEL_PRESETS
 
     presets = list(MODEL_PRESETS) if a.presets == "all" else a.presets.split(",")
     if not a.json:
-        print(f"{'preset':<16}{'variant':<16}{'size':>6} {'device':<8}{'prec':<6}{'s/tile':>9}{'tiles/s':>9}"
-              f"{'peak MB':>10} {'mem':<14}{'params M':>9}{'imports MB':>11}")
+        print(f"{'preset':<16}{'variant':<16}{'size':>6}{'out':>5} {'device':<8}{'prec':<6}{'s/tile':>9}"
+              f"{'tiles/s':>9}{'peak MB':>10} {'mem':<14}{'params M':>9}{'imports MB':>11}")
     failed = False
     for name in presets:
         cmd = [sys.executable, __file__, "--child", name, "--device", a.device, "--batch", str(a.batch),
                "--repeats", str(a.repeats), "--precision", a.precision, "--threads", str(a.threads),
-               "--classes", str(a.classes)]
+               "--classes", str(a.classes), "--output", a.output]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             failed = True
@@ -104,9 +110,9 @@ def main() -> None:
         if a.json:
             print(json.dumps(r))
         else:
-            print(f"{r['preset']:<16}{r['variant']:<16}{r['input_size']:>6} {r['device']:<8}"
-                  f"{r['precision']:<6}{r['s_per_tile']:>9.4f}{r['tiles_per_s']:>9.2f}{r['peak_mb']:>10.0f} "
-                  f"{r['memory']:<14}"
+            print(f"{r['preset']:<16}{r['variant']:<16}{r['input_size']:>6}{r['output_size']:>5} "
+                  f"{r['device']:<8}{r['precision']:<6}{r['s_per_tile']:>9.4f}{r['tiles_per_s']:>9.2f}"
+                  f"{r['peak_mb']:>10.0f} {r['memory']:<14}"
                   f"{r['params_m']:>9.2f}{r['rss_after_imports_mb']:>11.0f}")
     sys.exit(1 if failed else 0)
 

@@ -2,13 +2,18 @@
 
 (a) Pipeline capacity: raw OpenSlide read rate of the grid's 1024x1024 tiles (same tiles, same threads) vs
     ``segment_slide`` with the NullModel (read + tissue + stitch + pyramid + write), with per-stage times.
-(b) A tiny SAM-Path preset end to end: wall time vs model-only time on the same tiles (pipeline efficiency).
-(c) Peak RSS of ``segment`` (NullModel) on two slide sizes, each in a fresh subprocess.
+    The NullModel answers on SAM-Path's output grid (1/4 of the tile), as a real model does; a second run
+    writes the output at the tiles' own resolution (``output_mpp=mpp``: 16x the stitching and writing).
+(b) SAM-Path end to end: wall time vs model-only time on the same tiles (pipeline efficiency), for the tiny
+    preset and for a real architecture (``--real-preset``, default vit_b at 512 px input on the CPU).
+(c) Peak RSS of ``segment`` (NullModel) on several slide sizes, each in a fresh subprocess.
 
 Synthetic slides are generated once into ``--cache-dir``. Run::
 
-    .venv/bin/python benchmarks/bench_segment.py            # all sections, 20k and 10k slides
+    .venv/bin/python benchmarks/bench_segment.py            # all sections (about 10 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_segment.py --sections a --size 20000
+    .venv/bin/python benchmarks/bench_segment.py --sections b --device cuda --precision bf16 \
+        --real-preset sam_path_vit_b --real-input-size 1024 --real-tiles 256       # on a GPU
 """
 
 from __future__ import annotations
@@ -73,24 +78,35 @@ def section_a(slide_path: Path, workers: int, batch: int) -> dict[str, Any]:
         raw_s, raw_cpu = time.perf_counter() - t0, _cpu_s() - c0
     n = len(grid.tiles)
     mp = n * tile * tile / 1e6
+    model = NullModel(SYNTHETIC_CLASSES, mpp, tile)
     with tempfile.TemporaryDirectory() as tmp:
-        model = NullModel(SYNTHETIC_CLASSES, mpp, tile)
         c0 = _cpu_s()
         res = segment_slide(slide_path, model, Path(tmp) / "null.zarr", overlap=overlap, batch_size=batch,
                             read_workers=workers, progress=False, preview=False)
         seg_cpu = _cpu_s() - c0
+    with tempfile.TemporaryDirectory() as tmp:
+        c0 = _cpu_s()
+        full = segment_slide(slide_path, model, Path(tmp) / "full.zarr", overlap=overlap, batch_size=batch,
+                             read_workers=workers, progress=False, preview=False, output_mpp=mpp)
+        full_cpu = _cpu_s() - c0
     seg_s = res.timings["wall"]
     out = {"tiles": n, "grid_tiles": grid.n_total, "raw_tiles_per_s": n / raw_s, "raw_mp_per_s": mp / raw_s,
            "segment_tiles_per_s": n / seg_s, "segment_mp_per_s": mp / seg_s,
            "ratio": (n / seg_s) / (n / raw_s),
            "raw_cpu_ms_per_tile": 1000 * raw_cpu / n, "segment_cpu_ms_per_tile": 1000 * seg_cpu / n,
            "cpu_ratio": raw_cpu / seg_cpu, "load_average": os.getloadavg()[0],
-           "tissue_detection_s": t_tissue, "stages_s": res.timings}
+           "tissue_detection_s": t_tissue, "stages_s": res.timings, "output_mpp": res.output_mpp,
+           "full_resolution": {"tiles_per_s": n / full.timings["wall"], "ratio": raw_s / full.timings["wall"],
+                               "cpu_ms_per_tile": 1000 * full_cpu / n, "stages_s": full.timings}}
     print(f"(a) pipeline capacity, {n}/{grid.n_total} tissue tiles of {tile}x{tile} at {mpp} um/px, "
           f"{workers} read threads")
     print(f"    raw OpenSlide reads : {out['raw_tiles_per_s']:6.1f} tiles/s  {out['raw_mp_per_s']:6.1f} MP/s")
     print(f"    segment, NullModel  : {out['segment_tiles_per_s']:6.1f} tiles/s  "
-          f"{out['segment_mp_per_s']:6.1f} MP/s  -> ratio {out['ratio']:.2f} (target >= 0.8)")
+          f"{out['segment_mp_per_s']:6.1f} MP/s  -> ratio {out['ratio']:.2f} (target >= 0.8); output at "
+          f"{res.output_mpp:g} um/px (SAM-Path's grid)")
+    fr = out["full_resolution"]
+    print(f"    ... output at {mpp:g} um/px: {fr['tiles_per_s']:6.1f} tiles/s  -> ratio {fr['ratio']:.2f} "
+          f"({fr['cpu_ms_per_tile']:.0f} ms CPU per tile)")
     print(f"    CPU per tile        : raw {out['raw_cpu_ms_per_tile']:.0f} ms, segment "
           f"{out['segment_cpu_ms_per_tile']:.0f} ms -> CPU ratio {out['cpu_ratio']:.2f} "
           f"(load average {out['load_average']:.1f} on {os.cpu_count()} CPUs)")
@@ -99,51 +115,85 @@ def section_a(slide_path: Path, workers: int, batch: int) -> dict[str, Any]:
     return out
 
 
-def section_b(slide_path: Path, cache: Path, workers: int, batch: int) -> dict[str, Any]:
+def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: int, overlap: int,
+                workers: int, batch: int, max_tiles: int | None, repeats: int) -> dict[str, Any]:
+    """Model alone on pre-read tiles vs ``segment_slide`` on the same tiles (best of ``repeats`` each)."""
     import numpy as np
+
+    with open_slide(slide_path) as slide:
+        grid = make_tile_grid(slide, mpp, tile, overlap, tissue=detect_tissue(slide))
+    tiles_meta = grid.tiles if max_tiles is None else grid.tiles[:max_tiles]
+    mask = None
+    if max_tiles is not None and len(grid.tiles) > max_tiles:
+        # analyse exactly these tiles: a ROI of their union, in level-0 pixels (a TissueMask at 8 um/px)
+        from wsiseg.slide import TissueMask
+
+        with open_slide(slide_path) as slide:
+            w0, h0 = slide.dimensions
+            f = 8.0 / slide.mpp[0]
+            roi = np.zeros((int(np.ceil(h0 / f)), int(np.ceil(w0 / f))), bool)
+            size0 = tile * mpp / slide.mpp[0]
+            inset = overlap * mpp / slide.mpp[0] + f  # stay clear of the neighbours
+            for t in tiles_meta:
+                roi[int((t.y0 + inset) // f):int((t.y0 + size0 - inset) // f),
+                    int((t.x0 + inset) // f):int((t.x0 + size0 - inset) // f)] = True
+            mask = TissueMask(roi, 8.0, slide.mpp)
+    with open_slide(slide_path) as slide:
+        tiles = np.stack([slide.read_region(t.x0, t.y0, tile, tile, mpp) for t in tiles_meta])
+    out_size = tile // predictor.output_stride
+    predictor.predict(tiles[:batch], out_size)  # warm-up (allocator, threads, kernels)
+    model_times, walls, res = [], [], None
+    for _ in range(repeats):  # alternate, keep the best of each: the machine is shared
+        t0 = time.perf_counter()
+        for i in range(0, len(tiles), batch):
+            predictor.predict(tiles[i:i + batch], out_size)
+        model_times.append(time.perf_counter() - t0)
+        with tempfile.TemporaryDirectory() as tmp:
+            res = segment_slide(slide_path, predictor, Path(tmp) / "m.zarr", mpp=mpp, tile_size=tile,
+                                overlap=overlap, batch_size=batch, read_workers=workers, progress=False,
+                                preview=False, mask=mask)
+        walls.append(res.timings["wall"])
+    assert res is not None
+    model_s, wall = min(model_times), min(walls)
+    out = {"label": label, "tiles": len(tiles), "segment_tiles": res.n_tiles, "wall_s": wall,
+           "model_only_s": model_s, "efficiency": model_s * res.n_tiles / len(tiles) / wall,
+           "model_busy_share": res.timings["infer"] / res.timings["wall"],
+           "model_starved_s": res.timings["wait_input"], "stages_s": res.timings}
+    print(f"    {label}: {res.n_tiles} tiles of {tile}x{tile} at {mpp} um/px on {predictor.device}")
+    print(f"      wall {wall:.1f} s, model alone {model_s:.1f} s -> efficiency {out['efficiency']:.2f} "
+          f"(target >= 0.95); model busy {100 * out['model_busy_share']:.1f}% of the run, waited for "
+          f"tiles {res.timings['wait_input']:.2f} s")
+    return out
+
+
+def section_b(slide_path: Path, large: Path, cache: Path, workers: int, batch: int, device: str,
+              precision: str, real_preset: str, real_input: int, real_tiles: int) -> dict[str, Any]:
+    """Tiny preset over the whole ``large`` slide (fixed per-slide costs amortised); the real preset on
+    ``real_tiles`` tiles of ``slide_path``."""
     import torch
 
-    from wsiseg.model import load_model
+    from wsiseg.model import SamPathPredictor, load_model
     from wsiseg.model.checkpoint import save_checkpoint
     from wsiseg.model.sam_path import ModelConfig, SamPath
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    print("(b) pipeline efficiency: model-only time / wall time of segment on the same tiles")
+    out: dict[str, Any] = {}
     mpp, tile, overlap = 4.0, 256, 32
     ckpt = cache / "tiny_256.wsiseg"
     if not ckpt.exists():
         torch.manual_seed(0)
         model = SamPath(ModelConfig.from_preset("tiny", len(SYNTHETIC_CLASSES), input_size=256))
         save_checkpoint(model, ckpt, classes=SYNTHETIC_CLASSES, mpp=mpp, tile_size=tile, self_contained=True)
-    predictor = load_model(ckpt, device="cpu")
-    with open_slide(slide_path) as slide:
-        grid = make_tile_grid(slide, mpp, tile, overlap, tissue=detect_tissue(slide))
-        tiles = np.stack([slide.read_region(t.x0, t.y0, tile, tile, mpp) for t in grid.tiles])
-    predictor.predict(tiles[:batch])  # warm-up (allocator, threads)
-    model_times, walls = [], []
-    for _ in range(2):  # alternate, keep the best of each: the machine is shared
-        t0 = time.perf_counter()
-        for i in range(0, len(tiles), batch):
-            predictor.predict(tiles[i:i + batch])
-        model_times.append(time.perf_counter() - t0)
-        with tempfile.TemporaryDirectory() as tmp:
-            res = segment_slide(slide_path, predictor, Path(tmp) / "tiny.zarr", overlap=overlap,
-                                batch_size=batch, read_workers=workers, progress=False, preview=False)
-        walls.append(res.timings["wall"])
-    model_s = min(model_times)
-    wall = min(walls)
-    out = {"tiles": len(tiles), "wall_s": wall, "model_only_s": model_s, "efficiency": model_s / wall,
-           "model_busy_share": res.timings["infer"] / res.timings["wall"],
-           "model_starved_s": res.timings["wait_input"],
-           "stages_s": res.timings}
-    print(f"(b) tiny preset end to end, {len(tiles)} tiles of {tile}x{tile} at {mpp} um/px (CPU)")
-    print(f"    wall {wall:.1f} s, model alone on the same tiles {model_s:.1f} s -> efficiency "
-          f"{model_s / wall:.2f} (target >= 0.95)")
-    print(f"    within the last run the model was busy {100 * out['model_busy_share']:.1f}% of the wall time")
-    starved = res.timings["wait_input"] / res.timings["wall"]
-    print(f"    the model waited for tiles {res.timings['wait_input']:.2f} s ({100 * starved:.1f}% of the "
-          "run); on a CPU the rest of the gap is the model sharing cores with reading/stitching/writing")
-    print("    stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()
-                                        if isinstance(v, float)))
+    tiny = load_model(ckpt, device=device, precision=precision)
+    out["tiny"] = _efficiency("tiny preset", large, tiny, mpp, tile, overlap, workers, batch, None, 2)
+    if real_preset:
+        torch.manual_seed(0)  # random weights: speed does not depend on them
+        real = SamPath(ModelConfig.from_preset(real_preset, len(SYNTHETIC_CLASSES), input_size=real_input))
+        pred = SamPathPredictor(real, SYNTHETIC_CLASSES, mpp=1.0, tile_size=real_input, device=device,
+                                precision=precision)
+        out["real"] = _efficiency(f"{real_preset} at {real_input} px", slide_path, pred, 1.0, real_input,
+                                  real_input // 8, workers, batch, real_tiles, 2)
     return out
 
 
@@ -179,6 +229,13 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "wsiseg-bench")
     ap.add_argument("--size", type=int, default=20000, help="side of the large synthetic slide (level-0 px)")
     ap.add_argument("--small-size", type=int, default=10000, help="side of the small slide for (b) and (c)")
+    ap.add_argument("--rss-sizes", default="10000,20000,40000",
+                    help="slide sides for (c), comma-separated (slides are generated once)")
+    ap.add_argument("--device", default="cpu", help="device of (b): cpu, cuda, mps or auto")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--real-preset", default="sam_path_vit_b", help="real architecture for (b); '' to skip")
+    ap.add_argument("--real-input-size", type=int, default=512, help="its input size (1024 on a GPU)")
+    ap.add_argument("--real-tiles", type=int, default=8, help="tiles it segments (256 on a GPU)")
     ap.add_argument("--read-workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--sections", default="abc")
@@ -189,9 +246,13 @@ def main() -> None:
     if "a" in args.sections:
         results["a"] = section_a(large, args.read_workers, args.batch_size)
     if "b" in args.sections and small is not None:
-        results["b"] = section_b(small, args.cache_dir, args.read_workers, args.batch_size)
-    if "c" in args.sections and small is not None:
-        results["c"] = section_c([small, large], args.read_workers, args.batch_size)
+        results["b"] = section_b(small, large, args.cache_dir, args.read_workers, args.batch_size,
+                                 args.device, args.precision, args.real_preset, args.real_input_size,
+                                 args.real_tiles)
+    if "c" in args.sections:
+        sizes = [int(v) for v in args.rss_sizes.split(",") if v]
+        results["c"] = section_c([synthetic(args.cache_dir, n) for n in sizes], args.read_workers,
+                                 args.batch_size)
     print(json.dumps(results, default=float))
 
 
