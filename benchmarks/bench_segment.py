@@ -64,53 +64,85 @@ def synthetic(cache: Path, size: int) -> Path:
     return path
 
 
-def section_a(slide_path: Path, workers: int, batch: int) -> dict[str, Any]:
+def _steal_s() -> float:
+    """Seconds of CPU time the hypervisor gave to other guests (``steal`` in /proc/stat), all CPUs."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def section_a(slide_path: Path, workers: int, batch: int, repeats: int) -> dict[str, Any]:
+    """Raw reads and ``segment`` alternate ``repeats`` times; the ratio of each adjacent pair is reported
+    (their median is the figure): a shared virtual machine's speed drifts by +-25% within minutes, which a
+    single pair of runs cannot tell from a real difference."""
+    import statistics
+
     mpp, tile, overlap = SLIDE_MPP, 1024, 128
     with open_slide(slide_path) as slide:
         t0 = time.perf_counter()
-        tissue = detect_tissue(slide)
+        grid = make_tile_grid(slide, mpp, tile, overlap, tissue=detect_tissue(slide))
         t_tissue = time.perf_counter() - t0
-        grid = make_tile_grid(slide, mpp, tile, overlap, tissue=tissue)
-        t0, c0 = time.perf_counter(), _cpu_s()
-        with ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(lambda t: slide.read_region(t.x0, t.y0, tile, tile, mpp), grid.tiles):
-                pass
-        raw_s, raw_cpu = time.perf_counter() - t0, _cpu_s() - c0
     n = len(grid.tiles)
     mp = n * tile * tile / 1e6
     model = NullModel(SYNTHETIC_CLASSES, mpp, tile)
-    with tempfile.TemporaryDirectory() as tmp:
-        c0 = _cpu_s()
-        res = segment_slide(slide_path, model, Path(tmp) / "null.zarr", overlap=overlap, batch_size=batch,
-                            read_workers=workers, progress=False, preview=False)
-        seg_cpu = _cpu_s() - c0
-    with tempfile.TemporaryDirectory() as tmp:
-        c0 = _cpu_s()
-        full = segment_slide(slide_path, model, Path(tmp) / "full.zarr", overlap=overlap, batch_size=batch,
-                             read_workers=workers, progress=False, preview=False, output_mpp=mpp)
-        full_cpu = _cpu_s() - c0
-    seg_s = res.timings["wall"]
-    out = {"tiles": n, "grid_tiles": grid.n_total, "raw_tiles_per_s": n / raw_s, "raw_mp_per_s": mp / raw_s,
-           "segment_tiles_per_s": n / seg_s, "segment_mp_per_s": mp / seg_s,
-           "ratio": (n / seg_s) / (n / raw_s),
-           "raw_cpu_ms_per_tile": 1000 * raw_cpu / n, "segment_cpu_ms_per_tile": 1000 * seg_cpu / n,
-           "cpu_ratio": raw_cpu / seg_cpu, "load_average": os.getloadavg()[0],
-           "tissue_detection_s": t_tissue, "stages_s": res.timings, "output_mpp": res.output_mpp,
-           "full_resolution": {"tiles_per_s": n / full.timings["wall"], "ratio": raw_s / full.timings["wall"],
+
+    def raw() -> tuple[float, float]:
+        with open_slide(slide_path) as slide:  # a fresh handle (and tile cache), as segment opens one
+            t0, c0 = time.perf_counter(), _cpu_s()
+            with ThreadPoolExecutor(workers) as pool:
+                for _ in pool.map(lambda t: slide.read_region(t.x0, t.y0, tile, tile, mpp), grid.tiles):
+                    pass
+            return time.perf_counter() - t0, _cpu_s() - c0
+
+    def segment(**kwargs: Any) -> tuple[float, float, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            c0 = _cpu_s()
+            res = segment_slide(slide_path, model, Path(tmp) / "null.zarr", overlap=overlap, batch_size=batch,
+                                read_workers=workers, progress=False, preview=False, **kwargs)
+            return res.timings["wall"], _cpu_s() - c0, res
+
+    pairs = []
+    steal0, wall0 = _steal_s(), time.perf_counter()
+    for _ in range(repeats):
+        raw_s, raw_cpu = raw()
+        seg_s, seg_cpu, res = segment()
+        pairs.append({"raw_tiles_per_s": n / raw_s, "segment_tiles_per_s": n / seg_s,
+                      "ratio": raw_s / seg_s, "raw_cpu_ms_per_tile": 1000 * raw_cpu / n,
+                      "segment_cpu_ms_per_tile": 1000 * seg_cpu / n,
+                      "cpu_ratio": raw_cpu / seg_cpu, "stages_s": res.timings})
+    steal = (_steal_s() - steal0) / (time.perf_counter() - wall0) / (os.cpu_count() or 1)
+    raw_s, _ = raw()
+    full_s, full_cpu, full = segment(output_mpp=mpp)
+
+    def med(key: str) -> float:
+        return float(statistics.median(p[key] for p in pairs))
+
+    out = {"tiles": n, "grid_tiles": grid.n_total, "pairs": pairs, "ratio": med("ratio"),
+           "raw_tiles_per_s": med("raw_tiles_per_s"), "segment_tiles_per_s": med("segment_tiles_per_s"),
+           "raw_mp_per_s": med("raw_tiles_per_s") * mp / n,
+           "segment_mp_per_s": med("segment_tiles_per_s") * mp / n,
+           "cpu_ratio": med("cpu_ratio"), "raw_cpu_ms_per_tile": med("raw_cpu_ms_per_tile"),
+           "segment_cpu_ms_per_tile": med("segment_cpu_ms_per_tile"), "steal_share": steal,
+           "load_average": os.getloadavg()[0], "tissue_detection_s": t_tissue, "output_mpp": res.output_mpp,
+           "full_resolution": {"tiles_per_s": n / full_s, "ratio": raw_s / full_s,
                                "cpu_ms_per_tile": 1000 * full_cpu / n, "stages_s": full.timings}}
     print(f"(a) pipeline capacity, {n}/{grid.n_total} tissue tiles of {tile}x{tile} at {mpp} um/px, "
-          f"{workers} read threads")
+          f"{workers} read threads, {repeats} alternating pairs of runs (median)")
     print(f"    raw OpenSlide reads : {out['raw_tiles_per_s']:6.1f} tiles/s  {out['raw_mp_per_s']:6.1f} MP/s")
     print(f"    segment, NullModel  : {out['segment_tiles_per_s']:6.1f} tiles/s  "
-          f"{out['segment_mp_per_s']:6.1f} MP/s  -> ratio {out['ratio']:.2f} (target >= 0.8); output at "
-          f"{res.output_mpp:g} um/px (SAM-Path's grid)")
+          f"{out['segment_mp_per_s']:6.1f} MP/s  -> ratio {out['ratio']:.2f} (target >= 0.8; pairs: "
+          + ", ".join(f"{p['ratio']:.2f}" for p in pairs) + f"); output at {res.output_mpp:g} um/px "
+          "(SAM-Path's grid)")
     fr = out["full_resolution"]
     print(f"    ... output at {mpp:g} um/px: {fr['tiles_per_s']:6.1f} tiles/s  -> ratio {fr['ratio']:.2f} "
           f"({fr['cpu_ms_per_tile']:.0f} ms CPU per tile)")
     print(f"    CPU per tile        : raw {out['raw_cpu_ms_per_tile']:.0f} ms, segment "
-          f"{out['segment_cpu_ms_per_tile']:.0f} ms -> CPU ratio {out['cpu_ratio']:.2f} "
-          f"(load average {out['load_average']:.1f} on {os.cpu_count()} CPUs)")
-    print("    stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()
+          f"{out['segment_cpu_ms_per_tile']:.0f} ms -> CPU ratio {out['cpu_ratio']:.2f} (load average "
+          f"{out['load_average']:.1f} on {os.cpu_count()} CPUs, {100 * steal:.0f}% of CPU time stolen by "
+          "the hypervisor)")
+    print("    stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in pairs[-1]["stages_s"].items()
                                         if isinstance(v, float)))
     return out
 
@@ -239,12 +271,13 @@ def main() -> None:
     ap.add_argument("--read-workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--sections", default="abc")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating raw/segment pairs in (a)")
     args = ap.parse_args()
     results: dict[str, Any] = {"cpus": os.cpu_count()}
     large = synthetic(args.cache_dir, args.size)
     small = synthetic(args.cache_dir, args.small_size) if set(args.sections) & {"b", "c"} else None
     if "a" in args.sections:
-        results["a"] = section_a(large, args.read_workers, args.batch_size)
+        results["a"] = section_a(large, args.read_workers, args.batch_size, args.repeats)
     if "b" in args.sections and small is not None:
         results["b"] = section_b(small, large, args.cache_dir, args.read_workers, args.batch_size,
                                  args.device, args.precision, args.real_preset, args.real_input_size,

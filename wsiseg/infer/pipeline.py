@@ -2,12 +2,14 @@
 
 ::
 
-    reader thread:  batches of tiles -> dask.delayed reads on a thread pool (``read_workers``) -> queue
+    reader thread:  batches of tiles -> one dask graph of delayed reads per batch, ``prefetch`` batches in
+                    flight at once on a shared thread pool (``read_workers``) -> queue, in batch order
     calling thread: queue -> model.predict(batch) (the device stays busy) -> queue
     writer thread:  queue -> consume(tiles, probs)  (stitch, write finished chunks, commit the journal)
 
-Both queues are bounded (``prefetch`` batches in, one batch out), so memory holds a few batches whatever
-the slide size. Order is preserved end to end: batches leave in the order they were formed.
+Keeping several batches' reads in flight means the pool never idles at a batch boundary waiting for the
+slowest tile of a batch. Both queues are bounded, so memory holds a few batches whatever the slide size.
+Order is preserved end to end: batches leave in the order they were formed.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import contextlib
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -92,7 +95,8 @@ def run_pipeline(tiles: Sequence[T], read: Callable[[T], np.ndarray],
     re-raised.
     """
     stop = threading.Event()
-    read_q: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
+    lanes = max(1, prefetch)  # batches being read at once
+    read_q: queue.Queue[Any] = queue.Queue(maxsize=1)
     write_q: queue.Queue[Any] = queue.Queue(maxsize=1)
     batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
 
@@ -103,13 +107,25 @@ def run_pipeline(tiles: Sequence[T], read: Callable[[T], np.ndarray],
         return out
 
     def reader() -> None:
-        with ThreadPoolExecutor(max_workers=max(1, read_workers), thread_name_prefix="wsiseg-read") as pool:
-            for batch in batches:
+        with ThreadPoolExecutor(max_workers=max(1, read_workers), thread_name_prefix="wsiseg-read") as pool, \
+                ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="wsiseg-lane") as lane_pool:
+
+            def read_batch(batch: list[T]) -> np.ndarray:
                 if stop.is_set():
-                    return
-                arrays = compute(*[delayed(timed_read)(t) for t in batch],
-                                      scheduler="threads", pool=pool)
-                if not _put(read_q, (batch, np.stack(arrays)), stop):
+                    return np.empty(0, np.uint8)
+                arrays = compute(*[delayed(timed_read)(t) for t in batch], scheduler="threads", pool=pool)
+                return np.stack(arrays)
+
+            in_flight: deque[tuple[list[T], Future[np.ndarray]]] = deque()
+            for batch in batches:
+                in_flight.append((batch, lane_pool.submit(read_batch, batch)))
+                if len(in_flight) >= lanes:
+                    done, fut = in_flight.popleft()
+                    if stop.is_set() or not _put(read_q, (done, fut.result()), stop):
+                        return
+            while in_flight:
+                done, fut = in_flight.popleft()
+                if stop.is_set() or not _put(read_q, (done, fut.result()), stop):
                     return
         _put(read_q, _STOP, stop)
 

@@ -153,7 +153,7 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
                   ngff_version: NgffVersion | str = NgffVersion.V04, chunk_size: int = 1024,
                   blend: BlendWindow | str = BlendWindow.COSINE, min_tissue_fraction: float = 0.0,
                   preview: bool = True, write_workers: int | None = None,
-                  output_mpp: float | None = None) -> SegmentResult:
+                  output_mpp: float | None = None, checkpoint_s: float = 1.0) -> SegmentResult:
     """Segment one slide into an OME-Zarr at ``out`` (see :mod:`wsiseg.infer.omezarr` for the layout).
 
     Args:
@@ -176,6 +176,9 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         ngff_version: "0.4" (zarr v2) or "0.5" (zarr v3); chunk_size: level-0 zarr chunk (power of two).
         blend: weight window for overlapping tiles; min_tissue_fraction: tissue needed to keep a tile.
         preview: write ``<out stem>.preview.png`` beside the output.
+        checkpoint_s: seconds between resume checkpoints (0: after every batch). A run killed with
+            ``kill -9`` redoes only the tiles stitched since its last checkpoint; a run stopped by an error
+            or Ctrl-C checkpoints everything it stitched before it ends. Does not change the output.
     """
     from wsiseg.slide import detect_tissue, make_tile_grid, open_slide
 
@@ -284,14 +287,24 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         def write(chunks: list[FinishedChunk]) -> list[Future[None]]:
             return [write_pool.submit(write_one, ch) for ch in chunks if ch.probs is not None]
 
-        # Batches whose chunks are being written; the journal commits a batch's stitcher state only once
-        # all its chunks are on disk. One batch stays in flight so stitching overlaps with writing.
-        in_flight: list[tuple[list[Future[None]], dict[str, Any], int]] = []
+        # Saved stitcher states whose chunks are being written; the journal commits a state only once all
+        # chunks finished before it are on disk. One stays in flight so stitching overlaps with writing.
+        in_flight: list[tuple[list[Future[None]], dict[str, Any]]] = []
+        pending: list[Future[None]] = []  # chunk writes since the last saved state
+        unsaved = [0]  # tiles stitched since the last saved state
+        last_save = [time.perf_counter()]
 
         write_failed: list[BaseException] = []
 
+        def checkpoint() -> None:
+            """Save the stitcher state (everything stitched so far) for commit once its chunks are written."""
+            in_flight.append((list(pending), stitcher.save_state()))
+            pending.clear()
+            unsaved[0] = 0
+            last_save[0] = time.perf_counter()
+
         def commit_oldest() -> None:
-            futures, st, n = in_flight.pop(0)
+            futures, st = in_flight.pop(0)
             if write_failed:  # a later state must never be committed over chunks that were not written
                 return
             try:
@@ -304,7 +317,6 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             journal.commit({"fingerprint": fingerprint, "stitcher": st, "timings": times.as_dict()})
             stitcher.collect_garbage(st)
             times.add("journal", time.perf_counter() - t0)
-            bar.update(n)
 
         bar = tqdm(total=len(grid.tiles), initial=len(grid.tiles) - len(remaining), unit="tile",
                    desc=slide_path.name, disable=not progress, file=sys.stderr, dynamic_ncols=True,
@@ -315,10 +327,12 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             t0 = time.perf_counter()
             for tile, p in zip(batch, probs, strict=True):
                 finished.extend(stitcher.add(tile.row, tile.col, p))
-            futures = write(finished)
-            st = stitcher.save_state()
+            pending.extend(write(finished))
+            unsaved[0] += len(batch)
+            if time.perf_counter() - last_save[0] >= checkpoint_s:
+                checkpoint()
             times.add("stitch", time.perf_counter() - t0)
-            in_flight.append((futures, st, len(batch)))
+            bar.update(len(batch))
             while len(in_flight) > 1:
                 commit_oldest()
 
@@ -337,6 +351,8 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
                 run_pipeline(remaining, read, predict, consume, batch_size=batch_size,
                              read_workers=read_workers, times=times)
             finally:
+                if unsaved[0] and not write_failed:
+                    checkpoint()
                 while in_flight:  # everything predicted and stitched is written and committed
                     commit_oldest()
             t0 = time.perf_counter()
