@@ -190,9 +190,9 @@ def test_read_completion_order_does_not_change_output(synthetic_slide: Synthetic
     original = Slide.read_region
     rng = np.random.default_rng(0)
 
-    def jittery(self: Slide, *args: object) -> np.ndarray:
+    def jittery(self: Slide, *args: object, **kwargs: object) -> np.ndarray:
         time.sleep(float(rng.uniform(0, 0.01)))
-        return original(self, *args)  # type: ignore[arg-type]
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Slide, "read_region", jittery)
     segment_slide(synthetic_slide.path, colour, tmp_path / "b.zarr", read_workers=4, **kwargs)

@@ -296,3 +296,23 @@ def test_ome_tiff_subifd_pyramid_uses_its_levels_and_physical_size(tmp_path: Pat
         # a read at 1 um/px comes from the stored level 2, untouched
         np.testing.assert_array_equal(slide.read_region(0, 0, 200, 150, 1.0), levels[2])
         np.testing.assert_array_equal(slide.read_region(400, 200, 100, 100, 0.5), levels[1][100:200, 200:300])
+
+
+@pytest.mark.parametrize(("x0", "y0", "mpp"), [
+    (256, 512, 0.5),   # level 0's own pixels: decoded straight into ``out``
+    (512, 256, 2.0),   # level 1 (downsample 4) at 2.0 um/px: a whole-pixel origin, also direct
+    (0, 0, 1.0),       # a resize from level 0: computed, then copied into ``out``
+    (1900, 1400, 0.5),  # partly outside the slide: white there
+    (3, 5, 2.0),       # an origin between level-1 pixels: resampled
+])
+def test_read_into_out_equals_a_plain_read(synthetic_svs: SyntheticTruth, x0: int, y0: int,
+                                           mpp: float) -> None:
+    with open_slide(synthetic_svs.path) as slide:
+        expected = slide.read_region(x0, y0, 200, 150, mpp)
+        batch = np.zeros((3, 150, 200, 3), np.uint8)
+        got = slide.read_region(x0, y0, 200, 150, mpp, out=batch[1])
+        assert got is batch[1] or np.shares_memory(got, batch)
+        np.testing.assert_array_equal(batch[1], expected)
+        assert not batch[0].any() and not batch[2].any()  # the neighbouring slots are untouched
+        with pytest.raises(ValueError, match="out must be"):
+            slide.read_region(x0, y0, 200, 150, mpp, out=np.zeros((150, 200, 4), np.uint8))

@@ -83,14 +83,15 @@ def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     return False
 
 
-def run_pipeline(tiles: Sequence[T], read: Callable[[T], np.ndarray],
+def run_pipeline(tiles: Sequence[T], read: Callable[[T, np.ndarray], object],
                  predict: Callable[[np.ndarray], np.ndarray],
-                 consume: Callable[[list[T], np.ndarray], None], *, batch_size: int, read_workers: int,
-                 times: StageTimes, prefetch: int = 2) -> None:
+                 consume: Callable[[list[T], np.ndarray], None], *, tile_shape: tuple[int, ...],
+                 batch_size: int, read_workers: int, times: StageTimes, prefetch: int = 2) -> None:
     """Read, predict and consume ``tiles`` in order, overlapping the three stages.
 
-    ``read(tile)`` returns an RGB uint8 array ``(S, S, 3)``; ``predict`` maps ``(N, S, S, 3)`` to
-    ``(N, k, S, S)``; ``consume(batch_tiles, probs)`` runs in the writer thread in batch order. The first
+    ``read(tile, out)`` writes one tile (RGB uint8 ``tile_shape``, e.g. ``(S, S, 3)``) into ``out``, its
+    slot of the batch array (no copy to stack a batch); ``predict`` maps ``(N, *tile_shape)`` to
+    ``(N, k, s, s)``; ``consume(batch_tiles, probs)`` runs in the writer thread in batch order. The first
     exception of any stage stops the others; batches predicted before it are still consumed, then it is
     re-raised.
     """
@@ -100,21 +101,25 @@ def run_pipeline(tiles: Sequence[T], read: Callable[[T], np.ndarray],
     write_q: queue.Queue[Any] = queue.Queue(maxsize=1)
     batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
 
-    def timed_read(tile: T) -> np.ndarray:
+    def timed_read(tile: T, out: np.ndarray) -> None:
         t0 = time.perf_counter()
-        out = read(tile)
+        read(tile, out)
         times.add("read", time.perf_counter() - t0)
-        return out
 
     def reader() -> None:
         with ThreadPoolExecutor(max_workers=max(1, read_workers), thread_name_prefix="wsiseg-read") as pool, \
                 ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="wsiseg-lane") as lane_pool:
 
             def read_batch(batch: list[T]) -> np.ndarray:
-                if stop.is_set():
-                    return np.empty(0, np.uint8)
-                arrays = compute(*[delayed(timed_read)(t) for t in batch], scheduler="threads", pool=pool)
-                return np.stack(arrays)
+                arrays = np.empty((len(batch), *tile_shape), np.uint8)
+
+                def read_slot(i: int) -> None:  # the array stays out of the graph: dask never inspects it
+                    timed_read(batch[i], arrays[i])
+
+                if not stop.is_set():
+                    compute(*[delayed(read_slot)(i) for i in range(len(batch))], scheduler="threads",
+                            pool=pool)
+                return arrays
 
             in_flight: deque[tuple[list[T], Future[np.ndarray]]] = deque()
             for batch in batches:

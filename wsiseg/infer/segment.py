@@ -336,8 +336,8 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
             while len(in_flight) > 1:
                 commit_oldest()
 
-        def read(tile: Any) -> np.ndarray:
-            return slide.read_region(tile.x0, tile.y0, tile_size, tile_size, mpp)
+        def read(tile: Any, out: np.ndarray) -> None:
+            slide.read_region(tile.x0, tile.y0, tile_size, tile_size, mpp, out=out)
 
         def predict(tiles: np.ndarray) -> np.ndarray:
             probs = model.predict(tiles, out_tile)
@@ -348,7 +348,8 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
 
         try:
             try:
-                run_pipeline(remaining, read, predict, consume, batch_size=batch_size,
+                run_pipeline(remaining, read, predict, consume, tile_shape=(tile_size, tile_size, 3),
+                             batch_size=batch_size,
                              read_workers=read_workers, times=times)
             finally:
                 if unsaved[0] and not write_failed:

@@ -70,6 +70,10 @@ class _Backend(ABC):
         """RGB uint8 ``(height_l, width_l, 3)`` at ``level`` whose top-left is level-0 pixel ``(x0, y0)``;
         white outside the image."""
 
+    def read_level_into(self, out: np.ndarray, x0: int, y0: int, level: int) -> None:
+        """:meth:`read_level` of ``out``'s size, written into ``out`` (RGB uint8 ``(h, w, 3)``)."""
+        out[...] = self.read_level(x0, y0, level, out.shape[1], out.shape[0])
+
     @property
     @abstractmethod
     def associated_images(self) -> list[str]: ...
@@ -84,14 +88,20 @@ class _Backend(ABC):
 _BGR_TO_RGB = np.array([2, 1, 0])
 
 
-def _premultiplied_bgra_on_white(buf: np.ndarray) -> np.ndarray:
+def _premultiplied_bgra_on_white(buf: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """OpenSlide's premultiplied ARGB words (bytes B, G, R, A on little-endian) -> RGB on white.
 
     Over white, premultiplied colour ``C`` with alpha ``A`` gives ``C + 255 - A`` exactly (C <= A), so
-    opaque pixels pass through and fully transparent ones (outside the slide) become white.
+    opaque pixels pass through and fully transparent ones (outside the slide) become white. ``out`` (RGB
+    uint8 of ``buf``'s height and width, C-contiguous) receives the result when given.
     """
     h, w = buf.shape[:2]
-    rgb = buf.reshape(-1, 4)[:, _BGR_TO_RGB].reshape(h, w, 3)  # one gather pass (~5x a reversed-view copy)
+    if out is None:
+        out = np.empty((h, w, 3), np.uint8)
+    flat, rgb_flat = buf.reshape(-1, 4), out.reshape(-1, 3)
+    for c in range(3):  # plane by plane: as fast as a fancy-index gather, ~4x a reversed-view copy
+        rgb_flat[:, c] = flat[:, _BGR_TO_RGB[c]]
+    rgb = out
     alpha = buf[..., 3]
     if alpha.min() < 255:
         rgb += (255 - alpha)[..., None]
@@ -132,15 +142,30 @@ class _OpenSlideBackend(_Backend):
             return None
         return (mx, my)
 
+    def read_level_into(self, out: np.ndarray, x0: int, y0: int, level: int) -> None:
+        height_l, width_l = out.shape[:2]
+        if self._raw and width_l > 0 and height_l > 0 and out.flags.c_contiguous:
+            self._read_raw(x0, y0, level, width_l, height_l, out)
+        else:
+            super().read_level_into(out, x0, y0, level)
+
+    def _read_raw(self, x0: int, y0: int, level: int, width_l: int, height_l: int,
+                  out: np.ndarray | None = None) -> np.ndarray:
+        """The ctypes fast path: premultiplied BGRA straight from the C library, then RGB on white."""
+        buf = np.empty((height_l, width_l, 4), np.uint8)
+        try:
+            _osl._read_region(self._slide._osr, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
+                              x0, y0, level, width_l, height_l)
+        except openslide.OpenSlideError as exc:
+            raise SlideError(f"cannot read {self._path}: the slide is corrupt or truncated ({exc})") from exc
+        return _premultiplied_bgra_on_white(buf, out)
+
     def read_level(self, x0: int, y0: int, level: int, width_l: int, height_l: int) -> np.ndarray:
         if width_l <= 0 or height_l <= 0:
             return np.full((max(height_l, 0), max(width_l, 0), 3), 255, np.uint8)
+        if self._raw:
+            return self._read_raw(x0, y0, level, width_l, height_l)
         try:
-            if self._raw:
-                buf = np.empty((height_l, width_l, 4), np.uint8)
-                _osl._read_region(self._slide._osr, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
-                                  x0, y0, level, width_l, height_l)
-                return _premultiplied_bgra_on_white(buf)
             region = self._slide.read_region((x0, y0), level, (width_l, height_l))
         except openslide.OpenSlideError as exc:
             raise SlideError(f"cannot read {self._path}: the slide is corrupt or truncated ({exc})") from exc

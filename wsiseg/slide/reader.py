@@ -114,17 +114,34 @@ class Slide:
                 max(1, math.ceil(h0 * mpp_y / mpp - 1e-6)))
 
     # -- pixels ---------------------------------------------------------------------------------------
-    def read_region(self, x0: int, y0: int, width_t: int, height_t: int, mpp: float) -> np.ndarray:
+    def read_region(self, x0: int, y0: int, width_t: int, height_t: int, mpp: float,
+                    out: np.ndarray | None = None) -> np.ndarray:
         """Read RGB uint8 ``(height_t, width_t, 3)`` at ``mpp`` um/px whose top-left is level-0 ``(x0, y0)``.
 
         The area is ``width_t * mpp / mpp_x`` level-0 pixels wide (and likewise high); it is read from
         the coarsest level not coarser than ``mpp``, resized with antialiasing (box filter when shrinking,
         bicubic when enlarging) only when the remaining factor is not 1, and composited on white. Parts
         outside the slide are white. Safe to call from several threads at once.
-        """
-        return self._read(float(x0), float(y0), int(width_t), int(height_t), mpp)
 
-    def _read(self, x0: float, y0: float, width_t: int, height_t: int, mpp: float) -> np.ndarray:
+        ``out`` (uint8 ``(height_t, width_t, 3)``, e.g. one tile of a batch array) receives the pixels and
+        is returned; at a level's own resolution they are decoded straight into it, with no extra copy.
+        """
+        if out is not None and (out.shape != (height_t, width_t, 3) or out.dtype != np.uint8):
+            raise ValueError(f"out must be uint8 ({height_t}, {width_t}, 3), got {out.dtype} {out.shape}")
+        return self._read(float(x0), float(y0), int(width_t), int(height_t), mpp, out)
+
+    def _read(self, x0: float, y0: float, width_t: int, height_t: int, mpp: float,
+              out: np.ndarray | None = None) -> np.ndarray:
+        if out is not None:
+            _check_mpp(mpp)
+            if out.flags.c_contiguous and self._native(x0, y0, mpp):
+                level = self.best_level(mpp)
+                ds = self._backend.level_downsamples[level]
+                self._backend.read_level_into(out, round(math.floor(x0 / ds + 1e-9) * ds),
+                                              round(math.floor(y0 / ds + 1e-9) * ds), level)
+            else:
+                out[...] = self._read(x0, y0, width_t, height_t, mpp)
+            return out
         _check_mpp(mpp)
         if width_t <= 0 or height_t <= 0:
             raise ValueError(f"region size must be positive, got {width_t}x{height_t}")
@@ -135,8 +152,7 @@ class Slide:
         lx, ly = x0 / ds, y0 / ds
         lxi, lyi = math.floor(lx + 1e-9), math.floor(ly + 1e-9)
         ox, oy = lx - lxi, ly - lyi
-        if (abs(fx - 1) < _UNIT_SCALE_TOLERANCE and abs(fy - 1) < _UNIT_SCALE_TOLERANCE
-                and ox < 1e-6 and oy < 1e-6):
+        if self._native(x0, y0, mpp):
             return self._backend.read_level(round(lxi * ds), round(lyi * ds), level, width_t, height_t)
         wl, hl = width_t * fx, height_t * fy
         shrinking = fx >= 1 and fy >= 1
@@ -155,6 +171,17 @@ class Slide:
         box = (ox + m, oy + m, ox + m + wl, oy + m + hl)
         image = Image.fromarray(pixels).resize((width_t, height_t), resample, box=box)
         return np.asarray(image).copy()
+
+    def _native(self, x0: float, y0: float, mpp: float) -> bool:
+        """Whether a read at ``mpp`` from level-0 ``(x0, y0)`` is a plain read of its level's own pixels
+        (resolution equal to the level's, origin on a whole level pixel): no resize at all."""
+        level = self.best_level(mpp)
+        ds = self._backend.level_downsamples[level]
+        fx, fy = mpp / (self._mpp[0] * ds), mpp / (self._mpp[1] * ds)
+        lx, ly = x0 / ds, y0 / ds
+        ox, oy = lx - math.floor(lx + 1e-9), ly - math.floor(ly + 1e-9)
+        return (abs(fx - 1) < _UNIT_SCALE_TOLERANCE and abs(fy - 1) < _UNIT_SCALE_TOLERANCE
+                and ox < 1e-6 and oy < 1e-6)
 
     def thumbnail(self, mpp: float) -> np.ndarray:
         """The whole slide at ``mpp`` um/px as RGB uint8 ``(height_t, width_t, 3)`` (see :meth:`size_at`).
