@@ -4,6 +4,7 @@ The public Python API (imported lazily, so ``import wsiseg`` stays cheap and tor
 needed)::
 
     from wsiseg import open_slide, load_model, segment_slide, export_geojson
+    from wsiseg import segment_slides, ModelSpec          # many slides, locally or on a Dask cluster
     from wsiseg import TrainConfig, Trainer, build_dataset, evaluate
 """
 
@@ -21,6 +22,8 @@ _LAZY: dict[str, str] = {
     "Slide": "wsiseg.slide",
     "load_model": "wsiseg.model",
     "segment_slide": "wsiseg.infer",
+    "segment_slides": "wsiseg.infer",
+    "ModelSpec": "wsiseg.infer",
     "export_geojson": "wsiseg.export",
     "TrainConfig": "wsiseg.train.config",
     "Trainer": "wsiseg.train.trainer",
