@@ -22,7 +22,8 @@ def _assemble(layout: Layout, k: int, chunks: list[FinishedChunk]) -> np.ndarray
         assert (ch.i, ch.j) not in seen, "chunk finished twice"
         seen.add((ch.i, ch.j))
         y0, y1, x0, x1 = ch.box
-        out[:, y0:y1, x0:x1] = 0.0 if ch.probs is None else ch.probs
+        probs = ch.get()
+        out[:, y0:y1, x0:x1] = 0.0 if probs is None else probs
     assert len(seen) == layout.n_chunk_rows * layout.n_chunk_cols, "some chunks never finished"
     return out
 

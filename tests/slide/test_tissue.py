@@ -150,10 +150,10 @@ class _HugeSlide:
 def test_thumbnail_is_capped_on_a_huge_slide() -> None:
     slide = _HugeSlide()
     tissue = detect_tissue(cast(Slide, slide), mpp=8.0)
-    # 50 000 um at 8 um/px would be 6250 px: analysed at 50 000 / 4096 um/px instead
+    # 50 000 um at 8 um/px would be 6250 px: analysed at 50 000 / 2048 um/px instead
     assert slide.requested == [pytest.approx(50_000 / tissue_module.MAX_THUMBNAIL_PX)]
-    assert tissue.mpp == pytest.approx(50_000 / 4096)
-    assert tissue.mask.shape == (82, 4096)
+    assert tissue.mpp == pytest.approx(50_000 / 2048)
+    assert tissue.mask.shape == (41, 2048)
     assert tissue.fraction(0, 0, 40_000, 2_000) == 1.0
     assert tissue.fraction(60_000, 0, 40_000, 2_000) == 0.0
 

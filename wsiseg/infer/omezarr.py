@@ -295,14 +295,18 @@ class SegmentationWriter:
                     self._put_piece(self._labels[level], ly, lx, chunk, labels)
 
     def _scratch(self, key: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """A buffer of this thread, reused from chunk to chunk (no fresh pages per chunk and level)."""
+        """A C-contiguous ``shape`` array of this thread for ``key``, reused from chunk to chunk (no fresh
+        pages per chunk and level). One flat buffer per key serves every shape (levels, edge chunks), so
+        the scratch memory is that of one full chunk, however many chunk shapes the slide has; a key's
+        previous contents are invalid once it is asked for again."""
         bufs: dict[Any, np.ndarray] | None = getattr(self._tls, "bufs", None)
         if bufs is None:
             bufs = self._tls.bufs = {}
-        buf = bufs.get((key, shape))  # edge chunks are smaller: a few shapes per level
-        if buf is None:
-            buf = bufs[(key, shape)] = np.empty(shape, dtype)
-        return buf
+        n = math.prod(shape)
+        flat = bufs.get((key, np.dtype(dtype).str))
+        if flat is None or flat.size < n:
+            flat = bufs[(key, np.dtype(dtype).str)] = np.empty(n, dtype)
+        return flat[:n].reshape(shape)
 
     def _put_chunk(self, array: Any, coords: tuple[int, ...], data: np.ndarray) -> None:
         """Store ``data`` as zarr chunk ``coords`` of ``array`` (edge chunks: the part inside the array).

@@ -277,15 +277,28 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
         write_pool = ThreadPoolExecutor(max(1, write_workers), thread_name_prefix="wsiseg-write")
 
         def write_one(chunk: FinishedChunk) -> None:
-            if chunk.probs is None:
-                return
             t0 = time.perf_counter()
-            writer.write_chunk(chunk.box, chunk.probs)
-            stitcher.release(chunk)  # its buffer serves a later chunk (no fresh pages)
+            probs = chunk.get()  # a spilled chunk is read back only now
+            if probs is not None:
+                writer.write_chunk(chunk.box, probs)
+                stitcher.release(chunk)  # its buffer serves a later chunk (no fresh pages)
             times.add("write", time.perf_counter() - t0)
 
+        # at most this many finished chunks wait for the writers: memory stays bounded when they lag
+        max_queued = 2 * max(1, write_workers)
+        queued: list[Future[None]] = []
+
         def write(chunks: list[FinishedChunk]) -> list[Future[None]]:
-            return [write_pool.submit(write_one, ch) for ch in chunks if ch.probs is not None]
+            futures = []
+            for ch in chunks:
+                if ch.empty:
+                    continue
+                while len(queued) >= max_queued:
+                    queued.pop(0).result()
+                futures.append(write_pool.submit(write_one, ch))
+                queued.append(futures[-1])
+            queued[:] = [f for f in queued if not f.done()]
+            return futures
 
         # Saved stitcher states whose chunks are being written; the journal commits a state only once all
         # chunks finished before it are on disk. One stays in flight so stitching overlaps with writing.

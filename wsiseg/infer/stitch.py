@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,20 +122,33 @@ class Layout:
 class FinishedChunk:
     """A chunk no tile can touch any more.
 
-    ``probs`` is float32 ``(k, h, w)``: blended probabilities where some tile covered the pixel, 0 where
-    none did ("not analysed"); ``None`` when no tile touched the chunk at all.
+    :meth:`get` gives its float32 ``(k, h, w)`` blended probabilities (0 where no tile covered a pixel:
+    "not analysed"), or ``None`` when no tile touched the chunk at all (:attr:`empty`). A chunk whose
+    accumulator was spilled to disk is read back only when :meth:`get` is first called (thread-safe, e.g.
+    in a writer thread), so finishing many spilled chunks at once (a slide's last rows) costs no memory
+    until each is written.
     """
 
     i: int
     j: int
     box: tuple[int, int, int, int]
     probs: np.ndarray | None
+    loader: Callable[[], np.ndarray] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.probs is None and self.loader is None
+
+    def get(self) -> np.ndarray | None:
+        if self.probs is None and self.loader is not None:
+            self.probs, self.loader = self.loader(), None
+        return self.probs
 
 
 _MAX_RECTS = 4
-#: Default bytes of waiting accumulators kept in memory (a 20k x 20k slide at 2 um/px needs ~120 MB).
-DEFAULT_RAM_BUDGET = 192 << 20
-#: Released accumulator buffers kept per chunk shape for reuse.
+#: Default bytes of waiting accumulators kept in memory (a chunk row of a 10k x 10k slide at 2 um/px: 72 MB).
+DEFAULT_RAM_BUDGET = 96 << 20
+#: Released accumulator buffers kept for reuse (flat; any chunk shape that fits is carved out of one).
 _POOL_SIZE = 2
 
 
@@ -205,7 +219,7 @@ class Stitcher:
         self._dir = Path(work_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._ram: dict[tuple[int, int], _Acc] = {}
-        self._pool: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._pool: list[np.ndarray] = []  # flat float32 buffers
         self._pool_lock = threading.Lock()
         self._io_buf = np.empty(0, np.float32)
         self._inv = np.empty(0, np.float32)
@@ -350,9 +364,13 @@ class Stitcher:
             self._io_buf = np.empty(n, np.float32)
         return self._io_buf[:n].reshape(shape)
 
-    def _read_into(self, fh: Any, block: np.ndarray) -> None:
-        """Fill ``block`` (a view into an accumulator) with the next ``block.nbytes`` bytes of ``fh``."""
-        target = block if block.flags.c_contiguous else self._io_view(block.shape)
+    def _read_into(self, fh: Any, block: np.ndarray, own_buffer: bool = False) -> None:
+        """Fill ``block`` (a view into an accumulator) with the next ``block.nbytes`` bytes of ``fh``
+        (through the shared I/O buffer, or a private one with ``own_buffer``, for other threads)."""
+        if block.flags.c_contiguous:
+            target = block
+        else:
+            target = np.empty(block.shape, np.float32) if own_buffer else self._io_view(block.shape)
         view = target.data.cast("B")
         if fh.readinto(view) != view.nbytes:
             raise ValueError("shorter than its rectangles")
@@ -362,11 +380,13 @@ class Stitcher:
     def _new_acc(self, i: int, j: int) -> _Acc:
         y0, y1, x0, x1 = self.layout.chunk_box(i, j)
         shape = (self.n_classes + 1, y1 - y0, x1 - x0)
+        n = math.prod(shape)
         with self._pool_lock:
-            pool = self._pool.get(shape)
-            data = pool.pop() if pool else None
-        if data is None:
+            fits = [k for k, flat in enumerate(self._pool) if flat.size >= n]
+            flat = self._pool.pop(min(fits, key=lambda k: self._pool[k].size)) if fits else None
+        if flat is None:
             return _Acc(np.zeros(shape, dtype=np.float32))
+        data = flat[:n].reshape(shape)
         data.fill(0)
         return _Acc(data)
 
@@ -383,12 +403,13 @@ class Stitcher:
             self._recycle(data)
 
     def _recycle(self, data: np.ndarray) -> None:
-        if data.ndim != 3 or data.shape[0] != self.n_classes + 1 or data.dtype != np.float32:
+        """Keep the memory behind an accumulator (``data`` or the array it views) for a later chunk."""
+        owner = data if data.base is None else data.base
+        if not isinstance(owner, np.ndarray) or owner.dtype != np.float32 or not owner.flags.c_contiguous:
             return
         with self._pool_lock:
-            pool = self._pool.setdefault(data.shape, [])
-            if len(pool) < _POOL_SIZE:
-                pool.append(data)
+            if len(self._pool) < _POOL_SIZE and not any(np.shares_memory(owner, b) for b in self._pool):
+                self._pool.append(owner.reshape(-1))
 
     def _get(self, i: int, j: int) -> _Acc:
         acc = self._ram.get((i, j))
@@ -397,22 +418,26 @@ class Stitcher:
         acc = self._new_acc(i, j)
         if (i, j) in self._spilled:
             layers = self._spilled.pop((i, j))
-            try:
-                for fname, rects in layers:
-                    with open(self._dir / fname, "rb") as fh:
-                        for y0, y1, x0, x1 in rects:
-                            self._read_into(fh, acc.data[:, y0:y1, x0:x1])
-                        if fh.read(1):
-                            raise ValueError("longer than its rectangles")
-            except (OSError, ValueError) as exc:
-                raise OutputError(f"the resume state in {self._dir} is damaged ({exc}); "
-                                  "pass --overwrite to start again") from exc
+            self._read_layers(acc.data, layers)
             for _, rects in layers:
                 for r in rects:
                     acc.rects = _add_rect(acc.rects, *r)
             acc.layers = layers
         self._ram[(i, j)] = acc
         return acc
+
+    def _read_layers(self, data: np.ndarray, layers: list[Layer], own_buffer: bool = False) -> None:
+        """Apply saved ``layers`` (files of rectangles, in order) to the zeroed accumulator ``data``."""
+        try:
+            for fname, rects in layers:
+                with open(self._dir / fname, "rb") as fh:
+                    for y0, y1, x0, x1 in rects:
+                        self._read_into(fh, data[:, y0:y1, x0:x1], own_buffer)
+                    if fh.read(1):
+                        raise ValueError("longer than its rectangles")
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"the resume state in {self._dir} is damaged ({exc}); "
+                              "pass --overwrite to start again") from exc
 
     def _accumulate(self, row: int, col: int, probs: np.ndarray) -> None:
         lay = self.layout
@@ -476,19 +501,31 @@ class Stitcher:
 
     def _finalise(self, i: int, j: int) -> FinishedChunk:
         box = self.layout.chunk_box(i, j)
-        if (i, j) not in self._ram and (i, j) not in self._spilled:
+        if (i, j) in self._spilled:  # read back (and normalised) by whoever writes it, when it does
+            layers = self._spilled.pop((i, j))
+
+            def load() -> np.ndarray:
+                acc = self._new_acc(i, j)
+                self._read_layers(acc.data, layers, own_buffer=True)
+                return self._normalise(acc.data, np.empty(acc.data.shape[1:], np.float32))
+
+            return FinishedChunk(i, j, box, None, load)
+        if (i, j) not in self._ram:
             return FinishedChunk(i, j, box, None)
-        acc = self._get(i, j)
-        del self._ram[(i, j)]
+        acc = self._ram.pop((i, j))
+        n = acc.data[0].size
+        if self._inv.size < n:
+            self._inv = np.empty(n, np.float32)
+        return FinishedChunk(i, j, box, self._normalise(acc.data, self._inv[:n].reshape(acc.data.shape[1:])))
+
+    def _normalise(self, data: np.ndarray, inv: np.ndarray) -> np.ndarray:
+        """The probabilities ``sum(w * p) / sum(w)`` of a finished accumulator ``(k + 1, h, w)``, in place:
+        a ``(k, h, w)`` view of ``data``. ``inv`` is a float32 ``(h, w)`` scratch plane."""
         k = self.n_classes
-        weight = acc.data[k]
-        if self._inv.size < weight.size:
-            self._inv = np.empty(weight.size, np.float32)
-        inv = self._inv[:weight.size].reshape(weight.shape)
         # covered pixels have weight >= MIN_WEIGHT**2, so this is 1 / weight there; uncovered ones hold
         # probability sums of exactly 0, which stay 0
-        np.maximum(weight, np.float32(1e-30), out=inv)
+        np.maximum(data[k], np.float32(1e-30), out=inv)
         np.divide(np.float32(1.0), inv, out=inv)
-        probs = acc.data[:k]
-        probs *= inv  # in place: the accumulator is finished
-        return FinishedChunk(i, j, box, probs)
+        probs = data[:k]
+        probs *= inv
+        return probs

@@ -26,7 +26,7 @@ MAX_THRESHOLD = 0.12
 MIN_THUMBNAIL_PX = 512
 #: Thumbnails for tissue detection have at most this many pixels along the longer side: larger slides are
 #: analysed at a coarser mpp, so the memory of detection is bounded whatever the slide size.
-MAX_THUMBNAIL_PX = 4096
+MAX_THUMBNAIL_PX = 2048
 #: Pixels darker than this (max RGB) are pen marks, folds or slide edges, not tissue, unless saturated.
 DARK_VALUE = 0.12
 #: Rows of the thumbnail processed at once by the per-pixel passes, so their float and index temporaries
@@ -141,8 +141,8 @@ def detect_tissue(slide: Slide, mpp: float = 8.0, *, min_area_um2: float = 20_00
     ``mpp`` is a target, bounded on both sides: small slides and images are analysed on a finer thumbnail
     with at least :data:`MIN_THUMBNAIL_PX` pixels along its longer side (never finer than level 0), and
     large slides on a coarser one with at most :data:`MAX_THUMBNAIL_PX` pixels along its longer side (a
-    100 000 px slide at 0.5 um/px is analysed at 12.2 um/px rather than 8), so memory does not grow with
-    the slide. The returned mask's ``mpp`` says which resolution was used.
+    100 000 px slide at 0.5 um/px is analysed at 24.4 um/px rather than 8, still ~20 px across a 1024 px
+    tile), so memory does not grow with the slide. The returned mask's ``mpp`` says which resolution was used.
 
     Saturation (HSV) thresholded by Otsu, clipped to ``min_saturation`` .. :data:`MAX_THRESHOLD` (so a
     blank slide has no tissue and pale tissue is kept), very dark unsaturated pixels dropped, then
@@ -152,7 +152,7 @@ def detect_tissue(slide: Slide, mpp: float = 8.0, *, min_area_um2: float = 20_00
 
     Memory: the RGB thumbnail (3 bytes per pixel, at most ``MAX_THUMBNAIL_PX ** 2`` pixels) plus about
     4 bytes per pixel while detecting (see :func:`tissue_from_rgb`), then the mask and its summed-area
-    table (5 bytes per pixel): about 120 MB at most, whatever the slide size. Reading the thumbnail
+    table (5 bytes per pixel): about 50 MB at most, whatever the slide size. Reading the thumbnail
     (:meth:`Slide.thumbnail`, by blocks) has its own peak, also bounded by the cap.
     """
     w0, h0 = slide.dimensions
