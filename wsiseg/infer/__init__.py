@@ -9,10 +9,10 @@ from wsiseg.infer.batch import BatchResult, ModelSpec, segment_slides
 from wsiseg.infer.blending import BlendWindow, blend_window
 from wsiseg.infer.omezarr import NgffVersion, Segmentation, SegmentationWriter, open_segmentation
 from wsiseg.infer.pipeline import StageTimes
-from wsiseg.infer.predictor import Predictor
 from wsiseg.infer.reference_models import ColourModel, NullModel
 from wsiseg.infer.segment import SegmentResult, preview_path, segment_slide
 from wsiseg.infer.stitch import FinishedChunk, Layout, Stitcher
+from wsiseg.predictor import Predictor
 
 __all__ = [
     "BatchResult",

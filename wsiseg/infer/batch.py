@@ -30,8 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 from wsiseg.errors import ConfigError, WsisegError
-from wsiseg.infer.predictor import Predictor
 from wsiseg.infer.segment import SegmentResult, segment_slide
+from wsiseg.predictor import Predictor
 
 #: ``ModelSpec.checkpoint`` value selecting :class:`~wsiseg.infer.reference_models.NullModel`.
 NULL_MODEL = "null"

@@ -1,4 +1,4 @@
-"""Torch-free reference models implementing :class:`~wsiseg.infer.predictor.Predictor`.
+"""Torch-free reference models implementing :class:`~wsiseg.predictor.Predictor`.
 
 - :class:`NullModel` predicts constant probabilities; it measures what the pipeline around a model (reading,
   tissue check, stitching, writing) sustains, and is ``wsiseg segment --model null``.

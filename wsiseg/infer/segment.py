@@ -25,8 +25,8 @@ from wsiseg.infer.blending import BlendWindow, blend_window
 from wsiseg.infer.journal import WORK_DIR, Journal
 from wsiseg.infer.omezarr import NgffVersion, SegmentationWriter
 from wsiseg.infer.pipeline import StageTimes, run_pipeline
-from wsiseg.infer.predictor import Predictor
 from wsiseg.infer.stitch import FinishedChunk, Layout, Stitcher
+from wsiseg.predictor import Predictor
 
 #: Bytes of the slide file hashed for the provenance checksum.
 HEAD_BYTES = 1 << 20
@@ -158,7 +158,7 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path, *, 
 
     Args:
         slide_path: any slide :func:`wsiseg.slide.open_slide` reads.
-        model: a :class:`~wsiseg.infer.predictor.Predictor`.
+        model: a :class:`~wsiseg.predictor.Predictor`.
         out: the ``.zarr`` directory to write; a finished one raises :class:`OutputExistsError` unless
             ``overwrite``; an unfinished one from the same slide/model/parameters is resumed.
         mpp: analysis resolution in um/px (default: the model's); tile_size: tile side in pixels at

@@ -21,7 +21,6 @@ from wsiseg.model.checkpoint import (
 from wsiseg.model.official import load_hipt_weights, load_sam_weights
 from wsiseg.model.predictor import (
     Precision,
-    Predictor,
     SamPathPredictor,
     load_model,
     resolve_device,
@@ -29,6 +28,7 @@ from wsiseg.model.predictor import (
 )
 from wsiseg.model.presets import MODEL_PRESETS, PATHOLOGY_ENCODERS, SAM_ENCODERS
 from wsiseg.model.sam_path import ModelConfig, SamPath, Variant, logits_to_probs
+from wsiseg.predictor import Predictor
 
 __all__ = [
     "IMAGENET_MEAN",

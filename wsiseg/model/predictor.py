@@ -1,4 +1,5 @@
-"""The inference interface consumed by :mod:`wsiseg.infer`: RGB uint8 tiles in, class probabilities out."""
+"""SAM-Path as a :class:`~wsiseg.predictor.Predictor` (RGB uint8 tiles in, class probabilities out);
+loading it from a checkpoint."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import enum
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,36 +19,6 @@ from wsiseg.errors import ClassMismatchError, ConfigError
 from wsiseg.model._io import sha256_file
 from wsiseg.model.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint
 from wsiseg.model.sam_path import SamPath, logits_to_probs
-
-
-@runtime_checkable
-class Predictor(Protocol):
-    """What a segmentation model offers to the tiling engine.
-
-    ``classes``: the k output classes; ``mpp``: resolution it was trained at (um/px) or None;
-    ``tile_size``: default tile side (pixels at ``mpp``); ``device``: torch device string;
-    ``output_stride``: tile pixels per pixel of the model's own output grid.
-    """
-
-    classes: ClassList
-    mpp: float | None
-    tile_size: int
-    device: str
-    output_stride: int
-
-    def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, s, s)`` float32 probabilities summing to 1 over k
-        (``s = out_size``, default ``H``)."""
-        ...
-
-    def predict_with_iou(self, tiles: np.ndarray,
-                         out_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Like :meth:`predict`, plus the predicted IoU per class ``(N, k)`` float32."""
-        ...
-
-    def provenance(self) -> dict[str, Any]:
-        """JSON-serialisable description: model name/config, weights sha256, version."""
-        ...
 
 
 class Precision(str, enum.Enum):
@@ -113,7 +84,7 @@ def native_output_stride(tile_size: int, input_size: int) -> int:
 
 
 class SamPathPredictor:
-    """A :class:`Predictor` around a :class:`SamPath` model (moved to ``device``, eval mode).
+    """A :class:`~wsiseg.predictor.Predictor` around a :class:`SamPath` model (on ``device``, eval mode).
 
     Memory is bounded by the batch the caller passes to :meth:`predict`. ``output_stride`` is 4 for tiles
     of the model's input size: SAM-Path's logits are ``(S / 4, S / 4)``; asking :meth:`predict` for that
@@ -204,7 +175,7 @@ def load_model(path: str | os.PathLike[str], device: str = "auto",
                hipt_checkpoint: str | os.PathLike[str] | None = None, *,
                classes: ClassList | None = None,
                precision: Precision | str = Precision.FP32) -> SamPathPredictor:
-    """Load a ``.wsiseg`` checkpoint as a ready :class:`Predictor`.
+    """Load a ``.wsiseg`` checkpoint as a ready :class:`~wsiseg.predictor.Predictor`.
 
     Slim checkpoints need the official SAM/HIPT files they were trained from (sha256-checked).
     ``classes`` (optional) must have the checkpoint's class count. Raises CheckpointError,

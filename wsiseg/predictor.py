@@ -1,4 +1,9 @@
-"""The model interface :mod:`wsiseg.infer` consumes (structural; :mod:`wsiseg.model` implements it)."""
+"""The model interface: what :mod:`wsiseg.infer` and :mod:`wsiseg.train.evaluate` consume.
+
+Structural and torch-free, so the slide side never imports a model: :class:`wsiseg.model.SamPathPredictor`
+implements it, as do the reference models in :mod:`wsiseg.infer.reference_models`. It lives at the top
+level because :mod:`wsiseg.model` may not import :mod:`wsiseg.infer`, yet both name it.
+"""
 
 from __future__ import annotations
 
