@@ -15,8 +15,9 @@ from wsiseg.errors import DatasetError
 RGB = tuple[int, int, int]
 
 
-def read_structured(path: Path) -> dict[str, Any]:
-    """A YAML or JSON file holding a mapping; :class:`DatasetError` when missing or malformed."""
+def read_structured(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A YAML or JSON file holding a mapping; :class:`DatasetError` when missing or malformed, or when it
+    has top-level keys other than ``keys`` (when given)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -29,6 +30,9 @@ def read_structured(path: Path) -> dict[str, Any]:
                            f"{str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise DatasetError(f"{path} must hold a mapping at the top level")
+    unknown = set(data) - set(keys or data)
+    if unknown:
+        raise DatasetError(f"{path}: unknown key(s) {sorted(unknown)}; expected {', '.join(keys or ())}")
     return data
 
 
@@ -40,10 +44,7 @@ def _color(value: Any, where: str) -> RGB:
 
 def read_mapping_file(path: Path) -> tuple[dict[str, list[int]], dict[str, RGB]]:
     """A BCSS grouping file: ``classes: {name: [codes]}``, optional ``colors: {name: [r, g, b]}``."""
-    data = read_structured(path)
-    unknown = set(data) - {"classes", "colors"}
-    if unknown:
-        raise DatasetError(f"{path}: unknown key(s) {sorted(unknown)}; expected classes, colors")
+    data = read_structured(path, ("classes", "colors"))
     groups = data.get("classes")
     if not isinstance(groups, dict) or not groups:
         raise DatasetError(f"{path}: 'classes' must map class names to lists of mask codes")
@@ -69,10 +70,7 @@ def read_class_map(path: Path) -> tuple[ClassList, np.ndarray, np.ndarray]:
     ``lut`` maps every mask value 0..255 to a class index (ignore values -> ``ignore_index``); ``known`` marks
     the values the file names (other values in a mask are an error).
     """
-    data = read_structured(path)
-    unknown = set(data) - {"classes", "ignore"}
-    if unknown:
-        raise DatasetError(f"{path}: unknown key(s) {sorted(unknown)}; expected classes, ignore")
+    data = read_structured(path, ("classes", "ignore"))
     entries = data.get("classes")
     if not isinstance(entries, list) or not entries:
         raise DatasetError(f"{path}: 'classes' must be a list of {{name, value(s), color}} entries")
