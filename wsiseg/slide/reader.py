@@ -32,6 +32,11 @@ _UNIT_SCALE_TOLERANCE = 1e-6
 _THUMBNAIL_BLOCK_L = 4096
 
 
+def _copy_into(out: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    out[...] = pixels
+    return out
+
+
 class Slide:
     """A whole-slide image (or a plain image as a one-level slide) with a known level-0 resolution.
 
@@ -132,16 +137,6 @@ class Slide:
 
     def _read(self, x0: float, y0: float, width_t: int, height_t: int, mpp: float,
               out: np.ndarray | None = None) -> np.ndarray:
-        if out is not None:
-            _check_mpp(mpp)
-            if out.flags.c_contiguous and self._native(x0, y0, mpp):
-                level = self.best_level(mpp)
-                ds = self._backend.level_downsamples[level]
-                self._backend.read_level_into(out, round(math.floor(x0 / ds + 1e-9) * ds),
-                                              round(math.floor(y0 / ds + 1e-9) * ds), level)
-            else:
-                out[...] = self._read(x0, y0, width_t, height_t, mpp)
-            return out
         _check_mpp(mpp)
         if width_t <= 0 or height_t <= 0:
             raise ValueError(f"region size must be positive, got {width_t}x{height_t}")
@@ -152,8 +147,13 @@ class Slide:
         lx, ly = x0 / ds, y0 / ds
         lxi, lyi = math.floor(lx + 1e-9), math.floor(ly + 1e-9)
         ox, oy = lx - lxi, ly - lyi
-        if self._native(x0, y0, mpp):
-            return self._backend.read_level(round(lxi * ds), round(lyi * ds), level, width_t, height_t)
+        if (abs(fx - 1) < _UNIT_SCALE_TOLERANCE and abs(fy - 1) < _UNIT_SCALE_TOLERANCE
+                and ox < 1e-6 and oy < 1e-6):  # the level's own pixels: no resize at all
+            if out is not None and out.flags.c_contiguous:
+                self._backend.read_level_into(out, round(lxi * ds), round(lyi * ds), level)
+                return out
+            pixels = self._backend.read_level(round(lxi * ds), round(lyi * ds), level, width_t, height_t)
+            return pixels if out is None else _copy_into(out, pixels)
         wl, hl = width_t * fx, height_t * fy
         shrinking = fx >= 1 and fy >= 1
         ix, iy = round(fx), round(fy)
@@ -162,26 +162,18 @@ class Slide:
             # Whole-pixel aligned integer factor: Pillow's reduce() is the exact box mean and ~3x faster.
             pixels = self._backend.read_level(round(lxi * ds), round(lyi * ds), level, width_t * ix,
                                               height_t * iy)
-            return np.asarray(Image.fromarray(pixels).reduce((ix, iy))).copy()
-        # The box filter needs exactly the covered level pixels; bicubic enlargement needs 2 more each side.
-        m = 0 if shrinking else 2
-        read_w, read_h = math.ceil(ox + wl - 1e-9) + 2 * m, math.ceil(oy + hl - 1e-9) + 2 * m
-        pixels = self._backend.read_level(round((lxi - m) * ds), round((lyi - m) * ds), level, read_w, read_h)
-        resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
-        box = (ox + m, oy + m, ox + m + wl, oy + m + hl)
-        image = Image.fromarray(pixels).resize((width_t, height_t), resample, box=box)
-        return np.asarray(image).copy()
-
-    def _native(self, x0: float, y0: float, mpp: float) -> bool:
-        """Whether a read at ``mpp`` from level-0 ``(x0, y0)`` is a plain read of its level's own pixels
-        (resolution equal to the level's, origin on a whole level pixel): no resize at all."""
-        level = self.best_level(mpp)
-        ds = self._backend.level_downsamples[level]
-        fx, fy = mpp / (self._mpp[0] * ds), mpp / (self._mpp[1] * ds)
-        lx, ly = x0 / ds, y0 / ds
-        ox, oy = lx - math.floor(lx + 1e-9), ly - math.floor(ly + 1e-9)
-        return (abs(fx - 1) < _UNIT_SCALE_TOLERANCE and abs(fy - 1) < _UNIT_SCALE_TOLERANCE
-                and ox < 1e-6 and oy < 1e-6)
+            image = Image.fromarray(pixels).reduce((ix, iy))
+        else:
+            # The box filter needs exactly the covered level pixels; bicubic enlargement needs 2 more each
+            # side.
+            m = 0 if shrinking else 2
+            read_w, read_h = math.ceil(ox + wl - 1e-9) + 2 * m, math.ceil(oy + hl - 1e-9) + 2 * m
+            pixels = self._backend.read_level(round((lxi - m) * ds), round((lyi - m) * ds), level, read_w,
+                                              read_h)
+            resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
+            box = (ox + m, oy + m, ox + m + wl, oy + m + hl)
+            image = Image.fromarray(pixels).resize((width_t, height_t), resample, box=box)
+        return np.asarray(image).copy() if out is None else _copy_into(out, np.asarray(image))
 
     def thumbnail(self, mpp: float) -> np.ndarray:
         """The whole slide at ``mpp`` um/px as RGB uint8 ``(height_t, width_t, 3)`` (see :meth:`size_at`).
