@@ -33,6 +33,7 @@ _THUMBNAIL_BLOCK_L = 4096
 
 
 def _copy_into(out: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` copied into ``out`` (same shape); returns ``out``."""
     out[...] = pixels
     return out
 
