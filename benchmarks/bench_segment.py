@@ -199,7 +199,8 @@ def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: 
 
 
 def section_b(slide_path: Path, large: Path, cache: Path, workers: int, batch: int, device: str,
-              precision: str, real_preset: str, real_input: int, real_tiles: int) -> dict[str, Any]:
+              precision: str, real_preset: str, real_input: int, real_tiles: int,
+              real_mpp: float = 1.0) -> dict[str, Any]:
     """Tiny preset over the whole ``large`` slide (fixed per-slide costs amortised); the real preset on
     ``real_tiles`` tiles of ``slide_path``."""
     import torch
@@ -222,9 +223,9 @@ def section_b(slide_path: Path, large: Path, cache: Path, workers: int, batch: i
     if real_preset:
         torch.manual_seed(0)  # random weights: speed does not depend on them
         real = SamPath(ModelConfig.from_preset(real_preset, len(SYNTHETIC_CLASSES), input_size=real_input))
-        pred = SamPathPredictor(real, SYNTHETIC_CLASSES, mpp=1.0, tile_size=real_input, device=device,
+        pred = SamPathPredictor(real, SYNTHETIC_CLASSES, mpp=real_mpp, tile_size=real_input, device=device,
                                 precision=precision)
-        out["real"] = _efficiency(f"{real_preset} at {real_input} px", slide_path, pred, 1.0, real_input,
+        out["real"] = _efficiency(f"{real_preset} at {real_input} px", slide_path, pred, real_mpp, real_input,
                                   real_input // 8, workers, batch, real_tiles, 2)
     return out
 
@@ -270,6 +271,7 @@ def main() -> None:
     ap.add_argument("--real-preset", default="sam_path_vit_b", help="real architecture for (b); '' to skip")
     ap.add_argument("--real-input-size", type=int, default=512, help="its input size (1024 on a GPU)")
     ap.add_argument("--real-tiles", type=int, default=16, help="tiles it segments (256 on a GPU)")
+    ap.add_argument("--real-mpp", type=float, default=1.0, help="its tiles' resolution, um/px")
     ap.add_argument("--read-workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--sections", default="abc")
@@ -283,7 +285,7 @@ def main() -> None:
     if "b" in args.sections and small is not None:
         results["b"] = section_b(small, large, args.cache_dir, args.read_workers, args.batch_size,
                                  args.device, args.precision, args.real_preset, args.real_input_size,
-                                 args.real_tiles)
+                                 args.real_tiles, args.real_mpp)
     if "c" in args.sections:
         sizes = [int(v) for v in args.rss_sizes.split(",") if v]
         results["c"] = section_c([synthetic(args.cache_dir, n) for n in sizes], args.read_workers,

@@ -8,13 +8,16 @@ import torch
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
+from wsiseg.model.attention import AttentionKernel, RelPosAttention
+
 
 class SamImageEncoder(ImageEncoderViT):  # type: ignore[misc]
     """SAM's ``ImageEncoderViT`` whose neck is replaced by the identity.
 
     The parameter names are those of segment-anything's ``image_encoder.*`` minus ``neck.*``, so official
     weights load key for key. ``forward(images (B, 3, S, S)) -> features (B, C, S/16, S/16)`` (the
-    pre-neck tokens, permuted to channels-first by the parent's forward).
+    pre-neck tokens, permuted to channels-first by the parent's forward). Attention runs through fused
+    kernels (:mod:`wsiseg.model.attention`); ``attention`` picks how.
     """
 
     def __init__(
@@ -28,6 +31,7 @@ class SamImageEncoder(ImageEncoderViT):  # type: ignore[misc]
         window_size: int = 14,
         patch_size: int = 16,
         mlp_ratio: float = 4.0,
+        attention: AttentionKernel = AttentionKernel.FOLDED,
     ) -> None:
         super().__init__(
             img_size=img_size,
@@ -43,8 +47,17 @@ class SamImageEncoder(ImageEncoderViT):  # type: ignore[misc]
             window_size=window_size,
         )
         self.neck = nn.Identity()
+        for blk in self.blocks:
+            grid = blk.attn.rel_pos_h.shape[0] // 2 + 1, blk.attn.rel_pos_w.shape[0] // 2 + 1
+            blk.attn = RelPosAttention(embed_dim, num_heads, grid, attention)
         self.out_channels = embed_dim
         self.patch_size = patch_size
+
+    def set_attention(self, kernel: AttentionKernel, pad_values: bool = True) -> None:
+        """Compute every block's attention with ``kernel`` (the function stays the same)."""
+        for blk in self.blocks:
+            blk.attn.kernel = AttentionKernel(kernel)
+            blk.attn.pad_values = pad_values
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` normalised images -> ``(B, C, S/16, S/16)`` pre-neck features."""

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU benchmarks as one script, for a lent CUDA machine whose python3 has torch (see README,
+# "Benchmarks"). Wheels of the other dependencies travel in .whl/ (a stub rasterio in .whl/stub: segment
+# does not vectorise). Figures go to stdout and, one log per step, to $OUT (default ./gpu-results).
+set -u
+OUT=${OUT:-gpu-results}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/.whl/stub:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"; }
+step attention 200 python3 benchmarks/bench_attention.py --device cuda --precision bf16 --batches 8,16,32
+step model 120 python3 benchmarks/bench_model.py --device cuda --precision bf16 --batch 16 --repeats 5 \
+  --presets sam_path_vit_b,sam_vit_b_only,hipt_only
+step segment 200 python3 benchmarks/bench_segment.py --sections b --device cuda --precision bf16 \
+  --real-preset sam_path_vit_b --real-input-size 1024 --real-mpp 0.5 --real-tiles 512 --size 20000 \
+  --small-size 20000 --batch-size 16 --read-workers 8 --cache-dir /tmp/wsiseg-bench
+step compile 150 python3 benchmarks/bench_attention.py --device cuda --precision bf16 --batches 32 \
+  --skip-blocks --compile --repeats 5
