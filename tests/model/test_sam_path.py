@@ -15,6 +15,7 @@ from wsiseg.model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ModelConfig,
+    ModelLayout,
     Predictor,
     SamPath,
     SamPathPredictor,
@@ -37,21 +38,28 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize(("variant", "channels"), [(Variant.SAM_PATH, 64 + 48), (Variant.SAM_ONLY, 64),
-                                                   (Variant.PATHOLOGY_ONLY, 48)])
+@pytest.mark.parametrize(("variant", "channels"), [
+    (Variant.SAM_PATH, 64 + 48), (Variant.FINETUNED_SAM, 256), (Variant.PATHOLOGY_ONLY, 48),
+    (Variant.SAM_PRE_NECK, 64)])
 def test_variants_build_and_forward(variant: Variant, channels: int) -> None:
     model = tiny(variant, k=4)
     assert (model.sam_encoder is None) == (variant is Variant.PATHOLOGY_ONLY)
-    assert (model.pathology_encoder is None) == (variant is Variant.SAM_ONLY)
+    assert (model.pathology_encoder is None) == (variant in (Variant.FINETUNED_SAM, Variant.SAM_PRE_NECK))
     assert model.feature_channels == channels
-    assert model.reduction.layers[0].in_channels == channels
+    if variant is Variant.FINETUNED_SAM:  # SAM's own neck feeds the decoder; there is no R
+        assert model.reduction is None and model.sam_encoder is not None and model.sam_encoder.has_neck
+    else:
+        assert model.reduction is not None and model.reduction.layers[0].in_channels == channels
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         feats = model.encode(x)
         logits, iou = model(x)
         logits2, iou2 = model.decode(feats)
     assert feats.shape == (2, channels, 8, 8)
-    assert logits.shape == (2, 4, 32, 32) and iou.shape == (2, 4)
+    # 4 classes + the reference's "unlabeled" channel 0
+    assert model.num_channels == 5
+    assert logits.shape == (2, 5, 32, 32) and iou.shape == (2, 5)
+    assert torch.equal(model.class_logits(logits), logits[:, 1:])
     assert torch.equal(logits, logits2) and torch.equal(iou, iou2)
     # images in a batch are independent (SAM's own predict_masks would mix a batch of token sets)
     with torch.no_grad():
@@ -67,14 +75,14 @@ def test_encode_concatenates_fs_then_fp() -> None:
         assert model.sam_encoder is not None and model.pathology_encoder is not None
         fs = model.sam_encoder.neck(model.sam_encoder.blocks[-1](
             model.sam_encoder.blocks[0](model.sam_encoder.patch_embed(x) + model.sam_encoder.pos_embed)))
-        fp_tokens = model.pathology_encoder.forward_features(x)[:, 1:]  # drop CLS
+        fp = model.pathology_encoder(x)
     torch.testing.assert_close(feats[:, :64], fs.permute(0, 3, 1, 2))
-    # token t of the ViT is grid cell (row t // G, col t % G)
-    torch.testing.assert_close(feats[0, 64:, 2, 5], fp_tokens[0, 2 * 8 + 5])
+    torch.testing.assert_close(feats[:, 64:], fp)
 
 
 def test_reduction_is_conv_ln_conv_ln() -> None:
     model = tiny()
+    assert model.reduction is not None
     r = model.reduction.layers
     assert [type(m).__name__ for m in r] == ["Conv2d", "LayerNorm2d", "Conv2d", "LayerNorm2d"]
     assert r[0].kernel_size == (1, 1) and r[0].bias is None and r[0].out_channels == 256
@@ -88,11 +96,13 @@ def test_reduction_is_conv_ln_conv_ln() -> None:
 
 
 def test_decoder_slots_and_prompts() -> None:
+    """REFERENCE section 9: k classes -> k + 1 channels (0 = "unlabeled") -> k + 2 mask tokens, each with
+    its own hypernetwork MLP, and an IoU head ending in Linear(256, k + 2); token 0 is dropped."""
     model = tiny(k=5)
     dec = model.mask_decoder
-    assert dec.mask_tokens.weight.shape == (6, 256)
-    assert len(dec.output_hypernetworks_mlps) == 6
-    assert dec.iou_prediction_head.layers[-1].out_features == 6
+    assert dec.mask_tokens.weight.shape == (7, 256)
+    assert len(dec.output_hypernetworks_mlps) == 7
+    assert dec.iou_prediction_head.layers[-1].out_features == 7
     # the dense prompt is no_mask_embed broadcast over the grid; the PE is SAM's random-Fourier grid
     dense = model.prompt_encoder.dense_prompt(2)
     assert dense.shape == (2, 256, 8, 8)
@@ -107,6 +117,7 @@ def test_decoder_slots_and_prompts() -> None:
 def test_frozen_encoders_get_no_gradient_and_do_not_change() -> None:
     model = tiny(size=128)
     model.train()
+    assert model.reduction is not None
     assert model.training and model.reduction.training and model.mask_decoder.training
     assert model.sam_encoder is not None and model.pathology_encoder is not None
     assert not model.sam_encoder.training and not model.pathology_encoder.training
@@ -120,7 +131,7 @@ def test_frozen_encoders_get_no_gradient_and_do_not_change() -> None:
                                                                                           "mask_decoder"}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     x = torch.randn(2, 3, 128, 128)
-    target = torch.randint(0, 3, (2, 32, 32))
+    target = torch.randint(0, 4, (2, 32, 32))
     logits, iou = model(x)
     loss = F.cross_entropy(logits, target) + iou.square().mean()
     loss.backward()
@@ -161,13 +172,15 @@ def test_predictor_matches_manual_pipeline() -> None:
     probs, iou = pred.predict_with_iou(tiles)
     assert probs.dtype == np.float32 and probs.shape == (3, 3, 96, 96) and iou.shape == (3, 3)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
-    # by hand: 0..1, bilinear resize to 128, ImageNet normalisation, forward, upsample, softmax
+    # by hand (the reference's order): 0..1, ImageNet normalisation, bilinear resize to 128, forward,
+    # the real classes' logits (channel 0, "unlabeled", left out) upsampled, softmax
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255
-    x = F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)
     x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
         1, 3, 1, 1)
+    x = F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)
     with torch.no_grad():
         logits, iou_ref = model(x)
+    logits, iou_ref = logits[:, 1:], iou_ref[:, 1:]
     ref = torch.softmax(F.interpolate(logits, size=(96, 96), mode="bilinear", align_corners=False), 1)
     np.testing.assert_allclose(probs, ref.numpy(), atol=1e-5)
     np.testing.assert_allclose(iou, iou_ref.numpy(), atol=1e-5)
@@ -200,10 +213,14 @@ def test_to_model_input_values() -> None:
     expected = [(1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], -IMAGENET_MEAN[1] / IMAGENET_STD[1],
                 -IMAGENET_MEAN[2] / IMAGENET_STD[2]]
     torch.testing.assert_close(x[0, :, 2, 1], torch.tensor(expected))
-    # shrinking is antialiased: stripes 255,0,0,0 (period 4) at 16 -> 4 px average to 255/4 inside
-    # (plain bilinear would sample between pixels 1 and 2 and give 0)
     stripes = np.tile(np.array([255, 0, 0, 0], np.uint8), (16, 4))
-    x = to_model_input(torch.from_numpy(np.stack([stripes] * 3, -1)[None]), 4, (0, 0, 0), (1, 1, 1))
+    rgb = torch.from_numpy(np.stack([stripes] * 3, -1)[None])
+    # the reference (REFERENCE section 9): plain bilinear, which samples between pixels 1 and 2 of each
+    # period of stripes 255,0,0,0 at 16 -> 4 px and gives 0 there
+    x = to_model_input(rgb, 4, (0, 0, 0), (1, 1, 1))
+    torch.testing.assert_close(x, torch.zeros(1, 3, 4, 4))
+    # layout v1: antialiased shrinking averages the period to 255/4
+    x = to_model_input(rgb, 4, (0, 0, 0), (1, 1, 1), antialias=True)
     torch.testing.assert_close(x[..., 1:3], torch.full((1, 3, 4, 2), 0.25))
 
 
@@ -247,23 +264,33 @@ def test_bf16_autocast_on_cpu_close_to_fp32() -> None:
 
 def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="needs"):
-        ModelConfig(Variant.SAM_ONLY, "sam_tiny", "hipt_tiny", 3, 128)
+        ModelConfig(Variant.SAM_PRE_NECK, "sam_tiny", "hipt_tiny", 3, 128)
     with pytest.raises(ConfigError, match="multiple of 16"):
         ModelConfig.from_preset("tiny", 3, input_size=100)
     with pytest.raises(ConfigError, match="unknown model preset"):
         ModelConfig.from_preset("huge", 3)
     with pytest.raises(ConfigError, match="unknown SAM encoder preset"):
-        SamPath(ModelConfig(Variant.SAM_ONLY, "sam_vit_x", None, 3, 128))
+        SamPath(ModelConfig(Variant.SAM_PRE_NECK, "sam_vit_x", None, 3, 128))
     cfg = ModelConfig.from_preset("sam_path_vit_b", 5)
-    assert (cfg.sam, cfg.hipt, cfg.input_size) == ("sam_vit_b", "hipt_vit_s", 1024)
+    assert (cfg.sam, cfg.hipt, cfg.input_size, cfg.layout) == ("sam_vit_b", "hipt_vit_s", 1024,
+                                                               ModelLayout.REFERENCE)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    # wsiseg 0.1 configs: no layout (-> v1) and "sam_only" (-> sam_pre_neck, its new name)
+    old = {"variant": "sam_only", "sam": "sam_tiny", "hipt": None, "num_classes": 3, "input_size": 128}
+    assert ModelConfig.from_dict(old) == ModelConfig(Variant.SAM_PRE_NECK, "sam_tiny", None, 3, 128,
+                                                     layout=ModelLayout.V1)
     assert ModelConfig.from_preset("sam_path_vit_b", 5, variant="sam_only").hipt is None
+    assert ModelConfig.from_preset("sam_vit_b_only", 5).variant is Variant.FINETUNED_SAM
+    with pytest.raises(ConfigError, match="no encoder for variant"):
+        ModelConfig.from_preset("hipt_only", 5, variant="sam_path")
+    with pytest.raises(ConfigError, match="unknown variant"):
+        ModelConfig.from_preset("tiny", 5, variant="sam")
 
 
 def test_full_size_parameter_counts_equal_segment_anything_and_timm() -> None:
     with torch.device("meta"):
         sam = build_sam_vit_b()
-        ours = SamPath(ModelConfig.from_preset("sam_path_vit_b", 3))
+        ours = SamPath(ModelConfig.from_preset("sam_path_vit_b", 2))
         vit_s = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
         hipt_224 = hipt_vit_s(224)
         encoders = {"sam_vit_l": (sam_vit_l(), 1024, 24), "sam_vit_h": (sam_vit_h(), 1280, 32)}
@@ -271,12 +298,13 @@ def test_full_size_parameter_counts_equal_segment_anything_and_timm() -> None:
     assert n_params(ours.sam_encoder) == n_params(sam.image_encoder) - n_params(sam.image_encoder.neck)
     assert n_params(ours.sam_encoder) == 88_883_456  # ViT-B: 89,670,912 with its 787,456-parameter neck
     assert n_params(ours.mask_decoder.transformer) == n_params(sam.mask_decoder.transformer)
-    assert n_params(ours.mask_decoder) == n_params(sam.mask_decoder)  # k = 3: same slots as SAM
+    # k = 2 classes + "unlabeled" = 3 channels: the same 4 slots as SAM's decoder
+    assert n_params(ours.mask_decoder) == n_params(sam.mask_decoder)
     assert n_params(hipt_224) == n_params(vit_s) == 21_665_664  # HIPT ViT-S/16 at its 224 pretraining size
-    # at 1024 only the position embeddings grow: 14x14 -> 64x64 grid
-    assert n_params(ours.pathology_encoder) == n_params(vit_s) + (64 * 64 - 14 * 14) * 384
+    # the 14x14 position table is stored as pretrained and interpolated on the fly at any input size
+    assert n_params(ours.pathology_encoder) == n_params(vit_s)
     assert ours.sam_encoder.pos_embed.shape == (1, 64, 64, 768)
-    assert ours.pathology_encoder.pos_embed.shape == (1, 1 + 64 * 64, 384)
+    assert ours.pathology_encoder.pos_embed.shape == (1, 1 + 14 * 14, 384)
     assert ours.feature_channels == 1152
     assert [i for i, b in enumerate(ours.sam_encoder.blocks) if b.window_size == 0] == [2, 5, 8, 11]
     for enc, dim, depth in encoders.values():
@@ -284,7 +312,7 @@ def test_full_size_parameter_counts_equal_segment_anything_and_timm() -> None:
     # forward on the meta device checks every shape of the full-size model at 1024 and 512
     for size in (1024, 512):
         with torch.device("meta"):
-            m = SamPath(ModelConfig.from_preset("sam_path_vit_b", 3, input_size=size))
+            m = SamPath(ModelConfig.from_preset("sam_path_vit_b", 2, input_size=size))
             feats = m.encode(torch.empty(1, 3, size, size))
             logits, iou = m.decode(feats)
         assert feats.shape == (1, 1152, size // 16, size // 16)

@@ -62,9 +62,9 @@ def test_file_content(tmp_path: Path) -> None:
     model = SamPath(ModelConfig.from_preset("tiny", 3, input_size=64))
     path = save_checkpoint(model, tmp_path / "m.wsiseg", classes=CLASSES, mpp=0.5, tile_size=256)
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == "wsiseg-checkpoint" and raw["format_version"] == 1
+    assert raw["format"] == "wsiseg-checkpoint" and raw["format_version"] == 2
     assert raw["config"] == {"variant": "sam_path", "sam": "sam_tiny", "hipt": "hipt_tiny", "num_classes": 3,
-                             "input_size": 64, "train_encoders": False}
+                             "input_size": 64, "train_encoders": False, "layout": "reference"}
     assert raw["classes"] == CLASSES.to_dict()
     assert raw["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert raw["mpp"] == 0.5 and raw["tile_size"] == 256 and raw["base"] == {}
@@ -164,11 +164,12 @@ def test_bad_checkpoint_files(tmp_path: Path, tiny_base_files: dict[str, Path]) 
         (lambda r: r["state_dict"].pop("reduction.layers.1.weight"),
          r"lacks key 'reduction\.layers\.1\.weight' \(expected shape \[256\]\)"),
         (lambda r: r["state_dict"].update({"mask_decoder.mask_tokens.weight": torch.zeros(3, 256)}),
-         r"'mask_decoder\.mask_tokens\.weight' has shape \[3, 256\], expected \[4, 256\]"),
+         r"'mask_decoder\.mask_tokens\.weight' has shape \[3, 256\], expected \[5, 256\]"),
         (lambda r: r["state_dict"].update({"head.weight": torch.zeros(1)}), "unexpected key 'head.weight'"),
         (lambda r: r.update({"format_version": 99}), "newer than this wsiseg"),
         (lambda r: r.pop("classes"), "malformed wsiseg checkpoint"),
         (lambda r: r["config"].update({"variant": "sam_only"}), "malformed.*needs"),
+        (lambda r: r["config"].update({"layout": "v7"}), "malformed"),
     ]:
         bad = {**raw, "state_dict": dict(raw["state_dict"]), "config": dict(raw["config"])}
         edit(bad)

@@ -10,8 +10,6 @@ Inference: :class:`Predictor` / :func:`load_model`.
 from __future__ import annotations
 
 from wsiseg.model.checkpoint import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     CheckpointData,
     build_from_checkpoint,
     load_checkpoint,
@@ -19,15 +17,10 @@ from wsiseg.model.checkpoint import (
     save_checkpoint,
 )
 from wsiseg.model.official import load_hipt_weights, load_sam_weights
-from wsiseg.model.predictor import (
-    Precision,
-    SamPathPredictor,
-    load_model,
-    resolve_device,
-    to_model_input,
-)
+from wsiseg.model.predictor import Precision, SamPathPredictor, load_model, resolve_device
+from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from wsiseg.model.presets import MODEL_PRESETS, PATHOLOGY_ENCODERS, SAM_ENCODERS
-from wsiseg.model.sam_path import ModelConfig, SamPath, Variant, logits_to_probs
+from wsiseg.model.sam_path import ModelConfig, ModelLayout, SamPath, Variant, logits_to_probs
 from wsiseg.predictor import Predictor
 
 __all__ = [
@@ -38,6 +31,7 @@ __all__ = [
     "SAM_ENCODERS",
     "CheckpointData",
     "ModelConfig",
+    "ModelLayout",
     "Precision",
     "Predictor",
     "SamPath",

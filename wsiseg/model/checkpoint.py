@@ -1,6 +1,7 @@
 """wsiseg's own checkpoint format (``*.wsiseg``): a ``torch.save``d dict of plain values and tensors.
 
-Contents: ``format``/``format_version``, ``config`` (:class:`ModelConfig`), ``classes``
+Contents: ``format``/``format_version``, ``config`` (:class:`ModelConfig`, with its ``layout``: version 1
+files, written by wsiseg 0.1, have none and load as layout v1), ``classes``
 (``ClassList.to_dict()``), ``normalization`` (mean/std on 0..1 RGB), ``mpp`` (um/px the model was trained
 at, or None), ``tile_size`` (tile side at ``mpp``, pixels), ``state_dict`` (stored tensors), ``base``
 ({"sam"|"hipt": {"file", "sha256"}} for encoders NOT stored) and ``provenance``.
@@ -25,13 +26,11 @@ from wsiseg.classes import ClassList
 from wsiseg.errors import CheckpointError, ClassMismatchError, ConfigError, OutputError
 from wsiseg.model._io import sha256_file, torch_load
 from wsiseg.model.official import load_hipt_weights, load_sam_weights
+from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.sam_path import ModelConfig, SamPath
 
 FORMAT = "wsiseg-checkpoint"
-FORMAT_VERSION = 1
-#: ImageNet mean/std on 0..1 RGB (== SAM's pixel_mean/std divided by 255)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+FORMAT_VERSION = 2
 _ENCODER_PREFIX = {"sam": "sam_encoder.", "hipt": "pathology_encoder."}
 
 

@@ -1,9 +1,10 @@
-"""Class-prompt mask decoder: SAM's ``MaskDecoder`` driven by k trainable class tokens.
+"""Class-prompt mask decoder: SAM's ``MaskDecoder`` driven by trainable class tokens, one per output channel.
 
-As in the SAM-Path reference code, ``mask_tokens`` is an ``Embedding(k + 1, 256)`` whose slot 0 is computed
-and dropped (like SAM's single-mask slot), every class token has its own hypernetwork MLP and the IoU head
-ends in ``Linear(256, k + 1)``. No points, boxes or masks are given: the sparse prompt is empty and the
-dense prompt is SAM's learned ``no_mask_embed`` broadcast over the feature grid.
+As in the SAM-Path reference code, for ``C`` output channels ``mask_tokens`` is an ``Embedding(C + 1, 256)``
+whose slot 0 is computed and dropped (like SAM's single-mask slot, ``multimask_output=True``), every token
+has its own hypernetwork MLP and the IoU head ends in ``Linear(256, C + 1)``. No points, boxes or masks are
+given: the sparse prompt is empty and the dense prompt is SAM's learned ``no_mask_embed`` broadcast over the
+feature grid. (The reference's ``C`` counts its "unlabeled" channel 0: ``C = k + 1`` for ``k`` classes.)
 """
 
 from __future__ import annotations
@@ -42,24 +43,24 @@ class PromptState(nn.Module):
 
 
 class ClassPromptDecoder(MaskDecoder):  # type: ignore[misc]
-    """SAM's mask decoder with ``num_classes`` class tokens (plus the dropped slot 0).
+    """SAM's mask decoder with ``num_channels`` output tokens (plus the dropped slot 0).
 
     ``forward(embeddings (B, 256, G, G), image_pe (1, 256, G, G), dense (B, 256, G, G))
-    -> (logits (B, k, 4G, 4G), iou (B, k))``.
+    -> (logits (B, C, 4G, 4G), iou (B, C))`` with ``C = num_channels``.
     """
 
-    def __init__(self, num_classes: int, transformer_depth: int = 2, mlp_dim: int = 2048,
+    def __init__(self, num_channels: int, transformer_depth: int = 2, mlp_dim: int = 2048,
                  num_heads: int = 8) -> None:
         super().__init__(
             transformer_dim=PROMPT_DIM,
             transformer=TwoWayTransformer(
                 depth=transformer_depth, embedding_dim=PROMPT_DIM, mlp_dim=mlp_dim, num_heads=num_heads
             ),
-            num_multimask_outputs=num_classes,
+            num_multimask_outputs=num_channels,
             iou_head_depth=3,
             iou_head_hidden_dim=256,
         )
-        self.num_classes = num_classes
+        self.num_channels = num_channels
 
     def forward(  # type: ignore[override]
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense_prompt: torch.Tensor
@@ -73,7 +74,7 @@ class ClassPromptDecoder(MaskDecoder):  # type: ignore[misc]
         """SAM's ``predict_masks`` for a batch of images, each with its own token set.
 
         (SAM's version repeats every image once per prompt set, which would square the batch here.)
-        Returns all k + 1 slots: ``(B, k + 1, 4G, 4G)``, ``(B, k + 1)``.
+        Returns all C + 1 slots: ``(B, C + 1, 4G, 4G)``, ``(B, C + 1)``.
         """
         b = image_embeddings.shape[0]
         tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)

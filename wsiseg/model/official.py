@@ -1,18 +1,21 @@
 """Loading the official pretrained weights: Segment Anything ``sam_vit_*.pth`` and HIPT's DINO checkpoint.
 
-SAM (REFERENCE.md section 5): a flat state_dict with ``image_encoder.*`` (its ``neck.*`` is ignored: R
-replaces it), ``prompt_encoder.*`` (only ``pe_layer`` and ``no_mask_embed`` are used) and ``mask_decoder.*``
-with 4 mask tokens. Class tokens are initialised from SAM's pretrained multimask tokens: decoder slot
-``j = 1..k`` (class ``j - 1``) takes SAM slot ``((j - 1) mod 3) + 1`` -- its token, its hypernetwork MLP
-and its row of the IoU head's last layer; the dropped slot 0 takes SAM's slot 0.
+SAM (REFERENCE.md section 5): a flat state_dict with ``image_encoder.*`` (its ``neck.*`` is used only by
+"Fine-tuned SAM", which keeps SAM's neck; R replaces it otherwise), ``prompt_encoder.*`` (only ``pe_layer``
+and ``no_mask_embed`` are used) and ``mask_decoder.*`` with 4 mask tokens. The new decoder parts are
+initialised as the reference code does (section 9): the class tokens stay freshly initialised
+(``nn.Embedding``'s N(0, 1), seeded by the caller), EVERY hypernetwork MLP is a copy of SAM's pretrained
+``output_hypernetworks_mlps[0]``, the IoU head's last layer stays fresh (``nn.Linear``'s default); the rest
+of the decoder (two-way transformer, upscaling, IoU token, IoU head layers 0-1) takes SAM's weights.
 
 HIPT (``vit256_small_dino.pth``): a DINO training dict whose ``teacher`` entry holds the weights under
-``backbone.`` (and possibly ``module.``) prefixes; ``head.*`` (the DINO projection head) is dropped.
+``backbone.`` (and possibly ``module.``) prefixes; ``head.*`` (the DINO projection head) is dropped. Its
+14 x 14 position table is stored as it is (the reference layout interpolates it on every forward);
+layout-v1 models resize it once, bicubically, to the working grid.
 
-Position embeddings learned at 1024 (SAM, 64x64 grid) or 224 (HIPT, 14x14 grid) are resized bicubically
-to the working grid ``G = input_size / 16`` (antialiased only when shrinking); SAM's relative position
-tables of the global-attention blocks are resized linearly (what segment-anything's ``get_rel_pos``
-does on the fly).
+SAM's position embeddings, learned at 1024 px (64 x 64 grid), are resized bicubically to the working grid
+``G = input_size / 16`` (antialiased only when shrinking); the relative position tables of the
+global-attention blocks are resized linearly (what segment-anything's ``get_rel_pos`` does on the fly).
 """
 
 from __future__ import annotations
@@ -32,17 +35,13 @@ from wsiseg.model.sam_path import SamPath
 #: input size of the official SAM weights and of HIPT's ViT-S (pixels)
 SAM_PRETRAIN_SIZE = 1024
 HIPT_PRETRAIN_SIZE = 224
-#: how many multimask slots SAM's decoder has (class tokens cycle over them)
+#: how many multimask slots SAM's decoder has
 SAM_MULTIMASK = 3
-_SAM_IGNORED: tuple[str, ...] = (
-    "image_encoder.neck.", "prompt_encoder.point_embeddings.", "prompt_encoder.not_a_point_embed.",
-    "prompt_encoder.mask_downscaling.")
+_SAM_IGNORED: tuple[str, ...] = ("prompt_encoder.point_embeddings.", "prompt_encoder.not_a_point_embed.",
+                                  "prompt_encoder.mask_downscaling.")
 _PROMPT_KEYS = ("pe_layer.positional_encoding_gaussian_matrix", "no_mask_embed.weight")
-
-
-def sam_slot(j: int) -> int:
-    """SAM decoder slot whose pretrained token/MLP/IoU row initialises our slot ``j`` (0 = dropped slot)."""
-    return 0 if j == 0 else (j - 1) % SAM_MULTIMASK + 1
+#: decoder parameters that stay freshly initialised (REFERENCE section 9)
+_FRESH_DECODER = ("mask_tokens.", "iou_prediction_head.layers.2.")
 
 
 def resize_grid_pos_embed(pos: torch.Tensor, grid: int, num_prefix: int = 0) -> torch.Tensor:
@@ -92,8 +91,10 @@ def load_sam_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
     ignored = _SAM_IGNORED
     if model.sam_encoder is not None:
         assert model.config.sam is not None
-        ref_enc = _meta(build_sam_encoder, model.config.sam, SAM_PRETRAIN_SIZE)
+        ref_enc = _meta(build_sam_encoder, model.config.sam, SAM_PRETRAIN_SIZE, model.sam_encoder.has_neck)
         expected.update(_shapes(ref_enc, "image_encoder."))
+        if not model.sam_encoder.has_neck:
+            ignored = (*ignored, "image_encoder.neck.")
     else:
         ignored = (*ignored, "image_encoder.")
     ref_prompt = _meta(PromptState, SAM_PRETRAIN_SIZE // 16)
@@ -120,13 +121,12 @@ def load_sam_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
     copy_into(model.prompt_encoder, {k: state["prompt_encoder." + k] for k in _PROMPT_KEYS})
 
     dec_vals: dict[str, torch.Tensor] = {}
-    slots = [sam_slot(j) for j in range(model.num_classes + 1)]
     for key in model.mask_decoder.state_dict():
-        if key == "mask_tokens.weight" or key.startswith("iou_prediction_head.layers.2."):
-            dec_vals[key] = state["mask_decoder." + key][slots]
-        elif key.startswith("output_hypernetworks_mlps."):
-            _, j, rest = key.split(".", 2)
-            dec_vals[key] = state[f"mask_decoder.output_hypernetworks_mlps.{slots[int(j)]}.{rest}"]
+        if key.startswith(_FRESH_DECODER):
+            continue
+        if key.startswith("output_hypernetworks_mlps."):
+            _, _, rest = key.split(".", 2)
+            dec_vals[key] = state[f"mask_decoder.output_hypernetworks_mlps.0.{rest}"]
         else:
             dec_vals[key] = state["mask_decoder." + key]
     copy_into(model.mask_decoder, dec_vals)
@@ -158,8 +158,9 @@ def hipt_state_dict(obj: Any, path: str | os.PathLike[str]) -> dict[str, torch.T
 def load_hipt_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
     """Load HIPT's DINO ViT-S checkpoint into Fp; return the file's sha256.
 
-    ``pos_embed`` [1, 197, C] (14x14 + CLS) is resized to the working grid. Raises CheckpointError for a
-    wrong file, a missing/unexpected key or a shape mismatch, ConfigError when the model has no Fp.
+    ``pos_embed`` [1, 197, C] (14x14 + CLS) is kept (reference layout) or resized to the working grid
+    (layout v1). Raises CheckpointError for a wrong file, a missing/unexpected key or a shape mismatch,
+    ConfigError when the model has no Fp.
     """
     if model.pathology_encoder is None or model.config.hipt is None:
         raise ConfigError(f"a {model.config.variant.value} model has no pathology encoder to load HIPT into")

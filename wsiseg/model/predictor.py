@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from wsiseg._version import __version__
 from wsiseg.classes import ClassList
 from wsiseg.errors import ClassMismatchError, ConfigError
 from wsiseg.model._io import sha256_file
-from wsiseg.model.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint
-from wsiseg.model.sam_path import SamPath, logits_to_probs
+from wsiseg.model.checkpoint import load_checkpoint
+from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_model_input
+from wsiseg.model.sam_path import SamPath
 
 
 class Precision(str, enum.Enum):
@@ -50,23 +49,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
     return dev
-
-
-def to_model_input(tiles: torch.Tensor, input_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                   std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
-    """``(N, H, W, 3)`` uint8 RGB -> ``(N, 3, S, S)`` float32 normalised model input.
-
-    Resized bilinearly (antialiased when shrinking, align_corners=False) to ``S = input_size``, scaled
-    to 0..1 and normalised with ``mean``/``std``. Shared by inference and training.
-    """
-    x = tiles.permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-2:] != (input_size, input_size):
-        shrink = x.shape[-2] > input_size or x.shape[-1] > input_size
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False,
-                          antialias=shrink)
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
 
 
 #: Input pixels per logit of SAM's mask decoder (two stride-2 transposed convolutions on the 1/16 grid).
@@ -121,9 +103,9 @@ class SamPathPredictor:
         self._provenance = dict(provenance or {})
 
     def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, s, s)`` float32 class probabilities (sum 1 over k): the
-        softmax of the logits resized bilinearly to ``s = out_size`` (default ``H``, the paper's full
-        resolution)."""
+        """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, s, s)`` float32 class probabilities (sum 1 over the k real
+        classes): the softmax of the real classes' logits (the reference layout's "unlabeled" channel 0
+        left out) resized bilinearly to ``s = out_size`` (default ``H``, the paper's full resolution)."""
         return self.predict_with_iou(tiles, out_size)[0]
 
     def predict_with_iou(self, tiles: np.ndarray,
@@ -144,13 +126,14 @@ class SamPathPredictor:
             return np.zeros((0, k, h, w), np.float32), np.zeros((0, k), np.float32)
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self._device, non_blocking=True)
-            x = to_model_input(x, self.model.input_size, self._mean, self._std)
+            x = to_model_input(x, self.model.input_size, self._mean, self._std,
+                               antialias=self.model.antialias_input)
             dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(self.precision)
             with torch.autocast(self._device.type, dtype=dtype, enabled=dtype is not None):
                 logits, iou = self.model(x)
-            probs = logits_to_probs(logits, (h, w))
+            probs = self.model.class_probs(logits, (h, w))
             return (probs.cpu().numpy().astype(np.float32, copy=False),
-                    iou.float().cpu().numpy().astype(np.float32, copy=False))
+                    self.model.class_logits(iou).float().cpu().numpy().astype(np.float32, copy=False))
 
     def provenance(self) -> dict[str, Any]:
         """Model name, config, classes, base weight hashes, checkpoint hash, versions (JSON-serialisable)."""

@@ -1,14 +1,16 @@
 """Plain registries of builder functions for the two encoders, and named whole-model presets.
 
 Encoder builders take the working input size ``S`` (pixels, a multiple of 16) and return a freshly
-initialised module whose ``forward`` maps ``(B, 3, S, S)`` to ``(B, C, S/16, S/16)``.
+initialised module whose ``forward`` maps ``(B, 3, S, S)`` to ``(B, C, S/16, S/16)``. SAM builders take
+``neck`` (keep SAM's own neck: "Fine-tuned SAM"); pathology builders take ``pos_grid`` (the stored position
+table's grid, None = the working grid) and ``input_norm`` (see :class:`PathologyEncoder`).
 Full-size presets follow segment-anything's ``build_sam_vit_{b,l,h}`` and HIPT's ``vit_small`` exactly;
 the ``*_tiny`` presets are for tests and the CPU demo (random weights, a forward well under a second).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from wsiseg.errors import ConfigError
@@ -16,6 +18,9 @@ from wsiseg.model.pathology_encoder import PathologyEncoder
 from wsiseg.model.sam_encoder import SamImageEncoder
 
 PATCH_SIZE = 16
+#: The grid of HIPT's stored position table (224 px pretraining / 16 px patches).
+HIPT_POS_GRID = 14
+InputNorm = tuple[Sequence[float], Sequence[float]]
 
 
 def check_input_size(input_size: int) -> int:
@@ -26,50 +31,54 @@ def check_input_size(input_size: int) -> int:
     return input_size
 
 
-def sam_vit_b(input_size: int = 1024) -> SamImageEncoder:
+def sam_vit_b(input_size: int = 1024, neck: bool = False) -> SamImageEncoder:
     """SAM ViT-B (embed 768, depth 12, 12 heads, global attention in blocks 2, 5, 8, 11)."""
     return SamImageEncoder(img_size=check_input_size(input_size), embed_dim=768, depth=12, num_heads=12,
-                           global_attn_indexes=(2, 5, 8, 11), window_size=14)
+                           global_attn_indexes=(2, 5, 8, 11), window_size=14, neck=neck)
 
 
-def sam_vit_l(input_size: int = 1024) -> SamImageEncoder:
+def sam_vit_l(input_size: int = 1024, neck: bool = False) -> SamImageEncoder:
     """SAM ViT-L (embed 1024, depth 24, 16 heads, global attention in blocks 5, 11, 17, 23)."""
     return SamImageEncoder(img_size=check_input_size(input_size), embed_dim=1024, depth=24, num_heads=16,
-                           global_attn_indexes=(5, 11, 17, 23), window_size=14)
+                           global_attn_indexes=(5, 11, 17, 23), window_size=14, neck=neck)
 
 
-def sam_vit_h(input_size: int = 1024) -> SamImageEncoder:
+def sam_vit_h(input_size: int = 1024, neck: bool = False) -> SamImageEncoder:
     """SAM ViT-H (embed 1280, depth 32, 16 heads, global attention in blocks 7, 15, 23, 31)."""
     return SamImageEncoder(img_size=check_input_size(input_size), embed_dim=1280, depth=32, num_heads=16,
-                           global_attn_indexes=(7, 15, 23, 31), window_size=14)
+                           global_attn_indexes=(7, 15, 23, 31), window_size=14, neck=neck)
 
 
-def sam_tiny(input_size: int = 256) -> SamImageEncoder:
+def sam_tiny(input_size: int = 256, neck: bool = False) -> SamImageEncoder:
     """A 2-block, 64-wide SAM-style encoder (window 4, block 1 global) for tests and CPU demos."""
     return SamImageEncoder(img_size=check_input_size(input_size), embed_dim=64, depth=2, num_heads=2,
-                           global_attn_indexes=(1,), window_size=4)
+                           global_attn_indexes=(1,), window_size=4, neck=neck)
 
 
-def hipt_vit_s(input_size: int = 1024) -> PathologyEncoder:
+def hipt_vit_s(input_size: int = 1024, pos_grid: int | None = None,
+               input_norm: InputNorm | None = None) -> PathologyEncoder:
     """HIPT's first-stage ViT-S/16 (embed 384, depth 12, 6 heads, mlp ratio 4, qkv bias, CLS token)."""
-    return PathologyEncoder(img_size=check_input_size(input_size), embed_dim=384, depth=12, num_heads=6)
+    return PathologyEncoder(img_size=check_input_size(input_size), embed_dim=384, depth=12, num_heads=6,
+                            pos_grid=pos_grid, input_norm=input_norm)
 
 
-def hipt_tiny(input_size: int = 256) -> PathologyEncoder:
+def hipt_tiny(input_size: int = 256, pos_grid: int | None = None,
+              input_norm: InputNorm | None = None) -> PathologyEncoder:
     """A 2-block, 48-wide ViT/16 with CLS token for tests and CPU demos."""
-    return PathologyEncoder(img_size=check_input_size(input_size), embed_dim=48, depth=2, num_heads=2)
+    return PathologyEncoder(img_size=check_input_size(input_size), embed_dim=48, depth=2, num_heads=2,
+                            pos_grid=pos_grid, input_norm=input_norm)
 
 
-#: name -> builder of the SAM image encoder Fs
-SAM_ENCODERS: dict[str, Callable[[int], SamImageEncoder]] = {
+#: name -> builder of the SAM image encoder Fs: ``builder(input_size, neck)``
+SAM_ENCODERS: dict[str, Callable[[int, bool], SamImageEncoder]] = {
     "sam_vit_b": sam_vit_b,
     "sam_vit_l": sam_vit_l,
     "sam_vit_h": sam_vit_h,
     "sam_tiny": sam_tiny,
 }
 
-#: name -> builder of the pathology encoder Fp
-PATHOLOGY_ENCODERS: dict[str, Callable[[int], PathologyEncoder]] = {
+#: name -> builder of the pathology encoder Fp: ``builder(input_size, pos_grid, input_norm)``
+PATHOLOGY_ENCODERS: dict[str, Callable[[int, int | None, InputNorm | None], PathologyEncoder]] = {
     "hipt_vit_s": hipt_vit_s,
     "hipt_tiny": hipt_tiny,
 }
@@ -103,16 +112,17 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
 }
 
 
-def build_sam_encoder(name: str, input_size: int) -> SamImageEncoder:
+def build_sam_encoder(name: str, input_size: int, neck: bool = False) -> SamImageEncoder:
     """Build the SAM encoder preset ``name`` at ``input_size``; unknown names raise ConfigError."""
     if name not in SAM_ENCODERS:
         raise ConfigError(f"unknown SAM encoder preset {name!r}; known: {', '.join(SAM_ENCODERS)}")
-    return SAM_ENCODERS[name](input_size)
+    return SAM_ENCODERS[name](input_size, neck)
 
 
-def build_pathology_encoder(name: str, input_size: int) -> PathologyEncoder:
+def build_pathology_encoder(name: str, input_size: int, pos_grid: int | None = None,
+                            input_norm: InputNorm | None = None) -> PathologyEncoder:
     """Build the pathology encoder preset ``name`` at ``input_size``; unknown names raise ConfigError."""
     if name not in PATHOLOGY_ENCODERS:
         raise ConfigError(
             f"unknown pathology encoder preset {name!r}; known: {', '.join(PATHOLOGY_ENCODERS)}")
-    return PATHOLOGY_ENCODERS[name](input_size)
+    return PATHOLOGY_ENCODERS[name](input_size, pos_grid, input_norm)

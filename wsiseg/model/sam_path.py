@@ -1,4 +1,4 @@
-"""SamPath: Fs (SAM encoder) + Fp (pathology encoder) -> R -> class-prompt mask decoder."""
+"""SamPath: Fs (SAM encoder) + Fp (pathology encoder) -> R -> class-prompt mask decoder; its config."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from torch import nn
 from wsiseg.errors import ConfigError
 from wsiseg.model.class_decoder import PROMPT_DIM, ClassPromptDecoder, PromptState
 from wsiseg.model.pathology_encoder import PathologyEncoder
+from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.presets import (
+    HIPT_POS_GRID,
     MODEL_PRESETS,
     PATCH_SIZE,
     build_pathology_encoder,
@@ -25,19 +27,52 @@ from wsiseg.model.sam_encoder import SamImageEncoder
 
 
 class Variant(str, enum.Enum):
-    """Which encoders feed R (paper, Table 1)."""
+    """Which encoders feed the mask decoder (the paper's Table 1 rows, and one wsiseg variant)."""
 
-    SAM_PATH = "sam_path"  #: Fs + Fp (the paper's SAM-Path)
-    SAM_ONLY = "sam_only"  #: Fs only ("Fine-tuned SAM", w/o Fp)
-    PATHOLOGY_ONLY = "pathology_only"  #: Fp only (SAM-Path w/o Fs)
+    #: Fs (pre-neck) + Fp -> R: the paper's SAM-Path
+    SAM_PATH = "sam_path"
+    #: Fs with SAM's own pretrained, frozen neck, no R: the paper's "Fine-tuned SAM (w.o. Fp)"
+    FINETUNED_SAM = "finetuned_sam"
+    #: Fp -> R: the paper's "SAM-Path w.o. Fs"
+    PATHOLOGY_ONLY = "pathology_only"
+    #: Fs pre-neck features -> a new R (wsiseg 0.1's "sam_only"; not in the paper)
+    SAM_PRE_NECK = "sam_pre_neck"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Variant | None:
+        return cls.SAM_PRE_NECK if value == "sam_only" else None  # checkpoints of wsiseg 0.1
+
+    @property
+    def uses_sam(self) -> bool:
+        return self is not Variant.PATHOLOGY_ONLY
+
+    @property
+    def uses_hipt(self) -> bool:
+        return self in (Variant.SAM_PATH, Variant.PATHOLOGY_ONLY)
+
+
+class ModelLayout(str, enum.Enum):
+    """How a model computes; recorded in checkpoints (those of wsiseg 0.1 have none: ``V1``).
+
+    ``REFERENCE``: exactly the SAM-Path reference code (REFERENCE.md section 9): the decoder has an extra
+    "unlabeled" channel 0 (``k + 1`` channels, ``k + 2`` mask tokens) that never wins the argmax; Fp
+    re-normalises its input to HIPT's 0.5/0.5 and interpolates its stored 14 x 14 position table on every
+    forward (DINO); the model input is resized bilinearly without antialiasing.
+    ``V1``: wsiseg 0.1: ``k`` channels, Fp on the ImageNet-normalised input with its table resized once
+    to the working grid, antialiased shrinking.
+    """
+
+    REFERENCE = "reference"
+    V1 = "v1"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a :class:`SamPath` (stored in checkpoints).
 
-    ``input_size`` is the side (pixels) of the square model input; tiles are resized to it.
-    ``train_encoders`` makes Fs/Fp trainable (frozen and kept in eval mode otherwise).
+    ``num_classes`` is ``k``, the real classes; ``input_size`` the side (pixels) of the square model
+    input (tiles are resized to it). ``train_encoders`` makes Fs/Fp trainable (frozen and kept in eval
+    mode otherwise).
     """
 
     variant: Variant
@@ -46,70 +81,91 @@ class ModelConfig:
     num_classes: int
     input_size: int = 1024
     train_encoders: bool = False
+    layout: ModelLayout = ModelLayout.REFERENCE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variant", Variant(self.variant))
+        object.__setattr__(self, "layout", ModelLayout(self.layout))
         check_input_size(self.input_size)
         if self.num_classes < 1:
             raise ConfigError(f"a model needs at least one class, got {self.num_classes}")
-        needs_sam = self.variant in (Variant.SAM_PATH, Variant.SAM_ONLY)
-        needs_hipt = self.variant in (Variant.SAM_PATH, Variant.PATHOLOGY_ONLY)
+        needs_sam, needs_hipt = self.variant.uses_sam, self.variant.uses_hipt
         if needs_sam != (self.sam is not None) or needs_hipt != (self.hipt is not None):
             raise ConfigError(
                 f"variant {self.variant.value} needs "
                 f"{'a' if needs_sam else 'no'} SAM encoder and {'a' if needs_hipt else 'no'} pathology "
                 f"encoder (got sam={self.sam!r}, hipt={self.hipt!r})"
             )
+        if self.variant is Variant.FINETUNED_SAM and self.layout is ModelLayout.V1:
+            raise ConfigError("the finetuned_sam variant exists only in the reference layout")
 
     @classmethod
     def from_preset(cls, name: str, num_classes: int, *, variant: Variant | str | None = None,
                     input_size: int | None = None, train_encoders: bool = False) -> ModelConfig:
-        """Config of a :data:`~wsiseg.model.presets.MODEL_PRESETS` entry; ``variant`` drops an encoder."""
+        """Config of a :data:`~wsiseg.model.presets.MODEL_PRESETS` entry (reference layout); ``variant``
+        drops an encoder (a preset with SAM only is "Fine-tuned SAM")."""
         if name not in MODEL_PRESETS:
             raise ConfigError(f"unknown model preset {name!r}; known: {', '.join(MODEL_PRESETS)}")
         p = MODEL_PRESETS[name]
         if variant is None:
             variant = (Variant.SAM_PATH if p.sam and p.hipt else
-                       Variant.SAM_ONLY if p.sam else Variant.PATHOLOGY_ONLY)
-        variant = Variant(variant)
-        sam = p.sam if variant in (Variant.SAM_PATH, Variant.SAM_ONLY) else None
-        hipt = p.hipt if variant in (Variant.SAM_PATH, Variant.PATHOLOGY_ONLY) else None
+                       Variant.FINETUNED_SAM if p.sam else Variant.PATHOLOGY_ONLY)
+        try:
+            variant = Variant(variant)
+        except ValueError as exc:
+            raise ConfigError(f"unknown variant {variant!r}; known: "
+                              f"{', '.join(v.value for v in Variant)}") from exc
+        if (variant.uses_sam and not p.sam) or (variant.uses_hipt and not p.hipt):
+            raise ConfigError(f"preset {name} has no encoder for variant {variant.value}")
+        sam = p.sam if variant.uses_sam else None
+        hipt = p.hipt if variant.uses_hipt else None
         return cls(variant, sam, hipt, num_classes, input_size or p.input_size, train_encoders)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["variant"] = self.variant.value
+        d["layout"] = self.layout.value
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """The inverse of :meth:`to_dict`; a config without ``layout`` (wsiseg 0.1) is ``V1``."""
         try:
             return cls(Variant(data["variant"]), data["sam"], data["hipt"], int(data["num_classes"]),
-                       int(data["input_size"]), bool(data.get("train_encoders", False)))
+                       int(data["input_size"]), bool(data.get("train_encoders", False)),
+                       ModelLayout(data.get("layout", ModelLayout.V1.value)))
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"malformed model config {data!r}: {exc}") from exc
 
 
 class SamPath(nn.Module):
-    """SAM-Path (REFERENCE.md section 1).
+    """SAM-Path and its ablations (REFERENCE.md sections 1 and 9).
 
-    ``forward(images (B, 3, S, S) float, ImageNet-normalised) -> (logits (B, k, S/4, S/4), iou (B, k))``
-    with ``S = config.input_size``. ``encode`` is the frozen part (cacheable), ``decode`` the trainable one.
-    Parameter groups: ``sam_encoder`` (Fs), ``pathology_encoder`` (Fp), ``prompt_encoder`` (frozen SAM
-    prompt-encoder pieces), ``reduction`` (R), ``mask_decoder`` (class tokens, hypernetworks, IoU head).
+    ``forward(images (B, 3, S, S) float, ImageNet-normalised) -> (logits (B, C, S/4, S/4), iou (B, C))``
+    with ``S = config.input_size`` and ``C = num_channels`` decoder channels: ``k + 1`` in the reference
+    layout (channel 0 = "unlabeled", :meth:`class_logits` drops it), ``k`` in layout v1. ``encode`` is the
+    frozen part (cacheable), ``decode`` the trainable one. Parameter groups: ``sam_encoder`` (Fs, with its
+    neck for "Fine-tuned SAM"), ``pathology_encoder`` (Fp), ``prompt_encoder`` (frozen SAM prompt-encoder
+    pieces), ``reduction`` (R; absent for "Fine-tuned SAM"), ``mask_decoder`` (class tokens, hypernetworks,
+    IoU head, SAM's two-way transformer and upscaling).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         s = config.input_size
-        self.sam_encoder: SamImageEncoder | None = build_sam_encoder(config.sam, s) if config.sam else None
+        reference = config.layout is ModelLayout.REFERENCE
+        self.sam_encoder: SamImageEncoder | None = (
+            build_sam_encoder(config.sam, s, neck=config.variant is Variant.FINETUNED_SAM)
+            if config.sam else None)
         self.pathology_encoder: PathologyEncoder | None = (
-            build_pathology_encoder(config.hipt, s) if config.hipt else None
-        )
-        self.reduction = Reduction(self.feature_channels, PROMPT_DIM)
+            build_pathology_encoder(config.hipt, s, pos_grid=HIPT_POS_GRID if reference else None,
+                                    input_norm=(IMAGENET_MEAN, IMAGENET_STD) if reference else None)
+            if config.hipt else None)
+        self.reduction: Reduction | None = (
+            None if config.variant is Variant.FINETUNED_SAM else Reduction(self.feature_channels, PROMPT_DIM))
         self.prompt_encoder = PromptState(self.grid_size, PROMPT_DIM)
-        self.mask_decoder = ClassPromptDecoder(config.num_classes)
+        self.mask_decoder = ClassPromptDecoder(self.num_channels)
         self.prompt_encoder.requires_grad_(False)
         for enc in self.encoders():
             enc.requires_grad_(config.train_encoders)
@@ -119,7 +175,17 @@ class SamPath(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """``k``, the real classes."""
         return self.config.num_classes
+
+    @property
+    def num_channels(self) -> int:
+        """Decoder output channels: ``k + 1`` (channel 0 "unlabeled") in the reference layout, else ``k``."""
+        return self.num_classes + (1 if self.has_unlabeled_channel else 0)
+
+    @property
+    def has_unlabeled_channel(self) -> bool:
+        return self.config.layout is ModelLayout.REFERENCE
 
     @property
     def input_size(self) -> int:
@@ -133,8 +199,13 @@ class SamPath(nn.Module):
 
     @property
     def feature_channels(self) -> int:
-        """Channels of ``encode``'s output: C_fs + C_fp (768 + 384 for ViT-B + ViT-S)."""
+        """Channels of ``encode``'s output: C_fs + C_fp (768 + 384 for ViT-B + ViT-S; 256 after the neck)."""
         return sum(enc.out_channels for enc in self.encoders())
+
+    @property
+    def antialias_input(self) -> bool:
+        """Whether tiles are antialiased when shrunk to the model input (layout v1) or not (reference)."""
+        return self.config.layout is ModelLayout.V1
 
     def encoders(self) -> list[SamImageEncoder | PathologyEncoder]:
         """The encoders present, in concatenation order (Fs, then Fp)."""
@@ -162,14 +233,25 @@ class SamPath(nn.Module):
         return feats[0] if len(feats) == 1 else torch.cat(feats, dim=1)
 
     def decode(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, C_fs + C_fp, G, G)`` -> ``(logits (B, k, 4G, 4G), iou (B, k))``."""
-        emb = self.reduction(features)
+        """``(B, C_fs + C_fp, G, G)`` -> ``(logits (B, C, 4G, 4G), iou (B, C))``, ``C = num_channels``."""
+        emb = features if self.reduction is None else self.reduction(features)
         logits, iou = self.mask_decoder(emb, self.prompt_encoder.dense_pe(),
                                         self.prompt_encoder.dense_prompt(emb.shape[0]))
         return logits, iou
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decode(self.encode(images))
+
+    def class_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The real classes' channels of decoder output ``x`` (logits ``(B, C, ...)`` or IoUs ``(B, C)``):
+        ``x[:, 1:]`` in the reference layout, ``x`` in layout v1. ``(B, k, ...)``."""
+        return x[:, 1:] if self.has_unlabeled_channel else x
+
+    def class_probs(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Decoder logits ``(B, C, h, w)`` -> class probabilities ``(B, k, H, W)``: the softmax over the real
+        classes' logits (channel 0 "unlabeled" left out), resized to ``size`` (see :func:`logits_to_probs`).
+        Its argmax is the reference's prediction ``argmax(logits[:, 1:]) + 1`` (as a 0-based class index)."""
+        return logits_to_probs(self.class_logits(logits), size)
 
 
 def logits_to_probs(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
