@@ -125,3 +125,8 @@ def make_sam_state() -> Callable[..., dict[str, torch.Tensor]]:
 @pytest.fixture
 def make_dino_checkpoint() -> Callable[..., tuple[dict[str, object], dict[str, torch.Tensor]]]:
     return dino_checkpoint
+
+
+@pytest.fixture
+def make_dino_shapes() -> Callable[..., dict[str, torch.Size]]:
+    return dino_vit_shapes

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
+import pickle
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -50,6 +53,88 @@ def torch_load(path: str | os.PathLike[str], what: str) -> Any:
             reason = "the file is truncated (incomplete download or copy?)"
         else:
             reason = "not a PyTorch checkpoint file"
+        raise CheckpointError(f"{p} is not a readable {what}: {reason}") from exc
+
+
+class InertObject:
+    """Stands in for every Python object a pickle names that is not a tensor: built, filled and given its
+    state without running any code of the file (:func:`torch_load_inert`). ``qualname`` says what it
+    replaced; ``args``, ``items`` and ``state`` keep what the pickle gave it (tensors included)."""
+
+    qualname = "?"
+    args: tuple[Any, ...]
+    items: dict[Any, Any]
+    elements: list[Any]
+    state: Any
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> InertObject:  # pickle's NEWOBJ skips __init__
+        obj = super().__new__(cls)
+        obj.args, obj.items, obj.elements, obj.state = args, {}, [], None
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        self.elements.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.elements.extend(values)
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<inert {self.qualname}>"
+
+
+@functools.cache
+def _allowed_globals() -> dict[str, Any]:
+    """Tensor/storage rebuild functions and plain containers: torch's own weights-only allowlist."""
+    from torch import _weights_only_unpickler
+
+    return dict(_weights_only_unpickler._get_allowed_globals())
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Resolves only torch's weights-only allowlist; every other global becomes an :class:`InertObject`
+    subclass named after it, so no callable of the file's choosing ever runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        allowed = _allowed_globals()
+        if full in allowed:
+            return allowed[full]
+        return type(name, (InertObject,), {"qualname": full})
+
+
+def _inert_pickle_module() -> types.ModuleType:
+    module = types.ModuleType("wsiseg_inert_pickle")
+
+    def load(file: IO[bytes], **kwargs: Any) -> Any:
+        return _InertUnpickler(file, **kwargs).load()
+
+    module.Unpickler = _InertUnpickler  # type: ignore[attr-defined]
+    module.load = load  # type: ignore[attr-defined]
+    module.__dict__["UnpicklingError"] = pickle.UnpicklingError
+    return module
+
+
+def torch_load_inert(path: str | os.PathLike[str], what: str) -> Any:
+    """Read a torch file that holds arbitrary pickled Python objects besides its tensors (e.g. a PyTorch
+    Lightning checkpoint's ``hyper_parameters``) without executing anything from it: tensors are rebuilt as
+    usual, every other object becomes an :class:`InertObject`. Failures raise CheckpointError."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{what} not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=False, pickle_module=_inert_pickle_module())
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        reason = ("the file is truncated (incomplete download or copy?)" if _looks_truncated(p)
+                  else "not a PyTorch checkpoint file")
         raise CheckpointError(f"{p} is not a readable {what}: {reason}") from exc
 
 
