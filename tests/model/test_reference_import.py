@@ -153,8 +153,8 @@ def test_cli_import_then_load_and_predict(tmp_path: Path, box_module: type,
     torch.save({"state_dict": state, "epoch": 5, "hyper_parameters": {"cfg": box_module()}},
                tmp_path / "ref.ckpt")
     out = tmp_path / "ref.wsiseg"
-    main(["import-reference", str(tmp_path / "ref.ckpt"), "--classes", "tumor,stroma,other", "--out", str(out),
-          "--mpp", "0.5", "--tile-size", "512"])
+    main(["import-reference", str(tmp_path / "ref.ckpt"), "--classes", "tumor,stroma,other",
+          "--out", str(out), "--mpp", "0.5", "--tile-size", "512"])
     assert "imported sam_path (3 classes: tumor, stroma, other; epoch 5)" in capsys.readouterr().out
     data = read_checkpoint(out)
     assert data.base == {} and data.mpp == 0.5 and data.tile_size == 512
