@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import torch
 from torchmetrics.classification import MulticlassF1Score, MulticlassJaccardIndex
 
 from wsiseg.classes import ClassList
-from wsiseg.train.metrics import ConfusionMatrix
+from wsiseg.train.metrics import ConfusionMatrix, PaperConvention, PaperScores
 
 torch.set_num_threads(1)
 
@@ -84,3 +87,46 @@ def test_table_lists_micro_and_macro() -> None:
     cm.update(np.array([0, 1, 1, 1]), np.array([0, 1, 1, 0]))
     table = cm.scores().format_table()
     assert "micro (paper)" in table and "macro (mean)" in table and "gland" in table
+
+
+PAPER_CASES = Path(__file__).parent / "data" / "paper_metrics_torchmetrics_0114.json"
+
+
+def _paper_cases() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = json.loads(PAPER_CASES.read_text())["cases"]
+    return cases
+
+
+@pytest.mark.parametrize("case", _paper_cases(), ids=lambda c: c["name"])
+def test_paper_scores_equal_torchmetrics_0_11_4(case: dict[str, Any]) -> None:
+    """The reference code's five metrics, as torchmetrics 0.11.4 computed them with the reference's
+    arguments (expected values generated once by 0.11.4 itself), from wsiseg's confusion matrix.
+
+    Each batch holds the model's argmax over the real classes and the data set's target (0 = unlabelled;
+    BCSS 1..5, CRAG 1 background 2 gland), cases with ignored pixels and absent classes included."""
+    k = 5 if case["config"] == "bcss" else 2
+    cm = ConfusionMatrix(ClassList.from_names([f"c{i}" for i in range(k)]))
+    for batch in case["batches"]:
+        target = np.array(batch["target_raw"])
+        cm.update(np.array(batch["argmax_real"]), np.where(target == 0, 255, target - 1))
+    convention = PaperConvention.MULTICLASS if case["config"] == "bcss" else PaperConvention.GLAND
+    got = PaperScores.from_confusion(cm.matrix, convention)
+    expected = case["expected"]
+    assert got.dice == pytest.approx(expected["Dice"], abs=1e-6)
+    assert got.dice_macro == pytest.approx(expected["Dice_Bal"], abs=1e-6)
+    assert got.iou == pytest.approx(expected["IOU_Jaccard"], abs=1e-6)
+    assert got.iou_macro == pytest.approx(expected["IOU_Jaccard_Bal"], abs=1e-6)
+    assert got.f1 == pytest.approx(expected["F1"], abs=1e-6)
+
+
+def test_paper_crag_iou_is_gland_recall_and_bcss_dice_is_accuracy() -> None:
+    """The identities behind Table 1 (REFERENCE section 9), by hand on a 2-class confusion matrix."""
+    m = np.array([[50, 10],   # background: 50 right, 10 called gland (FP)
+                  [5, 35]])   # gland: 5 missed (FN), 35 right (TP)
+    crag = PaperScores.from_confusion(m, PaperConvention.GLAND)
+    assert crag.dice == pytest.approx(2 * 35 / (2 * 35 + 10 + 5))
+    assert crag.iou == pytest.approx(35 / (35 + 5)) == crag.f1  # recall, not the IoU 35 / 50
+    assert crag.iou_macro == pytest.approx(crag.iou / 3)
+    bcss = PaperScores.from_confusion(m, PaperConvention.MULTICLASS)
+    acc = 85 / 100
+    assert bcss.dice == pytest.approx(acc) and bcss.iou == pytest.approx(acc / (2 - acc))

@@ -18,6 +18,15 @@ import click
               help="folder: class-map file (default DATA/classes.yaml); its names match GeoJSON "
                    "classifications.")
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path), help="bcss: class grouping file.")
+@click.option("--split-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="bcss/crag: an img_id,fold CSV (fold -1 test, 0 val, 1.. train), e.g. the reference "
+                   "code's.")
+@click.option("--whole-image/--patches", default=None,
+              help="crag: whole images resized to the model's tile size (the paper's set-up) or patches "
+                   "[default: as the model was trained].")
+@click.option("--paper-convention", type=click.Choice(["bcss", "crag"]),
+              help="How the paper's numbers are computed: crag leaves background out (gland Dice, gland "
+                   "recall as 'IoU') [default: crag for --dataset crag, else bcss].")
 @click.option("--patch-size", type=int, help="Patch side in pixels (default: the model's tile size).")
 @click.option("--mpp", type=float, help="Resolution in um/px (default: the model's training mpp).")
 @click.option("--source-mpp", type=float, help="folder/crag: the images' own um/px.")
@@ -33,7 +42,8 @@ import click
               help="Write the report as JSON here.")
 @click.option("--quiet", is_flag=True)
 def command(model_path: Path, dataset: str, data_dir: Path, split: str, class_map: Path | None,
-            mapping: Path | None, patch_size: int | None, mpp: float | None, source_mpp: float | None,
+            mapping: Path | None, split_file: Path | None, whole_image: bool | None,
+            paper_convention: str | None, patch_size: int | None, mpp: float | None, source_mpp: float | None,
             val_fraction: float, seed: int, batch_size: int, device: str, sam_checkpoint: Path | None,
             hipt_checkpoint: Path | None, save_predictions: Path | None, json_path: Path | None,
             quiet: bool) -> None:
@@ -48,14 +58,20 @@ def command(model_path: Path, dataset: str, data_dir: Path, split: str, class_ma
     from wsiseg.model import load_model
     from wsiseg.train.datasets import build_dataset
     from wsiseg.train.evaluate import evaluate
+    from wsiseg.train.metrics import PaperConvention
 
     predictor = load_model(model_path, device=device, sam_checkpoint=sam_checkpoint,
                            hipt_checkpoint=hipt_checkpoint)
+    recipe = predictor.provenance().get("trained", {}).get("training", {}).get("recipe", {})
+    if whole_image is None:
+        whole_image = bool(recipe.get("whole_image", False)) and dataset == recipe.get("dataset")
     data = build_dataset(dataset, data_dir, split, patch_size=patch_size or predictor.tile_size,
-                         mpp=mpp if mpp is not None else predictor.mpp, source_mpp=source_mpp,
-                         val_fraction=val_fraction, seed=seed, class_map=class_map, mapping=mapping)
+                         mpp=None if whole_image else (mpp if mpp is not None else predictor.mpp),
+                         source_mpp=source_mpp, val_fraction=val_fraction, seed=seed, class_map=class_map,
+                         mapping=mapping, split_file=split_file, whole_image=whole_image or None)
     report = evaluate(predictor, data, batch_size=batch_size, save_predictions=save_predictions, split=split,
-                      progress=not quiet)
+                      progress=not quiet,
+                      paper=PaperConvention(paper_convention) if paper_convention else None)
     click.echo(report.format())
     if json_path is not None:
         report.write_json(json_path)

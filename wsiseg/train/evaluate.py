@@ -1,7 +1,8 @@
-"""Evaluation of a model on a data set: the paper's micro Dice/IoU, per-class Dice/IoU, confusion matrix.
+"""Evaluation of a model on a data set: micro and per-class Dice/IoU, the paper's numbers, confusion matrix.
 
-Uses the same :class:`~wsiseg.train.metrics.ConfusionMatrix` as training validation. Memory is bounded by
-``batch_size`` patches; time is measured per image (model prediction only, excluding file reading).
+Uses the same :class:`~wsiseg.train.metrics.ConfusionMatrix` as training validation; the paper's numbers
+(:class:`~wsiseg.train.metrics.PaperScores`) come from that matrix too. Memory is bounded by ``batch_size``
+patches; time is measured per image (model prediction only, excluding file reading).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from wsiseg.errors import ClassMismatchError, OutputError
 from wsiseg.model import Predictor
 from wsiseg.train.datasets import PatchDataset
-from wsiseg.train.metrics import ConfusionMatrix, SegmentationScores
+from wsiseg.train.metrics import ConfusionMatrix, PaperConvention, PaperScores, SegmentationScores
 
 
 @dataclass
@@ -31,17 +32,22 @@ class EvaluationReport:
     seconds_per_image: float
     dataset: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    paper: PaperScores | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "dataset": self.dataset,
             "model": self.model,
             "images": self.images,
             "seconds_per_image": self.seconds_per_image,
-            "metrics_note": "micro = over all labelled pixels of the data set (the paper's numbers); "
-                            "per_class/macro = per class over the data set, macro = mean over classes",
+            "metrics_note": "micro = over all labelled pixels of the data set; per_class/macro = per class "
+                            "over the data set, macro = mean over classes; 'paper' = the reference code's "
+                            "own computation (see its note)",
             **self.scores.to_dict(),
         }
+        if self.paper is not None:
+            out["paper"] = self.paper.to_dict()
+        return out
 
     def write_json(self, path: Path | str) -> None:
         path = Path(path)
@@ -54,17 +60,35 @@ class EvaluationReport:
     def format(self) -> str:
         head = (f"{self.images} images, {self.seconds_per_image:.3f} s/image "
                 f"({self.dataset.get('name', '?')}, split {self.dataset.get('split', '?')})")
-        return head + "\n" + self.scores.format_table()
+        text = head + "\n" + self.scores.format_table()
+        if self.paper is not None:
+            p = self.paper
+            iou_name = "IoU (= gland recall)" if p.convention is PaperConvention.GLAND else "IoU"
+            text += (f"\n\nthe paper's numbers ({p.convention.value} convention, torchmetrics 0.11.4 as in "
+                     f"the reference code): Dice {p.dice:.4f}  {iou_name} {p.iou:.4f}  Dice_Bal "
+                     f"{p.dice_macro:.4f}  IOU_Jaccard_Bal {p.iou_macro:.4f}  F1 {p.f1:.4f}")
+        return text
+
+
+def paper_convention(dataset_name: str) -> PaperConvention:
+    """The reference code's metric set-up for a data set: CRAG's leaves background out, others none."""
+    return PaperConvention.GLAND if dataset_name == "crag" else PaperConvention.MULTICLASS
 
 
 def evaluate(predictor: Predictor, dataset: PatchDataset, *, batch_size: int = 4,
-             save_predictions: Path | str | None = None, split: str = "",
-             progress: bool = True) -> EvaluationReport:
+             save_predictions: Path | str | None = None, split: str = "", progress: bool = True,
+             paper: PaperConvention | None = None) -> EvaluationReport:
     """Predict every patch of ``dataset`` with ``predictor`` and score it against the labels.
 
     ``save_predictions``: a folder receiving one colour PNG per patch (class colours of the class list).
-    Raises :class:`ClassMismatchError` when the model and the data set have different class counts.
+    ``paper``: the convention of the paper's numbers (default: :func:`paper_convention` of the data set;
+    ``GLAND`` needs two classes, background first). Raises :class:`ClassMismatchError` when the model and
+    the data set have different class counts.
     """
+    paper = paper_convention(dataset.name) if paper is None else PaperConvention(paper)
+    if paper is PaperConvention.GLAND and len(dataset.classes) != 2:
+        raise ClassMismatchError(f"the crag convention of the paper's numbers needs two classes (background, "
+                                 f"gland), the data set has {len(dataset.classes)}")
     if len(predictor.classes) != len(dataset.classes):
         raise ClassMismatchError(
             f"the model predicts {len(predictor.classes)} classes ({', '.join(predictor.classes.names)}) "
@@ -96,6 +120,7 @@ def evaluate(predictor: Predictor, dataset: PatchDataset, *, batch_size: int = 4
     bar.close()
     return EvaluationReport(
         scores=cm.scores(),
+        paper=PaperScores.from_confusion(cm.matrix, paper),
         images=len(dataset),
         seconds_per_image=seconds / max(len(dataset), 1),
         dataset={"name": dataset.name, "split": split, "patches": len(dataset),

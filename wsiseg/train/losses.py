@@ -1,22 +1,25 @@
-"""The SAM-Path training loss (paper eq. 3, REFERENCE section 2).
+"""The SAM-Path training loss, exactly as the paper's reference code computes it (REFERENCE.md section 9).
 
-For every class ``i`` of ``k``::
+Inputs: decoder logits ``(B, C, h, w)`` of a reference-layout model (``C = k + 1``: channel 0 is the
+"unlabeled" slot, channel ``c`` is class ``c - 1``), predicted IoUs ``(B, C)`` and labels ``(B, H, W)`` of
+class indices ``0..k-1`` with ``ignore_index`` for unlabelled pixels. In the reference's terms the target is
+``t = label + 1`` on labelled pixels and ``0`` on unlabelled ones. Then:
 
-    L_i = (1 - alpha) * Dice_i + alpha * Focal_i + beta * MSE(iou_pred_i, IoU(prob_i >= 0.5, y_i))
+1. the logits are upsampled bilinearly (``align_corners=False``) to ``(H, W)``;
+2. at unlabelled pixels every channel's logit is multiplied by 0 and the target is 0; ``y`` is the one-hot
+   target over all ``C`` channels (so unlabelled pixels stay in the averages below, as in the reference);
+3. ``p = softmax(logits)`` over ALL ``C`` channels;
+4. Dice (MONAI ``DiceLoss(include_background=False)`` on ``p``): for every sample and channel ``c >= 1``,
+   ``1 - (2 * sum(p_c * y_c) + 1e-5) / (sum(p_c) + sum(y_c) + 1e-5)`` over pixels, then the mean;
+5. focal (MONAI ``FocalLoss(include_background=False)``, sigmoid, gamma 2, no alpha) on the raw (zeroed)
+   logits: ``BCE(logit, y) * (1 - p_t)^2`` with ``p_t = sigmoid(logit)`` where ``y = 1``, else
+   ``1 - sigmoid(logit)``, the plain mean over samples, channels ``1..`` and pixels;
+6. IoU: ``mse(iou_pred[:, 1:], iou_true[:, 1:])`` with ``iou_true`` the per-sample, per-channel IoU of
+   ``p >= 0.5`` against ``y``: ``I / (U + 1e-7)`` (no gradient);
+7. ``total = alpha * focal + (1 - alpha) * dice + beta * iou`` (the reference's ``focal_cof``, ``dice_cof``,
+   ``iou_cof``; BCSS 0.25 / 0.75 / 0.0625, CRAG 0.125 / 0.875 / 0).
 
-and the loss is ``sum_i L_i``. Conventions (those of the paper's reference code):
-
-- The decoder's logits ``(B, k, S/4, S/4)`` are first upsampled bilinearly (``align_corners=False``) to the
-  label size ``(H, W)``; all terms are computed at label resolution.
-- ``prob = softmax(logits)`` over the k classes; ``y_i`` is the one-hot label of class ``i``.
-- ``Dice_i = 1 - (2 * sum(prob_i * y_i) + 1) / (sum(prob_i) + sum(y_i) + 1)`` per image (sums over labelled
-  pixels), averaged over the batch.
-- ``Focal_i`` = mean over labelled pixels of the batch of ``-(1 - p_t)^gamma * log(p_t)``, with
-  ``p_t = sigmoid(logit_i)`` where ``y_i = 1`` and ``1 - sigmoid(logit_i)`` elsewhere (raw logits, gamma 2).
-- ``IoU_i`` is the per-image IoU of ``prob_i >= 0.5`` against ``y_i`` over labelled pixels (1 when both are
-  empty; no gradient); ``MSE`` is averaged over the batch.
-- Pixels labelled ``ignore_index`` are excluded from all three terms. An image without labelled pixels
-  contributes nothing.
+Tests check this against MONAI's own ``DiceLoss``/``FocalLoss`` and against the reference code's output.
 """
 
 from __future__ import annotations
@@ -27,10 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: MONAI DiceLoss's default smoothing (numerator and denominator)
+DICE_SMOOTH = 1e-5
+#: the reference's epsilon in the IoU target's union
+IOU_EPS = 1e-7
+
 
 @dataclass(frozen=True)
 class LossTerms:
-    """The loss and its parts, each summed over classes (``total`` carries the gradient)."""
+    """The loss and its three parts (``total`` carries the gradient; the parts are detached)."""
 
     total: torch.Tensor
     dice: torch.Tensor
@@ -38,58 +46,65 @@ class LossTerms:
     iou_mse: torch.Tensor
 
 
+def reference_target(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Labels ``(B, H, W)`` (class indices, ``ignore_index`` = unlabelled) -> the reference's target
+    ``(B, H, W)`` int64: ``label + 1``, and 0 where unlabelled."""
+    labels = labels.long()
+    return torch.where(labels == ignore_index, torch.zeros_like(labels), labels + 1)
+
+
+def dice_loss(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """MONAI ``DiceLoss(include_background=False)``: ``(B, C, H, W)`` probabilities and one-hot target ->
+    the mean over samples and channels ``1..`` of ``1 - (2I + s) / (P + G + s)``, ``s = 1e-5``."""
+    p, y = probs[:, 1:].flatten(2), onehot[:, 1:].flatten(2)
+    inter = (p * y).sum(-1)
+    denom = p.sum(-1) + y.sum(-1)
+    return (1.0 - (2.0 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH)).mean()
+
+
+def focal_loss(logits: torch.Tensor, onehot: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """MONAI ``FocalLoss(include_background=False)`` (sigmoid, no alpha): the plain mean over samples,
+    channels ``1..`` and pixels of ``BCE(x, y) * (1 - p_t)^gamma``."""
+    x, y = logits[:, 1:], onehot[:, 1:]
+    bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    weight = torch.exp(gamma * F.logsigmoid(-x * (2.0 * y - 1.0)))  # (1 - p_t)^gamma, stably
+    return (bce * weight).mean()
+
+
+def iou_target(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Per-sample, per-channel IoU ``(B, C)`` of ``probs >= 0.5`` against the one-hot target."""
+    hard = (probs >= 0.5).to(onehot.dtype)
+    inter = (hard * onehot).sum(dim=(2, 3))
+    union = hard.sum(dim=(2, 3)) + onehot.sum(dim=(2, 3)) - inter
+    return inter / (union + IOU_EPS)
+
+
 class SamPathLoss(nn.Module):
-    """``sum_i (1-alpha) Dice_i + alpha Focal_i + beta MSE_i`` with unlabeled pixels ignored."""
+    """``alpha * focal + (1 - alpha) * dice + beta * iou_mse`` as in the module docstring."""
 
     def __init__(self, alpha: float = 0.25, beta: float = 0.0625, gamma: float = 2.0,
-                 ignore_index: int = 255, dice_smooth: float = 1.0) -> None:
+                 ignore_index: int = 255) -> None:
         super().__init__()
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
         self.alpha = alpha
         self.beta = beta
         self.gamma = gamma
         self.ignore_index = ignore_index
-        self.dice_smooth = dice_smooth
 
     def forward(self, logits: torch.Tensor, iou_pred: torch.Tensor, labels: torch.Tensor) -> LossTerms:
-        """``logits`` (B, k, h, w), ``iou_pred`` (B, k), ``labels`` (B, H, W) integer class indices."""
-        k = logits.shape[1]
+        """``logits (B, C, h, w)``, ``iou_pred (B, C)``, ``labels (B, H, W)`` -> :class:`LossTerms`."""
+        c = logits.shape[1]
         logits = logits.float()
         if logits.shape[-2:] != labels.shape[-2:]:
             logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        valid = (labels != self.ignore_index).unsqueeze(1)  # (B, 1, H, W)
-        target = F.one_hot(torch.where(valid[:, 0], labels.long(), 0), k).permute(0, 3, 1, 2).float()
-        target = target * valid
-        vmask = valid.float()
-        prob = torch.softmax(logits, dim=1) * vmask
-
-        # Dice per image and class, averaged over images that have labelled pixels.
-        has_pixels = vmask.flatten(1).sum(1) > 0  # (B,)
-        n_img = has_pixels.sum().clamp(min=1)
-        inter = (prob * target).flatten(2).sum(-1)
-        denom = prob.flatten(2).sum(-1) + target.flatten(2).sum(-1)
-        dice = 1.0 - (2.0 * inter + self.dice_smooth) / (denom + self.dice_smooth)  # (B, k)
-        dice = (dice * has_pixels[:, None]).sum(0) / n_img  # (k,)
-
-        # Sigmoid focal loss on the raw logits, mean over labelled pixels.
-        ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        p = torch.sigmoid(logits)
-        p_t = p * target + (1.0 - p) * (1.0 - target)
-        focal_map = ce * (1.0 - p_t) ** self.gamma * vmask
-        n_pix = vmask.sum().clamp(min=1.0)
-        focal = focal_map.sum(dim=(0, 2, 3)) / n_pix  # (k,)
-
-        # MSE between the predicted IoU and the IoU of the thresholded probability.
+        target = reference_target(labels, self.ignore_index)
+        labelled = (target != 0).unsqueeze(1).to(logits.dtype)
+        logits = logits * labelled
+        onehot = F.one_hot(target, c).permute(0, 3, 1, 2).to(logits.dtype)
+        probs = torch.softmax(logits, dim=1)
+        dice = dice_loss(probs, onehot)
+        focal = focal_loss(logits, onehot, self.gamma)
         with torch.no_grad():
-            hard = (prob >= 0.5).float() * vmask
-            i_hard = (hard * target).flatten(2).sum(-1)
-            u_hard = ((hard + target) > 0).float().flatten(2).sum(-1)
-            iou_true = torch.where(u_hard > 0, i_hard / u_hard.clamp(min=1.0), torch.ones_like(u_hard))
-        mse = ((iou_pred.float() - iou_true) ** 2 * has_pixels[:, None]).sum(0) / n_img  # (k,)
-
-        total = ((1.0 - self.alpha) * dice + self.alpha * focal + self.beta * mse).sum()
-        return LossTerms(total=total, dice=dice.sum().detach(), focal=focal.sum().detach(),
-                         iou_mse=mse.sum().detach())
+            iou_true = iou_target(probs, onehot)
+        iou_mse = F.mse_loss(iou_pred.float()[:, 1:], iou_true[:, 1:])
+        total = self.alpha * focal + (1.0 - self.alpha) * dice + self.beta * iou_mse
+        return LossTerms(total=total, dice=dice.detach(), focal=focal.detach(), iou_mse=iou_mse.detach())

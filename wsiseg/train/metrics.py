@@ -11,10 +11,17 @@ One implementation serves training validation and ``wsiseg evaluate``. Definitio
   left out of the mean).
 
 Pixels whose label equals ``ignore_index`` are excluded from every count.
+
+:class:`PaperScores` gives, from the same confusion matrix, the numbers exactly as the SAM-Path reference
+code computes them (torchmetrics 0.11.4 with its arguments; REFERENCE.md section 9), for putting next to the
+paper's Table 1. They differ from the standard ones above in two places: the macro IoU divides by one class
+more than exists (classes absent from both count as 0), and under the CRAG convention the background class
+is ignored, so "Dice" is the gland Dice and "IoU" is the gland *recall* TP / (TP + FN), not an IoU.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -141,3 +148,83 @@ class SegmentationScores:
         for name, row in zip(self.class_names, self.confusion, strict=True):
             lines.append(f"{name:<{width}}" + "".join(f"  {v:>{cell}d}" for v in row))
         return "\n".join(lines)
+
+
+class PaperConvention(str, enum.Enum):
+    """Which of the reference code's metric set-ups applies (its ``ignored_classes_metric``)."""
+
+    MULTICLASS = "bcss"  #: no class left out (BCSS)
+    GLAND = "crag"  #: class 0 (background) left out of predictions and targets (CRAG: background vs gland)
+
+
+def _div(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else 0.0  # torchmetrics' zero_division=0
+
+
+@dataclass(frozen=True)
+class PaperScores:
+    """The reference code's five metrics (its MetricCollection keys in brackets), from a confusion matrix.
+
+    The reference scores ``K = k + 2`` torchmetrics classes: its target is ``class + 1`` (0 = unlabelled,
+    whose predictions it also sets to 0) and one class more than its ``k + 1`` channels. With ``M`` that
+    ``K x K`` matrix and its row 0 dropped (``M'``):
+
+    - ``dice`` [Dice]: micro over classes ``1..``: ``2 tp / (2 tp + fp + fn)`` on ``M`` (BCSS: pixel
+      accuracy over labelled pixels; CRAG: the gland Dice);
+    - ``dice_macro`` [Dice_Bal]: the mean per-class Dice over classes ``1..`` that occur in ``M``;
+    - ``iou`` [IOU_Jaccard]: micro Jaccard on ``M'`` (BCSS: ``acc / (2 - acc)``; CRAG: gland recall);
+    - ``iou_macro`` [IOU_Jaccard_Bal]: per-class Jaccard on ``M'`` averaged over ALL ``K - 1`` classes;
+    - ``f1`` [F1]: accuracy over ``M'``.
+
+    Under :attr:`PaperConvention.GLAND` class 0 (background) is moved to 0 in both prediction and target
+    first. Everything is 0 when nothing is left to score (torchmetrics' zero division).
+    """
+
+    convention: PaperConvention
+    dice: float
+    dice_macro: float
+    iou: float
+    iou_macro: float
+    f1: float
+
+    @classmethod
+    def from_confusion(cls, matrix: np.ndarray, convention: PaperConvention) -> PaperScores:
+        k = matrix.shape[0]
+        big = k + 2
+        m = np.zeros((big, big), dtype=np.float64)
+        m[1:k + 1, 1:k + 1] = matrix
+        if convention is PaperConvention.GLAND:
+            m[0, :] += m[1, :]
+            m[:, 0] += m[:, 1]
+            m[1, :] = 0
+            m[:, 1] = 0
+        tp = np.diag(m)[1:]
+        fp = m.sum(axis=0)[1:] - tp
+        fn = m.sum(axis=1)[1:] - tp
+        present = (tp + fp + fn) > 0
+        per_dice = [_div(2 * t, 2 * t + p + n) for t, p, n in zip(tp, fp, fn, strict=True)]
+        dice_macro = float(np.mean([d for d, ok in zip(per_dice, present, strict=True) if ok])) \
+            if present.any() else 0.0
+        mp = m.copy()
+        mp[0, :] = 0  # pixels whose target is 0 are dropped
+        tp2 = np.diag(mp)[1:]
+        union = mp.sum(axis=0)[1:] + mp.sum(axis=1)[1:] - tp2
+        return cls(
+            convention=convention,
+            dice=_div(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum()),
+            dice_macro=dice_macro,
+            iou=_div(tp2.sum(), union.sum()),
+            iou_macro=float(np.mean([_div(t, u) for t, u in zip(tp2, union, strict=True)])),
+            f1=_div(tp2.sum(), mp.sum()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        note = ("the SAM-Path reference code's numbers (torchmetrics 0.11.4, its arguments), comparable with "
+                "the paper's Table 1")
+        if self.convention is PaperConvention.GLAND:
+            note += ("; background is ignored, so 'dice' is the gland Dice and 'iou' is the gland RECALL "
+                     "TP/(TP+FN), not an IoU (see per_class.gland.iou for the true gland IoU)")
+        else:
+            note += "; 'dice' = pixel accuracy over labelled pixels, 'iou' = dice / (2 - dice)"
+        return {"convention": self.convention.value, "dice": self.dice, "iou": self.iou,
+                "dice_macro": self.dice_macro, "iou_macro": self.iou_macro, "f1": self.f1, "note": note}
