@@ -168,3 +168,79 @@ def test_glas_folder_layout_loads(glas_dir: Path) -> None:
     # 775x522 at 0.62 um/px -> 194x130 at 2.48 um/px: one padded patch per image
     assert len(ds) == 20
     assert set(np.unique(lab[:130, :194]).tolist()) == {0, 1} and (lab[130:] == 255).all()
+
+
+def test_bcss_patch_ids_are_the_reference_codes(tmp_path: Path) -> None:
+    """``<ROI name>_<y0>_<x0>``: REFERENCE section 9's example, a 3 x 4-patch ROI of 2467 x 3394 px
+    at 1024 px patches, has y0 0/722/1443 and x0 0/790/1580/2370."""
+    assert patch_starts(2467, 1024) == [0, 722, 1443]
+    assert patch_starts(3394, 1024) == [0, 790, 1580, 2370]
+    _make_bcss(tmp_path)
+    ds = build_dataset("bcss", tmp_path, "all", patch_size=32, mpp=0.25)
+    roi = f"{BCSS_TRAIN[0]}_xmin100_ymin200_MPP-0.2500"
+    assert [ds.sample_id(i) for i in range(len(ds)) if ds.patches[i].group == roi] == [
+        f"{roi}_0_0", f"{roi}_0_28", f"{roi}_8_0", f"{roi}_8_28"]  # 40 x 60 px: y0 0/8, x0 0/28
+
+
+def _split_file(path: Path, folds: dict[str, int]) -> Path:
+    path.write_text("img_id,fold\n" + "".join(f"{k},{v}\n" for k, v in folds.items()))
+    return path
+
+
+def test_bcss_split_file_assigns_patches_by_fold(tmp_path: Path) -> None:
+    _make_bcss(tmp_path)
+    every = build_dataset("bcss", tmp_path, "all", patch_size=32, mpp=0.25)
+    ids = [every.sample_id(i) for i in range(len(every))]
+    folds = {pid: (-1 if n % 7 == 0 else n % 5) for n, pid in enumerate(ids)}  # per patch, as the reference
+    csv = _split_file(tmp_path / "BCSS_cv.csv", folds)
+    for split, keep in (("test", lambda f: f == -1), ("val", lambda f: f == 0), ("train", lambda f: f >= 1)):
+        ds = build_dataset("bcss", tmp_path, split, patch_size=32, mpp=0.25, split_file=csv)
+        assert [ds.sample_id(i) for i in range(len(ds))] == [p for p in ids if keep(folds[p])]
+    # patches of one ROI now straddle train and val (the reference's folds are per patch)
+    train = build_dataset("bcss", tmp_path, "train", patch_size=32, mpp=0.25, split_file=csv)
+    val = build_dataset("bcss", tmp_path, "val", patch_size=32, mpp=0.25, split_file=csv)
+    assert set(train.groups) & set(val.groups)
+    # a file made for other data is refused, naming what does not match
+    del folds[ids[3]]
+    with pytest.raises(DatasetError, match=r"1 of 56 samples are not in split file .*" + ids[3]):
+        build_dataset("bcss", tmp_path, "train", patch_size=32, mpp=0.25,
+                      split_file=_split_file(tmp_path / "short.csv", folds))
+    folds[ids[3]] = 1
+    folds["TCGA-XX-0000-DX1_0_0"] = 2
+    with pytest.raises(DatasetError, match=r"1 ids of split file .* match no sample.*TCGA-XX"):
+        build_dataset("bcss", tmp_path, "train", patch_size=32, mpp=0.25,
+                      split_file=_split_file(tmp_path / "long.csv", folds))
+    (tmp_path / "bad.csv").write_text("name;fold\na;1\n")
+    with pytest.raises(DatasetError, match="needs the columns img_id,fold"):
+        build_dataset("bcss", tmp_path, "train", patch_size=32, mpp=0.25, split_file=tmp_path / "bad.csv")
+
+
+def test_crag_whole_images_resized_as_the_reference(tmp_path: Path) -> None:
+    """CRAG as the paper ran it: one sample per image, the whole 48 x 40 image resized to P x P
+    (bilinear image, nearest label); ``source`` keeps the image as it is; folds from a split file."""
+    _make_crag(tmp_path)
+    csv = _split_file(tmp_path / "CRAG_cv.csv", {"train_0": 0, "train_1": 1, "train_2": 2, "train_3": 3,
+                                                 "train_4": 4, "test_0": -1, "test_1": -1})
+    train = build_dataset("crag", tmp_path, "train", patch_size=96, whole_image=True, split_file=csv)
+    val = build_dataset("crag", tmp_path, "val", patch_size=96, whole_image=True, split_file=csv)
+    test = build_dataset("crag", tmp_path, "test", patch_size=96, whole_image=True, split_file=csv)
+    assert (len(train), len(val), len(test)) == (4, 1, 2) and val.groups == ["train/train_0"]
+    assert train.whole_image and train.mpp == 0.5
+    image, label = test[0]
+    assert image.shape == (96, 96, 3) and label.shape == (96, 96) and image.dtype == np.uint8
+    src_image, src_label = test.source(0)
+    assert src_image.shape == (48, 40, 3) and src_label.shape == (48, 40)
+    # nearest: output row i takes source row floor(i * 48 / 96), column j source column floor(j * 40 / 96)
+    rows, cols = (np.arange(96) * 48) // 96, (np.arange(96) * 40) // 96
+    np.testing.assert_array_equal(label, src_label[rows][:, cols])
+    np.testing.assert_array_equal(test.label(0), label)
+    assert set(np.unique(label)) == {0, 1}
+    # bilinear (half-pixel centres), rounded: compare with torch on the same image
+    import torch
+    import torch.nn.functional as F
+
+    want = F.interpolate(torch.from_numpy(np.array(src_image)).permute(2, 0, 1)[None].float(), size=(96, 96),
+                         mode="bilinear", align_corners=False)[0].permute(1, 2, 0).round().numpy()
+    np.testing.assert_array_equal(image, want.astype(np.uint8))
+    with pytest.raises(DatasetError, match="do not set mpp"):
+        build_dataset("crag", tmp_path, "train", patch_size=96, whole_image=True, mpp=0.5)

@@ -10,7 +10,8 @@ import click
 from wsiseg.errors import ConfigError
 
 _FLAG_KEYS = (
-    "dataset", "data_dir", "class_map", "mapping", "patch_size", "mpp", "source_mpp", "val_fraction",
+    "dataset", "data_dir", "class_map", "mapping", "split_file", "patch_size", "mpp", "source_mpp",
+    "val_fraction",
     "preset", "variant", "input_size", "sam_checkpoint", "hipt_checkpoint", "epochs", "batch_size",
     "accumulate", "lr", "weight_decay", "alpha", "beta", "seed", "device", "amp", "num_workers", "out_dir",
     "cache_embeddings",
@@ -26,13 +27,18 @@ _FLAG_KEYS = (
               help="folder: class-map YAML/JSON (mask values -> names, colours, ignore values).")
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
               help="bcss: file overriding the class grouping of the 22 BCSS codes.")
+@click.option("--split-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="bcss/crag: an img_id,fold CSV (fold -1 test, 0 val, 1.. train), e.g. the reference "
+                   "code's BCSS_cv.csv / CRAG_cv.csv, instead of the default split.")
 @click.option("--patch-size", type=int, help="Patch side in pixels at --mpp.")
 @click.option("--mpp", type=float, help="Training resolution, microns per pixel.")
 @click.option("--source-mpp", type=float, help="folder/crag: the images' own microns per pixel.")
 @click.option("--val-fraction", type=float, help="Share of training images/ROIs held out for validation.")
 @click.option("--preset", help="Model preset (sam_path_vit_b, tiny, ...).")
-@click.option("--variant", type=click.Choice(["sam_path", "sam_only", "pathology_only"]),
-              help="Which encoders feed R (paper ablations).")
+@click.option("--variant", type=click.Choice(["sam_path", "finetuned_sam", "pathology_only", "sam_pre_neck"]),
+              help="sam_path (the paper's model), finetuned_sam ('Fine-tuned SAM (w.o. Fp)': SAM's own neck, "
+                   "no R), pathology_only ('w.o. Fs'), sam_pre_neck (SAM's pre-neck features through a new "
+                   "R; not in the paper).")
 @click.option("--input-size", type=int, help="Model input side in pixels (multiple of 16).")
 @click.option("--train-encoders/--freeze-encoders", default=None, help="Train Fs/Fp too (default: frozen).")
 @click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
@@ -79,7 +85,7 @@ def command(config_path: Path | None, resume: bool, quiet: bool, train_encoders:
         raise ConfigError("no data folder: pass --data-dir (or set data_dir in the recipe)")
     options = {"patch_size": cfg.patch_size, "mpp": cfg.mpp, "val_fraction": cfg.val_fraction,
                "seed": cfg.seed, "source_mpp": cfg.source_mpp, "class_map": cfg.class_map,
-               "mapping": cfg.mapping}
+               "mapping": cfg.mapping, "split_file": cfg.split_file, "whole_image": cfg.whole_image}
     train_set = build_dataset(cfg.dataset, cfg.data_dir, "train", **options)
     val_set = build_dataset(cfg.dataset, cfg.data_dir, "val", **options) if cfg.val_fraction > 0 else None
     click.echo(f"training on {len(train_set)} patches ({len(train_set.groups)} images), validating on "

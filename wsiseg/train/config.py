@@ -49,6 +49,8 @@ class TrainConfig:
     data_dir: str | None = None
     class_map: str | None = None  # folder data sets: the class-map file
     mapping: str | None = None  # bcss: class grouping file
+    split_file: str | None = None  # bcss/crag: an img_id,fold CSV (the reference code's folds)
+    whole_image: bool = False  # crag: one sample per image, resized to patch_size (the paper's set-up)
     patch_size: int = 1024
     mpp: float | None = None
     source_mpp: float | None = None

@@ -4,10 +4,18 @@ A data set is a sequence of ``(image, label)`` pairs: ``image`` uint8 ``(P, P, 3
 ``(P, P)`` class indices of :attr:`PatchDataset.classes`, with :attr:`ClassList.ignore_index` for unlabelled
 pixels. ``P`` (``patch_size``) is in pixels at the data set's target resolution. Files are decoded only when
 a patch is read (the last few decoded files are kept), so building a data set reads only file headers.
+
+Whole-image data sets (``whole_image=True``, CRAG as the reference ran it) have one sample per file: the
+file resized to ``P x P`` (bilinear image, nearest label); :meth:`PatchDataset.source` gives the file as it
+is, for augmentations that crop before resizing.
+
+Splits: by default a seeded share of the files is held out for validation (:func:`split_groups`); a split
+file (:func:`read_split_file`, the reference code's ``img_id,fold`` CSVs) assigns samples instead.
 """
 
 from __future__ import annotations
 
+import csv
 import enum
 import math
 from collections import OrderedDict
@@ -158,12 +166,14 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
     """A lazy sequence of ``(image uint8 (P,P,3), label uint8 (P,P))`` patches; see the module docstring."""
 
     def __init__(self, name: str, patches: Sequence[PatchRef], classes: ClassList, patch_size: int,
-                 label_fn: LabelFn, mpp: float | None, mask_reader: MaskReader | None = None) -> None:
+                 label_fn: LabelFn, mpp: float | None, mask_reader: MaskReader | None = None, *,
+                 whole_image: bool = False) -> None:
         self.name = name
         self.patches = list(patches)
         self.classes = classes
         self.patch_size = patch_size
         self.mpp = mpp  # target resolution in um/px (None: the files' own resolution)
+        self.whole_image = whole_image
         self._label_fn = label_fn
         self._mask_reader = mask_reader
 
@@ -171,7 +181,25 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
         return len(self.patches)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        if self.whole_image:
+            image, label = self.source(index)
+            return _resize_pair(image, label, self.patch_size)
         ref = self.patches[index]
+        image, raw = self._decoded(ref)
+        p = self.patch_size
+        img = np.full((p, p, 3), 255, dtype=np.uint8)
+        crop_i = image[ref.y_t:ref.y_t + p, ref.x_t:ref.x_t + p]
+        img[:crop_i.shape[0], :crop_i.shape[1]] = crop_i
+        return img, self._crop_label(ref, raw)
+
+    def source(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The whole source of sample ``index`` at the target resolution: image ``(H, W, 3)`` and labels
+        ``(H, W)`` (for a whole-image data set: the file before it is resized to ``P x P``)."""
+        ref = self.patches[index]
+        image, raw = self._decoded(ref)
+        return image, self._label_fn(np.ascontiguousarray(raw), ref.mask_path)
+
+    def _decoded(self, ref: PatchRef) -> tuple[np.ndarray, np.ndarray]:
         image = read_resized(ref.image_path, ref.scale, False)
         raw = self._read_mask(ref)
         if raw.shape[:2] != image.shape[:2]:
@@ -179,15 +207,14 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
                 f"image {ref.image_path.name} is {image.shape[1]}x{image.shape[0]} but its mask "
                 f"{ref.mask_path.name} is {raw.shape[1]}x{raw.shape[0]}"
             )
-        p = self.patch_size
-        img = np.full((p, p, 3), 255, dtype=np.uint8)
-        crop_i = image[ref.y_t:ref.y_t + p, ref.x_t:ref.x_t + p]
-        img[:crop_i.shape[0], :crop_i.shape[1]] = crop_i
-        return img, self._crop_label(ref, raw)
+        return image, raw
 
     def label(self, index: int) -> np.ndarray:
         """The label ``(P, P)`` of patch ``index`` alone (reads only the mask file)."""
         ref = self.patches[index]
+        if self.whole_image:
+            raw = self._label_fn(np.ascontiguousarray(self._read_mask(ref)), ref.mask_path)
+            return _resize_label(raw, self.patch_size)
         return self._crop_label(ref, self._read_mask(ref))
 
     def _read_mask(self, ref: PatchRef) -> np.ndarray:
@@ -212,16 +239,116 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
         return sorted({p.group for p in self.patches})
 
 
-def cut_patches(pairs: Sequence[tuple[str, Path, Path, float]], patch_size: int) -> list[PatchRef]:
+def _resize_label(label: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of ``label (H, W)`` to ``size x size`` (source pixel ``floor(i * H / size)``,
+    OpenCV's INTER_NEAREST and torch's ``nearest``)."""
+    h, w = label.shape[:2]
+    rows = np.minimum((np.arange(size) * (h / size)).astype(np.int64), h - 1)
+    cols = np.minimum((np.arange(size) * (w / size)).astype(np.int64), w - 1)
+    return np.ascontiguousarray(label[rows][:, cols])
+
+
+def _resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``image (H, W, 3)`` uint8 bilinear (half-pixel centres, no antialias, rounded) and ``label``
+    nearest to ``size x size``: the reference's test-time ``Resize``."""
+    if image.shape[:2] == (size, size):
+        return image, label
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    out = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return np.ascontiguousarray(out), _resize_label(label, size)
+
+
+#: ``sample_id(group, x_t, y_t, patch_size, scale)`` of a patch
+SampleIdFn = Callable[[str, int, int, int, float], str]
+
+
+def default_sample_id(group: str, x_t: int, y_t: int, patch_size: int, scale: float) -> str:
+    return f"{group}_x{x_t}_y{y_t}_p{patch_size}_s{scale:.6g}"
+
+
+def cut_patches(pairs: Sequence[tuple[str, Path, Path, float]], patch_size: int,
+                sample_id: SampleIdFn = default_sample_id) -> list[PatchRef]:
     """Patches covering every ``(group, image_path, mask_path, scale)`` pair, overlap spread evenly."""
     out: list[PatchRef] = []
     for group, image_path, mask_path, scale in pairs:
         w, h = resized_size(*image_size(image_path), scale)
         for y_t in patch_starts(h, patch_size):
             for x_t in patch_starts(w, patch_size):
-                sample_id = f"{group}_x{x_t}_y{y_t}_p{patch_size}_s{scale:.6g}"
-                out.append(PatchRef(sample_id, image_path, mask_path, x_t, y_t, scale, group))
+                out.append(PatchRef(sample_id(group, x_t, y_t, patch_size, scale), image_path, mask_path, x_t,
+                                    y_t, scale, group))
     return out
+
+
+def whole_images(pairs: Sequence[tuple[str, Path, Path, float]]) -> list[PatchRef]:
+    """One sample per ``(group, image_path, mask_path, scale)`` pair (its id: the group)."""
+    return [PatchRef(group, image_path, mask_path, 0, 0, scale, group)
+            for group, image_path, mask_path, scale in pairs]
+
+
+#: The folds of a split file (REFERENCE section 9): -1 test, 0 validation, 1.. training.
+TEST_FOLD, VAL_FOLD = -1, 0
+
+
+def read_split_file(path: Path | str) -> dict[str, int]:
+    """An ``img_id,fold`` CSV (the reference code's ``dataset_cfg/*_cv.csv``) as ``{id: fold}``."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise DatasetError(f"cannot read split file {path}: {exc.strerror or exc}") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DatasetError(f"split file {path} is not a CSV: {exc}") from exc
+    if not rows or not {"img_id", "fold"} <= set(rows[0]):
+        raise DatasetError(f"split file {path} needs the columns img_id,fold")
+    folds: dict[str, int] = {}
+    for n, row in enumerate(rows, start=2):
+        try:
+            folds[row["img_id"].strip()] = int(row["fold"])
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"split file {path}, line {n}: fold {row.get('fold')!r} is not an integer") \
+                from exc
+    return folds
+
+
+def in_split(fold: int, split: Split) -> bool:
+    """Whether a sample of ``fold`` belongs to ``split`` (test -1, val 0, train >= 1, all)."""
+    return (split is Split.ALL or (split is Split.TEST and fold == TEST_FOLD)
+            or (split is Split.VAL and fold == VAL_FOLD) or (split is Split.TRAIN and fold > VAL_FOLD))
+
+
+def select_by_split_file(patches: Sequence[PatchRef], split: Split, path: Path | str,
+                         key: Callable[[PatchRef], str]) -> list[PatchRef]:
+    """The patches of ``split`` by their fold in split file ``path`` (``key`` gives a patch's id there).
+
+    Every patch must be listed and every listed id must name a patch: a mismatch means the data differ
+    from the ones the file was made for, and raises DatasetError saying how many and which.
+    """
+    folds = read_split_file(path)
+    ids = [key(p) for p in patches]
+    missing = [i for i in ids if i not in folds]
+    if missing:
+        raise DatasetError(f"{len(missing)} of {len(ids)} samples are not in split file {path}, "
+                           f"e.g. {missing[0]!r}")
+    unknown = sorted(set(folds) - set(ids))
+    if unknown:
+        raise DatasetError(f"{len(unknown)} ids of split file {path} match no sample of the data set, "
+                           f"e.g. {unknown[0]!r} (different data or another patch grid?)")
+    return [p for p, i in zip(patches, ids, strict=True) if in_split(folds[i], split)]
+
+
+def finish_dataset(name: str, patches: Sequence[PatchRef], split: Split, source: Path, classes: ClassList,
+                   patch_size: int, label_fn: LabelFn, mpp: float | None, *,
+                   mask_reader: MaskReader | None = None, whole_image: bool = False) -> PatchDataset:
+    """The common tail of the data-set builders: refuse an empty split, else build the data set."""
+    if not patches:
+        raise DatasetError(f"the {name} {split.value} split in {source} is empty")
+    return PatchDataset(name, patches, classes, patch_size, label_fn, mpp, mask_reader,
+                        whole_image=whole_image)
 
 
 def split_groups(groups: Sequence[str], split: Split, val_fraction: float, seed: int) -> set[str]:

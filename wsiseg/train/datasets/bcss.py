@@ -16,10 +16,16 @@ A mapping file (YAML/JSON) overrides the grouping::
       tumor: [200, 0, 0]
 
 ROIs are resized from their own resolution (``_MPP-x`` in the file name, else 0.25 um/px) to ``mpp``
-(default 0.25) and cut into ``patch_size`` patches (default 1024) with the overlap spread evenly. Splits:
-``test`` = ROIs of the official test institutions (TCGA site codes OL, LL, E2, EW, GM, S3); ``val`` =
-``val_fraction`` (20%) of the other ROIs, chosen by ROI with ``seed`` (patches of one ROI never straddle
-train and val); ``train`` = the rest; ``all`` = every ROI.
+(default 0.25) and cut into ``patch_size`` patches (default 1024) with the overlap spread evenly; a patch's
+id is the reference code's ``<ROI name>_<y0>_<x0>`` (offsets in pixels at ``mpp``, y first).
+
+Splits, by default by ROI: ``test`` = ROIs of the official test institutions (TCGA site codes OL, LL, E2,
+EW, GM, S3); ``val`` = ``val_fraction`` (20%) of the other ROIs, chosen with ``seed``; ``train`` = the
+rest; ``all`` = every ROI. Patches of one ROI overlap and share its tissue, so a split by ROI keeps
+validation free of training pixels. ``split_file`` (an ``img_id,fold`` CSV of patch ids, e.g. the
+reference code's ``BCSS_cv.csv``: fold -1 test, 0 val, 1-4 train) reproduces the reference's patch folds
+instead; those are per patch, so most ROIs straddle training and validation there (validation scores are
+then optimistic).
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ from wsiseg.classes import ClassList
 from wsiseg.errors import DatasetError
 from wsiseg.train.datasets.base import (
     PatchDataset,
+    PatchRef,
     Split,
     cut_patches,
+    finish_dataset,
     lut_label_fn,
     pair_files,
+    select_by_split_file,
     split_groups,
 )
 from wsiseg.train.datasets.classmap import read_mapping_file
@@ -100,9 +109,14 @@ def grouping_lut(groups: dict[str, list[int]], colors: dict[str, tuple[int, int,
     return classes, lut
 
 
+def patch_id(roi: str, x_t: int, y_t: int, patch_size: int, scale: float) -> str:
+    """The reference code's BCSS patch id ``<ROI name>_<y0>_<x0>``."""
+    return f"{roi}_{y_t}_{x_t}"
+
+
 def bcss_dataset(data_dir: Path, split: Split = Split.TRAIN, *, patch_size: int = 1024, mpp: float = 0.25,
                  val_fraction: float = 0.2, seed: int = 0, mapping: Path | None = None,
-                 **unused: Any) -> PatchDataset:
+                 split_file: Path | None = None, **unused: Any) -> PatchDataset:
     """The BCSS data set in ``data_dir`` (layout in the module docstring)."""
     data_dir = Path(data_dir)
     image_dir = data_dir / "rgbs_colorNormalized"
@@ -118,15 +132,18 @@ def bcss_dataset(data_dir: Path, split: Split = Split.TRAIN, *, patch_size: int 
     else:
         classes, lut = grouping_lut(DEFAULT_GROUPS, DEFAULT_COLORS)
     lut[0] = classes.ignore_index  # code 0 (outside ROI) is never a class
-    test = {stem for stem, _, _ in pairs if site_code(stem) in TEST_SITES}
-    if split is Split.TEST:
-        chosen = test
-    elif split is Split.ALL:
-        chosen = {stem for stem, _, _ in pairs}
+    scaled = [(stem, img, msk, source_mpp(stem) / mpp) for stem, img, msk in pairs]
+    patches: list[PatchRef]
+    if split_file is not None:
+        patches = select_by_split_file(cut_patches(scaled, patch_size, patch_id), split, split_file,
+                                       lambda p: p.sample_id)
     else:
-        chosen = split_groups([s for s, _, _ in pairs if s not in test], split, val_fraction, seed)
-    selected = [(stem, img, msk, source_mpp(stem) / mpp) for stem, img, msk in pairs if stem in chosen]
-    if not selected:
-        raise DatasetError(f"the BCSS {split.value} split in {data_dir} is empty")
-    patches = cut_patches(selected, patch_size)
-    return PatchDataset("bcss", patches, classes, patch_size, lut_label_fn(lut), mpp)
+        test = {stem for stem, _, _ in pairs if site_code(stem) in TEST_SITES}
+        if split is Split.TEST:
+            chosen = test
+        elif split is Split.ALL:
+            chosen = {stem for stem, _, _ in pairs}
+        else:
+            chosen = split_groups([s for s, _, _ in pairs if s not in test], split, val_fraction, seed)
+        patches = cut_patches([p for p in scaled if p[0] in chosen], patch_size, patch_id)
+    return finish_dataset("bcss", patches, split, data_dir, classes, patch_size, lut_label_fn(lut), mpp)

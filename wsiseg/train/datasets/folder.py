@@ -50,6 +50,7 @@ from wsiseg.train.datasets.base import (
     Split,
     cached_decode,
     cut_patches,
+    finish_dataset,
     image_size,
     lut_label_fn,
     pair_files,
@@ -153,8 +154,6 @@ def folder_dataset(data_dir: Path, split: Split = Split.TRAIN, *, patch_size: in
         else:
             chosen = split_groups([s for s, _, _ in base], split, val_fraction, seed)
             pairs = [p for p in base if p[0] in chosen]
-    if not pairs:
-        raise DatasetError(f"the {split.value} split of {data_dir} is empty")
     patches = cut_patches([(s, img, msk, scale) for s, img, msk in pairs], patch_size)
-    return PatchDataset("folder", patches, classes, patch_size, _label_fn(lut_label_fn(lut, known)), mpp,
-                        mask_reader=_geojson_reader(classes))
+    return finish_dataset("folder", patches, split, data_dir, classes, patch_size,
+                          _label_fn(lut_label_fn(lut, known)), mpp, mask_reader=_geojson_reader(classes))
