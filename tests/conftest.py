@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,3 +38,25 @@ def glas_dir(shared_data: Path) -> Path:
     if not (path / "images").is_dir():
         pytest.skip(f"{path} not found")
     return path
+
+
+class Planted:
+    """A pickle payload: unpickling it calls ``open(marker, "w")``, creating the marker file (tests that no
+    reader of wsiseg ever runs code from a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[str, str]]:
+        return builtins.open, (str(self.marker), "w")
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    """Where a :class:`Planted` payload would create its file."""
+    return tmp_path / "PWNED"
+
+
+@pytest.fixture
+def planted(marker: Path) -> Planted:
+    return Planted(marker)

@@ -14,7 +14,7 @@ from wsiseg.model import load_model, read_checkpoint
 from wsiseg.train.config import TrainConfig
 from wsiseg.train.datasets import build_dataset
 from wsiseg.train.evaluate import evaluate
-from wsiseg.train.schedule import lr_factor
+from wsiseg.train.schedule import build_scheduler, lr_factor
 from wsiseg.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,19 +62,45 @@ def test_resume_equals_uninterrupted_run(tiny_folder: Path, tmp_path: Path) -> N
     assert data.provenance["training"]["recipe"]["alpha"] == 0.25
 
 
-def test_lr_schedule_warmup_then_steps() -> None:
-    assert [lr_factor(s, 2, [4, 6], 0.1) for s in range(8)] == pytest.approx(
-        [0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+# The multipliers the reference code's own LambdaLR gave at these optimiser steps (REFERENCE section 9):
+# BCSS warm-up 72 steps, decays at 72 * 25 and 72 * 29; CRAG 46, 23 * 50, 23 * 55.
+REFERENCE_LR = {
+    "bcss": (72, [1800, 2088], {0: 0.0, 1: 1 / 72, 35: 35 / 72, 71: 71 / 72, 72: 1.0, 73: 1.0, 1799: 1.0,
+                                1800: 0.1, 1801: 0.1, 2087: 0.1, 2088: 0.01, 2304: 0.01}),
+    "crag": (46, [1150, 1265], {0: 0.0, 1: 1 / 46, 23: 0.5, 45: 45 / 46, 46: 1.0, 47: 1.0, 1149: 1.0,
+                                1150: 0.1, 1151: 0.1, 1264: 0.1, 1265: 0.01, 1380: 0.01}),
+}
+
+
+@pytest.mark.parametrize("recipe", ["bcss", "crag"])
+def test_lr_schedule_equals_the_reference(recipe: str) -> None:
+    warmup, milestones, expected = REFERENCE_LR[recipe]
+    cfg = TrainConfig.from_file(REPO / "pipelines" / f"{recipe}.yaml")
+    assert cfg.schedule_unit.value == "step"
+    assert (round(cfg.warmup), [round(m) for m in cfg.milestones]) == (warmup, milestones)
+    for step, factor in expected.items():
+        assert lr_factor(step, warmup, milestones, cfg.lr_decay) == pytest.approx(factor, abs=1e-12), step
+    # and through torch's LambdaLR stepped once per optimiser step, as the trainer does
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = build_scheduler(opt, warmup=cfg.warmup, milestones=cfg.milestones, gamma=cfg.lr_decay,
+                            steps_per_unit=1)
+    seen = []
+    for _ in range(max(expected) + 1):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    for step, factor in expected.items():
+        assert seen[step] == pytest.approx(cfg.lr * factor, abs=1e-15), step
 
 
 def test_recipes_load_with_the_paper_hyper_parameters() -> None:
     bcss = TrainConfig.from_file(REPO / "pipelines" / "bcss.yaml")
     assert (bcss.epochs, bcss.batch_size * bcss.accumulate, bcss.alpha, bcss.beta) == (32, 24, 0.25, 0.0625)
-    assert (bcss.warmup, bcss.milestones, bcss.lr) == (1, [25, 29], 1e-4)
-    assert (bcss.mpp, bcss.patch_size) == (0.25, 1024)
+    assert (bcss.lr, bcss.weight_decay, bcss.amp.value) == (1e-4, 1e-2, "off")
+    assert (bcss.mpp, bcss.patch_size, bcss.preset) == (0.25, 1024, "sam_path_vit_b")
     crag = TrainConfig.from_file(REPO / "pipelines" / "crag.yaml", {"epochs": 3})
-    assert (crag.epochs, crag.batch_size, crag.alpha, crag.beta, crag.warmup, crag.milestones) == (
-        3, 6, 0.125, 0.0, 2, [50, 55])
+    assert (crag.epochs, crag.batch_size, crag.alpha, crag.beta, crag.amp.value) == (3, 6, 0.125, 0.0, "off")
+    assert (crag.whole_image, crag.patch_size, crag.input_size) == (True, 1536, 1024)
     glas = TrainConfig.from_file(REPO / "pipelines" / "glas-cpu.yaml")
     assert Path(glas.class_map or "").is_file() and glas.preset == "tiny"
 
@@ -125,3 +151,27 @@ def test_cli_train_then_evaluate(tiny_folder: Path, tmp_path: Path,
     predictor = load_model(out / "best.wsiseg", device="cpu")
     with pytest.raises(ClassMismatchError, match="2 classes"):
         evaluate(predictor, build_dataset("folder", three, "all", patch_size=64), progress=False)
+
+
+def test_resume_state_loads_weights_only_and_a_planted_one_is_refused(
+        tmp_path: Path, marker: Path, planted: object, tiny_folder: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """last.state.pt holds only tensors and plain values; a state file that would run code when
+    unpickled is refused with one line, and its code never runs."""
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "folder", "--data-dir", str(tiny_folder), "--preset", "tiny",
+            "--input-size", "64", "--patch-size", "32", "--batch-size", "4", "--num-workers", "0",
+            "--device", "cpu", "--out", str(out), "--quiet"]
+    main([*args, "--epochs", "1"])
+    state = torch.load(out / "last.state.pt", weights_only=True)
+    assert state["format"] == "wsiseg-train-state" and state["epoch"] == 1
+    state["history"] = [planted]
+    torch.save(state, out / "last.state.pt")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--epochs", "2", "--resume"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    error = [line for line in err.splitlines() if line.startswith("wsiseg: error:")]
+    assert len(error) == 1 and "it is not read" in error[0] and "Traceback" not in err
+    assert not marker.exists()

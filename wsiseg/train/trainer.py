@@ -5,6 +5,7 @@ Output folder (``out_dir``)::
     last.wsiseg     the model after the latest epoch (wsiseg.model's checkpoint format)
     best.wsiseg     the model of the epoch with the best validation micro Dice (last one without validation)
     last.state.pt   optimizer, scheduler, grad scaler, RNG states, epoch, history: what ``resume`` needs
+                    (tensors and plain values only: it loads with ``torch.load(weights_only=True)``)
     metrics.jsonl, metrics.csv, curves.png   per-epoch records (see :mod:`wsiseg.train.log`)
 
 ``resume=True`` continues after the last completed epoch with the same model, optimizer, scheduler and RNG
@@ -31,17 +32,17 @@ from wsiseg.classes import ClassList
 from wsiseg.errors import CheckpointError, ConfigError, OutputError
 from wsiseg.model import (
     ModelConfig,
+    ModelLayout,
     SamPath,
     build_from_checkpoint,
     load_hipt_weights,
     load_sam_weights,
-    logits_to_probs,
     read_checkpoint,
     resolve_device,
     save_checkpoint,
     to_model_input,
 )
-from wsiseg.model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from wsiseg.train import resume_state
 from wsiseg.train.cache import EmbeddingCache
 from wsiseg.train.config import Amp, ScheduleUnit, TrainConfig
 from wsiseg.train.datasets import PatchDataset
@@ -51,6 +52,7 @@ from wsiseg.train.metrics import ConfusionMatrix, SegmentationScores
 from wsiseg.train.schedule import build_scheduler
 from wsiseg.train.transforms import (
     FEATURE_AUGMENTS,
+    Augment,
     AugmentConfig,
     augment_features,
     augment_image,
@@ -61,7 +63,10 @@ STATE_FILE = "last.state.pt"
 
 
 class _ImageSamples(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """``(image float (3, P, P) in 0..1, label int64 (P, P))``, augmented when ``augment`` is given."""
+    """``(image float (3, P, P) in 0..1, label int64 (P, P))``, augmented when ``augment`` is given.
+
+    Whole-image data sets are cropped from the image as it is (then resized to ``P``) when the
+    augmentations include the resized crop, as the reference's RandomResizedCrop does."""
 
     def __init__(self, data: PatchDataset, augment: AugmentConfig | None, seed: int) -> None:
         self.data, self.augment, self.seed, self.epoch = data, augment, seed, 0
@@ -70,11 +75,14 @@ class _ImageSamples(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return len(self.data)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.data[index]
-        x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
-        y = torch.from_numpy(label).long()
+        crop_source = (self.augment is not None and self.data.whole_image
+                       and Augment.RESIZED_CROP in self.augment.augments)
+        image, label = self.data.source(index) if crop_source else self.data[index]
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
+        y = torch.from_numpy(np.array(label, dtype=np.int64))
         if self.augment is not None:
-            x, y = augment_image(x, y, self.augment, sample_generator(self.seed, self.epoch, index))
+            x, y = augment_image(x, y, self.augment, sample_generator(self.seed, self.epoch, index),
+                                 self.data.patch_size)
         return x, y
 
 
@@ -119,22 +127,6 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def build_model(config: TrainConfig, num_classes: int) -> SamPath:
@@ -196,7 +188,7 @@ class Trainer:
             if cached:
                 return model.decode(x)
             tiles = x.mul(255.0).permute(0, 2, 3, 1)
-            logits, iou = model(to_model_input(tiles, model.input_size, IMAGENET_MEAN, IMAGENET_STD))
+            logits, iou = model(to_model_input(tiles, model.input_size, antialias=model.antialias_input))
             return logits, iou
 
     # -- the run -----------------------------------------------------------------------------------
@@ -247,7 +239,7 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
             history, start_epoch, best_score = state["history"], state["epoch"], state["best_score"]
-            _set_rng_state(state["rng"])
+            resume_state.set_rng_state(state["rng"])
 
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -265,11 +257,9 @@ class Trainer:
             if score is not None and improved:
                 best_score = float(score)
             self._save(model, last_path, epoch + 1, record)
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch + 1,
-                        "best_score": best_score, "history": history, "config": cfg.to_dict()},
-                       self.out_dir / (STATE_FILE + ".partial"))
-            (self.out_dir / (STATE_FILE + ".partial")).replace(state_path)
+            resume_state.write(state_path, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                               scaler=scaler.state_dict(), epoch=epoch + 1, best_score=best_score,
+                               history=history, config=cfg.to_dict())
             if improved:
                 shutil.copyfile(last_path, best_path)
             self.log.write(history)
@@ -322,7 +312,7 @@ class Trainer:
             logits, iou = self._forward(model, x, cached)
             loss_sum += float(self.loss_fn(logits, iou, y).total) * int(y.shape[0])
             n_images += int(y.shape[0])
-            cm.update(logits_to_probs(logits, (int(y.shape[-2]), int(y.shape[-1]))).argmax(1), y)
+            cm.update(model.class_probs(logits, (int(y.shape[-2]), int(y.shape[-1]))).argmax(1), y)
         scores: SegmentationScores = cm.scores()
         out: dict[str, Any] = {"val_loss": loss_sum / max(n_images, 1), "val_micro_dice": scores.micro_dice,
                                "val_micro_iou": scores.micro_iou, "val_macro_dice": scores.macro_dice,
@@ -344,11 +334,11 @@ class Trainer:
     def _load_resume(self, state_path: Path, last_path: Path) -> tuple[dict[str, Any], SamPath]:
         if not state_path.is_file() or not last_path.is_file():
             raise CheckpointError(f"nothing to resume in {self.out_dir}: {STATE_FILE} or last.wsiseg missing")
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a truncated or foreign file
-            raise CheckpointError(f"cannot read {state_path}: {exc}") from exc
+        state = resume_state.read(state_path)
         data = read_checkpoint(last_path)
+        if data.config.layout is not ModelLayout.REFERENCE:
+            raise CheckpointError(f"{last_path} was trained by wsiseg 0.1 (model layout v1), whose loss this "
+                                  "version no longer computes; start a new run in another --out")
         if data.provenance.get("training", {}).get("epoch") != state["epoch"]:
             raise CheckpointError(f"{last_path} and {state_path} are from different epochs; cannot resume")
         if len(data.classes) != len(self.classes):
