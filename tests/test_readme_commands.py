@@ -148,7 +148,8 @@ def test_train_dataset_bcss(user: Path, paper_official_files: dict[str, Path],
 
 
 def test_train_dataset_bcss_preset_tiny_trains(user: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The CPU try-out the error message offers, shrunk to seconds (32-px patches, one epoch)."""
+    """The CPU try-out the error message offers, shrunk to seconds (32-px patches, one epoch); then
+    `wsiseg evaluate --dataset bcss` with the trained model registered as the default."""
     code, _, err = _cli(["train", "--dataset", "bcss", "--preset", "tiny", "--epochs", "1",
                          "--patch-size", "32", "--input-size", "64", "--batch-size", "8", "--accumulate", "1",
                          "--num-workers", "0", "--device", "cpu", "--out", "run", "--quiet"], capsys)
@@ -161,6 +162,13 @@ def test_train_dataset_bcss_preset_tiny_trains(user: Path, capsys: pytest.Captur
     assert (recipe["alpha"], recipe["beta"], recipe["milestones"]) == (0.25, 0.0625, [25.0, 29.0])
     assert recipe["data_dir"] == str(user / "data" / "bcss")
     assert [json.loads(line)["epoch"] for line in Path("run/metrics.jsonl").read_text().splitlines()] == [1]
+    # evaluate: the default model and $WSISEG_DATA/bcss stand in for --model and --data-dir
+    code, _, err = _cli(["models", "add", "bcss-tiny", "run/best.wsiseg", "--default"], capsys)
+    assert code == 0, err
+    code, out, err = _cli(["evaluate", "--dataset", "bcss", "--split", "test", "--device", "cpu", "--quiet"],
+                          capsys)
+    assert code == 0, err
+    assert "micro (paper)" in out and "necrosis" in out
 
 
 def test_train_without_official_weights_is_one_line(user: Path, capsys: pytest.CaptureFixture[str]) -> None:
