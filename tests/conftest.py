@@ -16,6 +16,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("WSISEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _no_user_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never see the developer's model registry or WSISEG_MODEL/WSISEG_DATA (tests that need a
+    registry point WSISEG_HOME at their own folder)."""
+    monkeypatch.setenv("WSISEG_HOME", str(tmp_path_factory.getbasetemp() / "wsiseg-home"))
+    for var in ("WSISEG_MODEL", "WSISEG_DATA"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``; tests that use it are skipped cleanly where it is absent."""
@@ -60,3 +69,35 @@ def marker(tmp_path: Path) -> Path:
 @pytest.fixture
 def planted(marker: Path) -> Planted:
     return Planted(marker)
+
+
+@pytest.fixture(scope="session")
+def tiny_official_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``{"sam", "hipt"}``: files in the official SAM / HIPT (DINO) layouts, sized for the tiny presets
+    (random values), as `wsiseg models add-base` and ``--sam-checkpoint``/``--hipt-checkpoint`` take them."""
+    import torch
+
+    from .model.conftest import dino_checkpoint, sam_state_dict
+
+    d = tmp_path_factory.mktemp("tiny_official")
+    files = {"sam": d / "sam_tiny_official.pth", "hipt": d / "hipt_tiny_official.pth"}
+    torch.save(sam_state_dict("tiny", seed=7), files["sam"])
+    torch.save(dino_checkpoint(48, 2, seed=8)[0], files["hipt"])
+    return files
+
+
+@pytest.fixture(scope="session")
+def slim_tiny_model(tiny_official_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A slim tiny SAM-Path checkpoint built from :func:`tiny_official_files` (it needs both again): the
+    5 synthetic-slide classes, 2 um/px, 128 px tiles, model input 64 px."""
+    import torch
+
+    from wsiseg.model import ModelConfig, SamPath, load_hipt_weights, load_sam_weights, save_checkpoint
+    from wsiseg.slide import SYNTHETIC_CLASSES
+
+    torch.manual_seed(0)
+    model = SamPath(ModelConfig.from_preset("tiny", len(SYNTHETIC_CLASSES), input_size=64))
+    load_sam_weights(model, tiny_official_files["sam"])
+    load_hipt_weights(model, tiny_official_files["hipt"])
+    path = tmp_path_factory.mktemp("slim_tiny") / "tiny-slim.wsiseg"
+    return save_checkpoint(model, path, classes=SYNTHETIC_CLASSES, mpp=2.0, tile_size=128)

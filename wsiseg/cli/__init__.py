@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("wsiseg.cli.evaluate", "Report micro/per-class Dice and IoU of a model on a data set."),
     "import-reference": ("wsiseg.cli.import_reference",
                          "Import a model trained with the SAM-Path reference code as a .wsiseg file."),
+    "models": ("wsiseg.cli.models", "Name models, set the default one, register SAM/HIPT weights."),
     "demo": ("wsiseg.cli.demo", "Run the whole pipeline on a built-in synthetic slide (no downloads)."),
 }
 

@@ -8,10 +8,12 @@ import click
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A .wsiseg checkpoint.")
+@click.option("--model", "model_spec", metavar="NAME|CKPT",
+              help="A registered model name or a .wsiseg checkpoint [default: $WSISEG_MODEL, else the "
+                   "registry's default model].")
 @click.option("--dataset", required=True, type=click.Choice(["bcss", "crag", "folder"]))
-@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Data set folder [default: $WSISEG_DATA/<dataset> when it exists].")
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["train", "val", "test", "all"]))
 @click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
@@ -34,14 +36,16 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val split.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--hipt-checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="Official SAM weights a slim checkpoint needs [default: the registered file].")
+@click.option("--hipt-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="HIPT weights a slim checkpoint needs [default: the registered file].")
 @click.option("--save-predictions", type=click.Path(file_okay=False, path_type=Path),
               help="Write one colour PNG per patch here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report as JSON here.")
 @click.option("--quiet", is_flag=True)
-def command(model_path: Path, dataset: str, data_dir: Path, split: str, class_map: Path | None,
+def command(model_spec: str | None, dataset: str, data_dir: Path | None, split: str, class_map: Path | None,
             mapping: Path | None, split_file: Path | None, whole_image: bool | None,
             paper_convention: str | None, patch_size: int | None, mpp: float | None, source_mpp: float | None,
             val_fraction: float, seed: int, batch_size: int, device: str, sam_checkpoint: Path | None,
@@ -56,12 +60,15 @@ def command(model_path: Path, dataset: str, data_dir: Path, split: str, class_ma
     class map; pixels no polygon covers are not scored). Layouts: docs/datasets.md.
     """
     from wsiseg.model import load_model
+    from wsiseg.registry import find_data_dir, resolve_model
     from wsiseg.train.datasets import build_dataset
     from wsiseg.train.evaluate import evaluate
     from wsiseg.train.metrics import PaperConvention
 
-    predictor = load_model(model_path, device=device, sam_checkpoint=sam_checkpoint,
-                           hipt_checkpoint=hipt_checkpoint)
+    data_dir = find_data_dir(dataset, data_dir)
+    model = resolve_model(model_spec, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint)
+    predictor = load_model(model.path, device=device, sam_checkpoint=model.sam_checkpoint,
+                           hipt_checkpoint=model.hipt_checkpoint)
     recipe = predictor.provenance().get("trained", {}).get("training", {}).get("recipe", {})
     if whole_image is None:
         whole_image = bool(recipe.get("whole_image", False)) and dataset == recipe.get("dataset")

@@ -32,8 +32,10 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
 
 @click.command("segment")
 @click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_spec", required=True, metavar="CKPT|null",
-              help="A .wsiseg checkpoint, or 'null' (constant output; measures the pipeline).")
+@click.option("--model", "model_spec", metavar="NAME|CKPT|null",
+              help="A registered model name (`wsiseg models list`), a .wsiseg checkpoint, or 'null' "
+                   "(constant output; measures the pipeline) [default: $WSISEG_MODEL, else the registry's "
+                   "default model].")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output .zarr for one slide; a directory (one <slide>.zarr each) for several or a dir.")
 @click.option("--mpp", type=float, help="Analysis resolution in um/px [default: the model's].")
@@ -55,8 +57,10 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
               help="Also export QuPath GeoJSON (a file for one slide, a directory for several).")
 @click.option("--overwrite", is_flag=True, help="Replace finished outputs (unfinished ones always resume).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--sam-checkpoint", type=click.Path(path_type=Path), help="Official SAM weights (slim ckpts).")
-@click.option("--hipt-checkpoint", type=click.Path(path_type=Path), help="HIPT weights (slim ckpts).")
+@click.option("--sam-checkpoint", type=click.Path(path_type=Path),
+              help="Official SAM weights a slim checkpoint needs [default: the registered file].")
+@click.option("--hipt-checkpoint", type=click.Path(path_type=Path),
+              help="HIPT weights a slim checkpoint needs [default: the registered file].")
 @click.option("--ngff-version", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True,
               help="OME-NGFF version: 0.4 (zarr v2, widest viewer support) or 0.5 (zarr v3).")
 @click.option("--slide-mpp", type=float, help="Level-0 um/px for slides that record none.")
@@ -64,7 +68,7 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
 @click.option("--scheduler", metavar="ADDRESS",
               help="dask.distributed scheduler address (tcp://host:8786): slides run in parallel on its "
                    "workers, which must see the same files.")
-def command(slides: tuple[Path, ...], model_spec: str, out: Path, mpp: float | None,
+def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: float | None,
             output_mpp: float | None, tile_size: int | None, overlap: int | None, batch_size: int,
             device: str, read_workers: int | None, write_workers: int | None, tissue: bool,
             mask: Path | None, geojson: Path | None, overwrite: bool, quiet: bool,
@@ -72,14 +76,21 @@ def command(slides: tuple[Path, ...], model_spec: str, out: Path, mpp: float | N
             slide_mpp: float | None, preview: bool, scheduler: str | None) -> None:
     """Segment SLIDE_OR_DIR... into OME-Zarr probability and label pyramids.
 
-    A run that is killed resumes where it stopped when started again with the same arguments.
+    A run that is killed resumes where it stopped when started again with the same arguments. Without
+    --model: $WSISEG_MODEL, else the default of `wsiseg models` (wsiseg segment slide.svs --out slide.zarr).
     """
-    from wsiseg.infer.batch import ModelSpec, segment_slides
+    from wsiseg.infer.batch import NULL_MODEL, ModelSpec, segment_slides
 
     paths = expand_slides(slides)
     single = len(paths) == 1 and not slides[0].is_dir()
-    spec = ModelSpec(model_spec, device, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint,
-                     mpp=mpp, tile_size=tile_size)
+    if model_spec == NULL_MODEL:
+        spec = ModelSpec(NULL_MODEL, device, mpp=mpp, tile_size=tile_size)
+    else:
+        from wsiseg.registry import resolve_model
+
+        model = resolve_model(model_spec, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint)
+        spec = ModelSpec(model.path, device, sam_checkpoint=model.sam_checkpoint,
+                         hipt_checkpoint=model.hipt_checkpoint)
     options: dict[str, Any] = {"output_mpp": output_mpp} if output_mpp is not None else {}
     batch = segment_slides(paths, spec, out, single=single, geojson=geojson, scheduler=scheduler,
                            progress=not quiet, mpp=mpp, tile_size=tile_size, overlap=overlap,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wsiseg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wsiseg.train.config import TrainConfig
 
 _FLAG_KEYS = (
     "dataset", "data_dir", "class_map", "mapping", "split_file", "patch_size", "mpp", "source_mpp",
@@ -18,11 +22,40 @@ _FLAG_KEYS = (
 )
 
 
+def _with_base_weights(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the SAM/HIPT files its preset's encoders load: the recipe's or the flags', else those
+    registered for the encoder presets (`wsiseg models add-base`). Full-size frozen encoders without
+    official weights raise ConfigError (one line: which files, how to give them, the CPU try-out)."""
+    from wsiseg.model import ModelConfig
+    from wsiseg.registry import Registry
+
+    model = ModelConfig.from_preset(cfg.preset, 1, variant=cfg.variant, input_size=cfg.input_size)
+    weights = Registry().training_weights({"sam": model.sam, "hipt": model.hipt},
+                                          sam_checkpoint=cfg.sam_checkpoint,
+                                          hipt_checkpoint=cfg.hipt_checkpoint)
+    if weights.missing and not cfg.train_encoders:
+        files = " and ".join(f"{w.file} ({w.title})" for w in weights.missing)
+        flags = "/".join(f"--{w.kind}-checkpoint" for w in weights.missing)
+        raise ConfigError(
+            f"model preset {cfg.preset} needs the official weights {files}, neither given nor registered: "
+            f"pass {flags} FILE or register them once with `wsiseg models add-base FILE...` (downloads: "
+            f"{', '.join(w.url for w in weights.missing)}); for a CPU try-out without them add --preset tiny")
+    for kind, given, found in (("SAM", cfg.sam_checkpoint, weights.sam_checkpoint),
+                               ("HIPT", cfg.hipt_checkpoint, weights.hipt_checkpoint)):
+        if given is None and found is not None:
+            click.echo(f"using the registered {kind} weights {found}", err=True)
+    return dataclasses.replace(
+        cfg, sam_checkpoint=None if weights.sam_checkpoint is None else str(weights.sam_checkpoint),
+        hipt_checkpoint=None if weights.hipt_checkpoint is None else str(weights.hipt_checkpoint))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Recipe YAML (e.g. pipelines/bcss.yaml); the flags below override its keys.")
+@click.option("--config", "config_path", metavar="NAME|FILE",
+              help="Recipe: a packaged one by name (bcss, crag, glas-cpu) or a YAML file; the flags below "
+                   "override its keys [default: the paper recipe of --dataset bcss|crag].")
 @click.option("--dataset", type=click.Choice(["bcss", "crag", "folder"]), help="Data set layout.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data set folder.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Data set folder [default: $WSISEG_DATA/<dataset> when it exists].")
 @click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
               help="folder: class-map YAML/JSON (mask values -> names, colours, ignore values).")
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
@@ -42,9 +75,9 @@ _FLAG_KEYS = (
 @click.option("--input-size", type=int, help="Model input side in pixels (multiple of 16).")
 @click.option("--train-encoders/--freeze-encoders", default=None, help="Train Fs/Fp too (default: frozen).")
 @click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="Official SAM weights.")
+              help="Official SAM weights [default: the file registered for the preset's encoder].")
 @click.option("--hipt-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="HIPT vit256_small_dino.pth weights.")
+              help="HIPT vit256_small_dino.pth weights [default: the registered file].")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int, help="Images per forward pass.")
 @click.option("--accumulate", type=int, help="Gradient accumulation steps (effective batch = batch x this).")
@@ -64,12 +97,20 @@ _FLAG_KEYS = (
                    "crop and colour jitter are off.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def command(config_path: Path | None, resume: bool, quiet: bool, train_encoders: bool | None,
+def command(config_path: str | None, resume: bool, quiet: bool, train_encoders: bool | None,
             **flags: Any) -> None:
     """Fine-tune SAM-Path (R, class prompts, mask decoder) on a data set.
 
-    Example: wsiseg train --config pipelines/bcss.yaml --data-dir BCSS/ --out runs/bcss
+    \b
+    wsiseg train --dataset bcss            # the paper's BCSS recipe, data in $WSISEG_DATA/bcss
+    wsiseg train --dataset bcss --data-dir BCSS/ --out runs/bcss --preset tiny   # a CPU try-out
+    wsiseg train --config glas-cpu --data-dir glas/ --out runs/glas
+
+    The paper recipes (bcss, crag) need the official SAM ViT-B and HIPT ViT-S weights: pass
+    --sam-checkpoint/--hipt-checkpoint, or register them once with `wsiseg models add-base FILE...`.
     """
+    from wsiseg.recipes import DATASET_RECIPES, find_recipe
+    from wsiseg.registry import find_data_dir
     from wsiseg.train.config import TrainConfig
     from wsiseg.train.datasets import build_dataset
     from wsiseg.train.trainer import Trainer
@@ -77,17 +118,20 @@ def command(config_path: Path | None, resume: bool, quiet: bool, train_encoders:
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
     overrides["train_encoders"] = train_encoders
     assert set(overrides) <= {*_FLAG_KEYS, "train_encoders"}
+    if config_path is None and flags["dataset"] in DATASET_RECIPES:
+        config_path = DATASET_RECIPES[flags["dataset"]]
     if config_path is not None:
-        cfg = TrainConfig.from_file(config_path, overrides)
+        cfg = TrainConfig.from_file(find_recipe(config_path), overrides)
     else:
         cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None}, "command line")
-    if not cfg.data_dir:
-        raise ConfigError("no data folder: pass --data-dir (or set data_dir in the recipe)")
+    cfg = _with_base_weights(cfg)
+    data_dir = find_data_dir(cfg.dataset, cfg.data_dir, hint="set data_dir in the recipe")
+    cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
     options = {"patch_size": cfg.patch_size, "mpp": cfg.mpp, "val_fraction": cfg.val_fraction,
                "seed": cfg.seed, "source_mpp": cfg.source_mpp, "class_map": cfg.class_map,
                "mapping": cfg.mapping, "split_file": cfg.split_file, "whole_image": cfg.whole_image}
-    train_set = build_dataset(cfg.dataset, cfg.data_dir, "train", **options)
-    val_set = build_dataset(cfg.dataset, cfg.data_dir, "val", **options) if cfg.val_fraction > 0 else None
+    train_set = build_dataset(cfg.dataset, data_dir, "train", **options)
+    val_set = build_dataset(cfg.dataset, data_dir, "val", **options) if cfg.val_fraction > 0 else None
     click.echo(f"training on {len(train_set)} patches ({len(train_set.groups)} images), validating on "
                f"{len(val_set) if val_set else 0}; classes: {', '.join(train_set.classes.names)}", err=True)
     result = Trainer(cfg, train_set, val_set, progress=not quiet).fit(resume=resume)

@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from wsiseg.errors import CheckpointError, ConfigError
 from wsiseg.model._io import as_state_dict, check_layout, copy_into, sha256_file, torch_load
 from wsiseg.model.class_decoder import ClassPromptDecoder, PromptState
-from wsiseg.model.presets import build_pathology_encoder, build_sam_encoder
+from wsiseg.model.presets import (
+    PATHOLOGY_ENCODERS,
+    SAM_ENCODERS,
+    build_pathology_encoder,
+    build_sam_encoder,
+)
 from wsiseg.model.sam_path import SamPath
 
 #: input size of the official SAM weights and of HIPT's ViT-S (pixels)
@@ -178,3 +183,34 @@ def load_hipt_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
     digest = sha256_file(path)
     model.base_weights["hipt"] = {"file": os.path.basename(os.fspath(path)), "sha256": digest}
     return digest
+
+
+def identify_base_weights(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """Which official weights file ``path`` is, from its key layout and shapes alone.
+
+    Returns ``("sam", SAM encoder preset)`` for a Segment Anything checkpoint (``sam_vit_b_01ec64.pth`` ->
+    ``"sam_vit_b"``) or ``("hipt", pathology encoder preset)`` for a HIPT/DINO checkpoint
+    (``vit256_small_dino.pth`` -> ``"hipt_vit_s"``); the presets are those of
+    :mod:`wsiseg.model.presets` at the files' pretraining sizes. Raises CheckpointError for anything else.
+    """
+    obj = torch_load(path, "weights file")
+    if isinstance(obj, dict) and obj.get("format") == "wsiseg-checkpoint":
+        raise CheckpointError(f"{path} is a wsiseg model checkpoint, not official SAM or HIPT weights")
+    if isinstance(obj, dict) and any(str(k).startswith("image_encoder.") for k in obj):
+        state = as_state_dict(obj, path, "Segment Anything checkpoint")
+        found = {k: v.shape for k, v in state.items()
+                 if k.startswith("image_encoder.") and not k.startswith("image_encoder.neck.")}
+        for name in SAM_ENCODERS:
+            if _shapes(_meta(build_sam_encoder, name, SAM_PRETRAIN_SIZE), "image_encoder.") == found:
+                return "sam", name
+    elif isinstance(obj, dict):
+        try:
+            backbone = {k: v.shape for k, v in hipt_state_dict(obj, path).items()}
+        except CheckpointError:
+            backbone = {}
+        for name in PATHOLOGY_ENCODERS:
+            if _shapes(_meta(build_pathology_encoder, name, HIPT_PRETRAIN_SIZE)) == backbone:
+                return "hipt", name
+    raise CheckpointError(f"{path} is neither a Segment Anything checkpoint of a known size "
+                          f"({', '.join(SAM_ENCODERS)}) nor a HIPT/DINO ViT checkpoint "
+                          f"({', '.join(PATHOLOGY_ENCODERS)})")
