@@ -177,7 +177,7 @@ def test_train_without_official_weights_is_one_line(user: Path, capsys: pytest.C
     for part in ("sam_vit_b_01ec64.pth", "vit256_small_dino.pth", "--sam-checkpoint/--hipt-checkpoint",
                  "wsiseg models add-base", "--preset tiny"):
         assert part in err, part
-    code, _, err = _cli(["train", "--dataset", "crag", "--variant", "sam_only"], capsys)
+    code, _, err = _cli(["train", "--dataset", "crag", "--variant", "finetuned_sam"], capsys)
     assert code == 1 and "sam_vit_b_01ec64.pth" in err and "vit256" not in err and "--sam-checkpoint " in err
 
 
