@@ -158,7 +158,8 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
     """A lazy sequence of ``(image uint8 (P,P,3), label uint8 (P,P))`` patches; see the module docstring."""
 
     def __init__(self, name: str, patches: Sequence[PatchRef], classes: ClassList, patch_size: int,
-                 label_fn: LabelFn, mpp: float | None, mask_reader: MaskReader | None = None) -> None:
+                 label_fn: LabelFn, mpp: float | None, mask_reader: MaskReader | None = None,
+                 instance_fn: LabelFn | None = None) -> None:
         self.name = name
         self.patches = list(patches)
         self.classes = classes
@@ -166,6 +167,7 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
         self.mpp = mpp  # target resolution in um/px (None: the files' own resolution)
         self._label_fn = label_fn
         self._mask_reader = mask_reader
+        self._instance_fn = instance_fn  # raw mask -> instance ids, for masks that hold them (CRAG)
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -189,6 +191,23 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
         """The label ``(P, P)`` of patch ``index`` alone (reads only the mask file)."""
         ref = self.patches[index]
         return self._crop_label(ref, self._read_mask(ref))
+
+    @property
+    def has_instance_ids(self) -> bool:
+        """True when the masks hold instance ids (CRAG), so that :meth:`instances` gives them."""
+        return self._instance_fn is not None
+
+    def instances(self, index: int) -> np.ndarray | None:
+        """Instance ids ``(P, P)`` int32 of patch ``index`` (0 = no instance; padding is 0), read from the
+        source mask, or None for data sets whose masks hold no instance ids (:attr:`has_instance_ids`)."""
+        if self._instance_fn is None:
+            return None
+        ref = self.patches[index]
+        p = self.patch_size
+        ids = np.zeros((p, p), dtype=np.int32)
+        crop = self._read_mask(ref)[ref.y_t:ref.y_t + p, ref.x_t:ref.x_t + p]
+        ids[:crop.shape[0], :crop.shape[1]] = self._instance_fn(np.ascontiguousarray(crop), ref.mask_path)
+        return ids
 
     def _read_mask(self, ref: PatchRef) -> np.ndarray:
         """The whole mask of ``ref``'s source at the target resolution (the data set's reader, if any)."""

@@ -31,6 +31,11 @@ def _instances_to_gland(raw: np.ndarray, path: Path) -> np.ndarray:
     return (raw > 0).astype(np.uint8)
 
 
+def _instance_ids(raw: np.ndarray, path: Path) -> np.ndarray:
+    """The instance ids themselves (:meth:`PatchDataset.instances`; vanilla SAM's dot prompts)."""
+    return raw.astype(np.int32)
+
+
 def crag_dataset(data_dir: Path, split: Split = Split.TRAIN, *, patch_size: int = 1024,
                  mpp: float | None = None, source_mpp: float = 0.5, val_fraction: float = 0.2, seed: int = 0,
                  **unused: Any) -> PatchDataset:
@@ -56,4 +61,5 @@ def crag_dataset(data_dir: Path, split: Split = Split.TRAIN, *, patch_size: int 
     if not pairs:
         raise DatasetError(f"the CRAG {split.value} split in {data_dir} is empty")
     patches = cut_patches([(g, img, msk, scale) for g, img, msk in pairs], patch_size)
-    return PatchDataset("crag", patches, CLASSES, patch_size, _instances_to_gland, mpp)
+    return PatchDataset("crag", patches, CLASSES, patch_size, _instances_to_gland, mpp,
+                        instance_fn=_instance_ids)
