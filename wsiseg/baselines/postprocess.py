@@ -18,7 +18,7 @@ def oversized(masks: np.ndarray, max_fraction: float = MAX_IMAGE_FRACTION) -> np
     """Bool ``(n,)``: which ``masks`` (bool ``(n, H, W)``) cover more than ``max_fraction`` of the image."""
     if masks.ndim != 3:
         raise ValueError(f"masks must be (n, H, W), got shape {masks.shape}")
-    area = masks.reshape(len(masks), -1).sum(axis=1)
+    area = masks.reshape(len(masks), masks.shape[1] * masks.shape[2]).sum(axis=1)
     limit = max_fraction * masks.shape[1] * masks.shape[2]
     return np.asarray(area > limit, dtype=bool)
 

@@ -77,28 +77,43 @@ VANILLA_SAM: dict[str, Callable[[], Sam]] = {
 }
 
 
-def load_vanilla_sam(name: str, checkpoint: str | os.PathLike[str] | None = None,
+#: the image encoder's width -> model name (to recognise a checkpoint)
+_BY_WIDTH = {768: "vit_b", 1024: "vit_l", 1280: "vit_h", 64: "tiny"}
+_WIDTH_KEY = "image_encoder.patch_embed.proj.weight"
+
+
+def load_vanilla_sam(name: str | None, checkpoint: str | os.PathLike[str] | None = None,
                      device: str = "auto") -> tuple[Sam, dict[str, Any]]:
     """Build vanilla SAM ``name`` with the weights of ``checkpoint`` -> ``(model on device, provenance)``.
 
-    The official models need their official checkpoint; ``tiny`` runs on random weights unless one is
-    given. A missing, truncated or foreign file, or one of another model, raises :class:`CheckpointError`.
+    ``name`` None: recognised from the checkpoint's encoder width. The official models need their
+    official checkpoint; ``tiny`` runs on random weights unless one is given. A missing, truncated or
+    foreign file, or one of another model, raises :class:`CheckpointError`.
     """
-    if name not in VANILLA_SAM:
+    if name is not None and name not in VANILLA_SAM:
         raise ConfigError(f"unknown vanilla SAM model {name!r}; choose one of {', '.join(VANILLA_SAM)}")
     if checkpoint is None and name != "tiny":
-        raise ConfigError(f"vanilla SAM {name} needs its official weights: pass --sam-checkpoint "
-                          f"{OFFICIAL_FILES[name]}")
+        raise ConfigError(f"vanilla SAM {name or 'vit_b'} needs its official weights: pass --sam-checkpoint "
+                          f"{OFFICIAL_FILES[name or 'vit_b']}")
+    state: dict[str, torch.Tensor] | None = None
+    if checkpoint is not None:  # read (and reject a bad file) before building a large model
+        what = f"SAM {name or ''} checkpoint".replace("  ", " ")
+        state = as_state_dict(torch_load(checkpoint, what), checkpoint, what)
+        if name is None:
+            width = state.get(_WIDTH_KEY)
+            name = _BY_WIDTH.get(int(width.shape[0])) if width is not None and width.ndim == 4 else None
+            if name is None:
+                raise CheckpointError(f"{checkpoint} is not a SAM checkpoint (vit_b, vit_l, vit_h): "
+                                      f"no recognisable {_WIDTH_KEY}")
+    assert name is not None
     dev = resolve_device(device)
     sam = VANILLA_SAM[name]()
     weights: dict[str, Any] = {"file": None, "sha256": None, "note": "random weights (test model)"}
-    if checkpoint is not None:
-        what = f"SAM {name} checkpoint"
-        state = as_state_dict(torch_load(checkpoint, what), checkpoint, what)
+    if checkpoint is not None and state is not None:
         expected = {k: v.shape for k, v in sam.state_dict().items()}
         hint = f" (is it {OFFICIAL_FILES[name]}?)" if name in OFFICIAL_FILES else ""
         try:
-            check_layout(state, expected, checkpoint, what)
+            check_layout(state, expected, checkpoint, f"SAM {name} checkpoint")
         except CheckpointError as exc:
             raise CheckpointError(str(exc) + hint) from None
         sam.load_state_dict(state)

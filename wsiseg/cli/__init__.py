@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("wsiseg.cli.export", "Export a segmentation's labels as QuPath-ready GeoJSON polygons."),
     "train": ("wsiseg.cli.train", "Fine-tune SAM-Path on BCSS, CRAG or a folder of image/mask pairs."),
     "evaluate": ("wsiseg.cli.evaluate", "Report micro/per-class Dice and IoU of a model on a data set."),
+    "compare": ("wsiseg.cli.compare", "Put evaluation reports side by side (the paper's Table 1 rows)."),
     "demo": ("wsiseg.cli.demo", "Run the whole pipeline on a built-in synthetic slide (no downloads)."),
 }
 

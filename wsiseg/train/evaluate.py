@@ -124,7 +124,9 @@ def evaluate_with(predict_labels: BatchLabeller, dataset: PatchDataset, *, model
         cm.update(pred, labels)
         if out_dir is not None:
             for i, p in zip(idx, pred, strict=True):
-                Image.fromarray(palette[p]).save(out_dir / f"{dataset.sample_id(i)}.png")
+                path = out_dir / f"{dataset.sample_id(i)}.png"  # CRAG ids are "<part>/<name>_..."
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(palette[p]).save(path)
         bar.update(len(idx))
     bar.close()
     return EvaluationReport(
