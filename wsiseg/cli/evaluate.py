@@ -1,16 +1,30 @@
-"""``wsiseg evaluate``: micro and per-class Dice/IoU, confusion matrix and seconds per image."""
+"""``wsiseg evaluate``: micro and per-class Dice/IoU, the paper's numbers, confusion matrix, s/image.
+
+``--method sampath`` (default) scores a ``.wsiseg`` model; ``sam-points`` and ``sam-everything`` score
+the paper's vanilla-SAM baselines (:mod:`wsiseg.baselines`) through the same evaluation code.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from wsiseg.errors import ConfigError
+
+METHODS = ("sampath", "sam-points", "sam-everything")
+#: data-set flags passed through to ``build_dataset``
+_DATA_KEYS = ("class_map", "mapping", "split_file", "source_mpp", "val_fraction", "seed")
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--method", default="sampath", show_default=True, type=click.Choice(METHODS),
+              help="sampath: a .wsiseg model. sam-points: vanilla SAM, one dot per ground-truth instance. "
+                   "sam-everything: vanilla SAM's automatic mask generator (no classes).")
 @click.option("--model", "model_spec", metavar="NAME|CKPT",
-              help="A registered model name or a .wsiseg checkpoint [default: $WSISEG_MODEL, else the "
-                   "registry's default model].")
+              help="sampath: a registered model name or a .wsiseg checkpoint [default: $WSISEG_MODEL, "
+                   "else the registry's default model].")
 @click.option("--dataset", required=True, type=click.Choice(["bcss", "crag", "folder"]))
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Data set folder [default: $WSISEG_DATA/<dataset> when it exists].")
@@ -29,15 +43,26 @@ import click
 @click.option("--paper-convention", type=click.Choice(["bcss", "crag"]),
               help="How the paper's numbers are computed: crag leaves background out (gland Dice, gland "
                    "recall as 'IoU') [default: crag for --dataset crag, else bcss].")
-@click.option("--patch-size", type=int, help="Patch side in pixels (default: the model's tile size).")
-@click.option("--mpp", type=float, help="Resolution in um/px (default: the model's training mpp).")
+@click.option("--patch-size", type=int, help="Patch side in pixels (default: the model's tile size; vanilla "
+                                             "SAM: its input size).")
+@click.option("--mpp", type=float, help="Resolution in um/px (default: the model's training mpp; vanilla "
+                                        "SAM: the images' own).")
 @click.option("--source-mpp", type=float, help="folder/crag: the images' own um/px.")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val split.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="Official SAM weights a slim checkpoint needs [default: the registered file].")
+              help="Official SAM weights (e.g. sam_vit_b_01ec64.pth): the base of a slim .wsiseg model "
+                   "[default: the registered file], or vanilla SAM's weights for sam-points/sam-everything.")
+@click.option("--sam-model", type=click.Choice(["vit_b", "vit_l", "vit_h", "tiny"]),
+              help="sam-points/sam-everything: which SAM [default: recognised from --sam-checkpoint]; "
+                   "tiny = a random test model.")
+@click.option("--post-process", is_flag=True,
+              help="sam-points/sam-everything: drop every predicted mask covering more than half of the "
+                   "image (the paper's post-processing).")
+@click.option("--points-per-side", type=int,
+              help="sam-everything: the generator's grid of dots per side [default: 32].")
 @click.option("--hipt-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="HIPT weights a slim checkpoint needs [default: the registered file].")
 @click.option("--save-predictions", type=click.Path(file_okay=False, path_type=Path),
@@ -45,12 +70,8 @@ import click
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report as JSON here.")
 @click.option("--quiet", is_flag=True)
-def command(model_spec: str | None, dataset: str, data_dir: Path | None, split: str, class_map: Path | None,
-            mapping: Path | None, split_file: Path | None, whole_image: bool | None,
-            paper_convention: str | None, patch_size: int | None, mpp: float | None, source_mpp: float | None,
-            val_fraction: float, seed: int, batch_size: int, device: str, sam_checkpoint: Path | None,
-            hipt_checkpoint: Path | None, save_predictions: Path | None, json_path: Path | None,
-            quiet: bool) -> None:
+def command(method: str, dataset: str, data_dir: Path | None, split: str, json_path: Path | None,
+            **flags: Any) -> None:
     """Score a model on a data set split (micro Dice/IoU as in the SAM-Path paper, plus per class).
 
     \b
@@ -58,27 +79,85 @@ def command(model_spec: str | None, dataset: str, data_dir: Path | None, split: 
     the class map) or DATA/masks/<name>.geojson|.json|.geojson.gz (e.g. QuPath "Export objects as
     GeoJSON": polygons in the image's pixel coordinates, classification names = class names of the
     class map; pixels no polygon covers are not scored). Layouts: docs/datasets.md.
+
+    \b
+    The paper's vanilla-SAM baselines (two-class data sets: crag, or a folder such as GlaS):
+      --method sam-points --sam-checkpoint sam_vit_b_01ec64.pth [--post-process]
+      --method sam-everything --sam-checkpoint sam_vit_b_01ec64.pth
+    Compare report files side by side with `wsiseg compare`.
     """
+    from wsiseg.registry import find_data_dir
+
+    data_dir = find_data_dir(dataset, data_dir)
+    options = {k: flags[k] for k in _DATA_KEYS}
+    report = (_sampath if method == "sampath" else _vanilla_sam)(method, dataset, data_dir, split, options,
+                                                                 flags)
+    if json_path is not None:
+        report.write_json(json_path)
+
+
+def _sampath(method: str, dataset: str, data_dir: Path, split: str, options: dict[str, Any],
+             flags: dict[str, Any]) -> Any:
+    """``--method sampath``: a .wsiseg model (registered name, path, or the default)."""
+    misuse = [flag for flag, key in (("--post-process", "post_process"), ("--sam-model", "sam_model"),
+                                     ("--points-per-side", "points_per_side")) if flags[key]]
+    if misuse:
+        raise ConfigError(f"{misuse[0]} is for --method sam-points/sam-everything, not sampath")
     from wsiseg.model import load_model
-    from wsiseg.registry import find_data_dir, resolve_model
+    from wsiseg.registry import resolve_model
     from wsiseg.train.datasets import build_dataset
     from wsiseg.train.evaluate import evaluate
     from wsiseg.train.metrics import PaperConvention
 
-    data_dir = find_data_dir(dataset, data_dir)
-    model = resolve_model(model_spec, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint)
-    predictor = load_model(model.path, device=device, sam_checkpoint=model.sam_checkpoint,
+    model = resolve_model(flags["model_spec"], sam_checkpoint=flags["sam_checkpoint"],
+                          hipt_checkpoint=flags["hipt_checkpoint"])
+    predictor = load_model(model.path, device=flags["device"], sam_checkpoint=model.sam_checkpoint,
                            hipt_checkpoint=model.hipt_checkpoint)
     recipe = predictor.provenance().get("trained", {}).get("training", {}).get("recipe", {})
+    whole_image = flags["whole_image"]
     if whole_image is None:
         whole_image = bool(recipe.get("whole_image", False)) and dataset == recipe.get("dataset")
-    data = build_dataset(dataset, data_dir, split, patch_size=patch_size or predictor.tile_size,
-                         mpp=None if whole_image else (mpp if mpp is not None else predictor.mpp),
-                         source_mpp=source_mpp, val_fraction=val_fraction, seed=seed, class_map=class_map,
-                         mapping=mapping, split_file=split_file, whole_image=whole_image or None)
-    report = evaluate(predictor, data, batch_size=batch_size, save_predictions=save_predictions, split=split,
-                      progress=not quiet,
-                      paper=PaperConvention(paper_convention) if paper_convention else None)
+    mpp = flags["mpp"] if flags["mpp"] is not None else predictor.mpp
+    data = build_dataset(dataset, data_dir, split, patch_size=flags["patch_size"] or predictor.tile_size,
+                         mpp=None if whole_image else mpp, whole_image=whole_image or None, **options)
+    convention = flags["paper_convention"]
+    report = evaluate(predictor, data, batch_size=flags["batch_size"],
+                      save_predictions=flags["save_predictions"], split=split, progress=not flags["quiet"],
+                      paper=PaperConvention(convention) if convention else None)
     click.echo(report.format())
-    if json_path is not None:
-        report.write_json(json_path)
+    return report
+
+
+def _vanilla_sam(method: str, dataset: str, data_dir: Path, split: str, options: dict[str, Any],
+                 flags: dict[str, Any]) -> Any:
+    """``--method sam-points|sam-everything``: vanilla SAM scored by the same evaluation as SAM-Path."""
+    if flags["model_spec"] is not None:
+        raise ConfigError(f"--model is a SAM-Path checkpoint; {method} uses vanilla SAM: give its official "
+                          "weights with --sam-checkpoint")
+    if flags["hipt_checkpoint"] is not None:
+        raise ConfigError(f"--hipt-checkpoint is for SAM-Path; {method} uses vanilla SAM only")
+    points_per_side = flags["points_per_side"]
+    if points_per_side is not None and method != "sam-everything":
+        raise ConfigError("--points-per-side is for --method sam-everything")
+    if points_per_side is not None and points_per_side < 1:
+        raise ConfigError(f"--points-per-side must be >= 1, got {points_per_side}")
+    from wsiseg.baselines.evaluate import evaluate_sam_everything, evaluate_sam_points, format_baseline
+    from wsiseg.baselines.instances import check_binary
+    from wsiseg.baselines.sam import SamEverythingSegmenter, SamPointSegmenter, load_vanilla_sam
+    from wsiseg.train.datasets import build_dataset
+
+    # the data set first: a wrong data set fails before a large model is built
+    default_size = 256 if flags["sam_model"] == "tiny" else 1024  # SAM's input size
+    data = build_dataset(dataset, data_dir, split, patch_size=flags["patch_size"] or default_size,
+                         mpp=flags["mpp"], whole_image=flags["whole_image"] or None, **options)
+    check_binary(data, method)
+    sam, provenance = load_vanilla_sam(flags["sam_model"], flags["sam_checkpoint"], flags["device"])
+    common = {"post_process": flags["post_process"], "save_predictions": flags["save_predictions"],
+              "split": split, "progress": not flags["quiet"]}
+    if method == "sam-points":
+        report = evaluate_sam_points(SamPointSegmenter(sam, provenance), data, **common)
+    else:
+        generator = SamEverythingSegmenter(sam, provenance, points_per_side=points_per_side or 32)
+        report = evaluate_sam_everything(generator, data, **common)
+    click.echo(format_baseline(report))
+    return report

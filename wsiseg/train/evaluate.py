@@ -3,12 +3,17 @@
 Uses the same :class:`~wsiseg.train.metrics.ConfusionMatrix` as training validation; the paper's numbers
 (:class:`~wsiseg.train.metrics.PaperScores`) come from that matrix too. Memory is bounded by ``batch_size``
 patches; time is measured per image (model prediction only, excluding file reading).
+
+:func:`evaluate_with` is the one loop over a data set (reading, scoring, timing, the report); the
+prediction step is pluggable, so SAM-Path (:func:`evaluate`) and the vanilla-SAM baselines
+(:mod:`wsiseg.baselines`) are scored by the same code.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,8 @@ class EvaluationReport:
     dataset: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     paper: PaperScores | None = None
+    #: more top-level JSON keys from other prediction methods (e.g. ``method`` of a vanilla-SAM baseline)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -47,7 +54,7 @@ class EvaluationReport:
         }
         if self.paper is not None:
             out["paper"] = self.paper.to_dict()
-        return out
+        return {**out, **self.extra}
 
     def write_json(self, path: Path | str) -> None:
         path = Path(path)
@@ -70,6 +77,13 @@ class EvaluationReport:
         return text
 
 
+#: The pluggable prediction step of :func:`evaluate_with`: ``(images uint8 (N, P, P, 3), labels uint8
+#: (N, P, P), dataset indices) -> (class indices (N, P, P), model seconds spent on the batch)``. The labels
+#: and indices are there for methods prompted from the ground truth (vanilla SAM with one dot per
+#: instance); the seconds are the method's own model time (no file reading, no prompt computation).
+BatchLabeller = Callable[[np.ndarray, np.ndarray, list[int]], tuple[np.ndarray, float]]
+
+
 def paper_convention(dataset_name: str) -> PaperConvention:
     """The reference code's metric set-up for a data set: CRAG's leaves background out, others none."""
     return PaperConvention.GLAND if dataset_name == "crag" else PaperConvention.MULTICLASS
@@ -81,19 +95,38 @@ def evaluate(predictor: Predictor, dataset: PatchDataset, *, batch_size: int = 4
     """Predict every patch of ``dataset`` with ``predictor`` and score it against the labels.
 
     ``save_predictions``: a folder receiving one colour PNG per patch (class colours of the class list).
-    ``paper``: the convention of the paper's numbers (default: :func:`paper_convention` of the data set;
-    ``GLAND`` needs two classes, background first). Raises :class:`ClassMismatchError` when the model and
-    the data set have different class counts.
+    ``paper``: the convention of the paper's numbers (default: :func:`paper_convention` of the data set).
+    Raises :class:`ClassMismatchError` when the model and the data set have different class counts.
     """
-    paper = paper_convention(dataset.name) if paper is None else PaperConvention(paper)
-    if paper is PaperConvention.GLAND and len(dataset.classes) != 2:
-        raise ClassMismatchError(f"the crag convention of the paper's numbers needs two classes (background, "
-                                 f"gland), the data set has {len(dataset.classes)}")
     if len(predictor.classes) != len(dataset.classes):
         raise ClassMismatchError(
             f"the model predicts {len(predictor.classes)} classes ({', '.join(predictor.classes.names)}) "
             f"but the {dataset.name} data set has {len(dataset.classes)} "
             f"({', '.join(dataset.classes.names)})")
+
+    def predict_labels(tiles: np.ndarray, labels: np.ndarray, indices: list[int]) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        pred = predictor.predict(tiles).argmax(axis=1).astype(np.uint8)
+        return pred, time.perf_counter() - t0
+
+    return evaluate_with(predict_labels, dataset, model=predictor.provenance(), batch_size=batch_size,
+                         save_predictions=save_predictions, split=split, progress=progress, paper=paper)
+
+
+def evaluate_with(predict_labels: BatchLabeller, dataset: PatchDataset, *, model: dict[str, Any],
+                  batch_size: int = 4, save_predictions: Path | str | None = None, split: str = "",
+                  progress: bool = True, paper: PaperConvention | None = None) -> EvaluationReport:
+    """Score ``predict_labels`` (see :data:`BatchLabeller`) on every patch of ``dataset``.
+
+    ``model``: the provenance recorded in the report. ``save_predictions``: a folder receiving one colour
+    PNG per patch (class colours of the class list). Seconds per image = the sum of the seconds
+    ``predict_labels`` reports over the number of patches. ``paper``: as :func:`evaluate` (the crag
+    convention needs two classes, background first).
+    """
+    paper = paper_convention(dataset.name) if paper is None else PaperConvention(paper)
+    if paper is PaperConvention.GLAND and len(dataset.classes) != 2:
+        raise ClassMismatchError(f"the crag convention of the paper's numbers needs two classes (background, "
+                                 f"gland), the data set has {len(dataset.classes)}")
     out_dir = Path(save_predictions) if save_predictions is not None else None
     if out_dir is not None:
         try:
@@ -109,13 +142,14 @@ def evaluate(predictor: Predictor, dataset: PatchDataset, *, batch_size: int = 4
         pairs = [dataset[i] for i in idx]
         tiles = np.stack([p[0] for p in pairs])
         labels = np.stack([p[1] for p in pairs])
-        t0 = time.perf_counter()
-        pred = predictor.predict(tiles).argmax(axis=1).astype(np.uint8)
-        seconds += time.perf_counter() - t0
+        pred, spent = predict_labels(tiles, labels, idx)
+        seconds += spent
         cm.update(pred, labels)
         if out_dir is not None:
             for i, p in zip(idx, pred, strict=True):
-                Image.fromarray(palette[p]).save(out_dir / f"{dataset.sample_id(i)}.png")
+                path = out_dir / f"{dataset.sample_id(i)}.png"  # CRAG ids are "<part>/<name>_..."
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(palette[p]).save(path)
         bar.update(len(idx))
     bar.close()
     return EvaluationReport(
@@ -125,5 +159,5 @@ def evaluate(predictor: Predictor, dataset: PatchDataset, *, batch_size: int = 4
         seconds_per_image=seconds / max(len(dataset), 1),
         dataset={"name": dataset.name, "split": split, "patches": len(dataset),
                  "patch_size": dataset.patch_size, "mpp": dataset.mpp, "classes": dataset.classes.names},
-        model=predictor.provenance(),
+        model=model,
     )

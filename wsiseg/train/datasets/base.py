@@ -167,7 +167,7 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
 
     def __init__(self, name: str, patches: Sequence[PatchRef], classes: ClassList, patch_size: int,
                  label_fn: LabelFn, mpp: float | None, mask_reader: MaskReader | None = None, *,
-                 whole_image: bool = False) -> None:
+                 whole_image: bool = False, instance_fn: LabelFn | None = None) -> None:
         self.name = name
         self.patches = list(patches)
         self.classes = classes
@@ -176,6 +176,7 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
         self.whole_image = whole_image
         self._label_fn = label_fn
         self._mask_reader = mask_reader
+        self._instance_fn = instance_fn  # raw mask -> instance ids, for masks that hold them (CRAG)
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -216,6 +217,26 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
             raw = self._label_fn(np.ascontiguousarray(self._read_mask(ref)), ref.mask_path)
             return _resize_label(raw, self.patch_size)
         return self._crop_label(ref, self._read_mask(ref))
+
+    @property
+    def has_instance_ids(self) -> bool:
+        """True when the masks hold instance ids (CRAG), so that :meth:`instances` gives them."""
+        return self._instance_fn is not None
+
+    def instances(self, index: int) -> np.ndarray | None:
+        """Instance ids ``(P, P)`` int32 of patch ``index`` (0 = no instance; padding is 0), read from the
+        source mask, or None for data sets whose masks hold no instance ids (:attr:`has_instance_ids`)."""
+        if self._instance_fn is None:
+            return None
+        ref = self.patches[index]
+        p = self.patch_size
+        if self.whole_image:
+            raw = self._instance_fn(np.ascontiguousarray(self._read_mask(ref)), ref.mask_path)
+            return _resize_label(raw, p).astype(np.int32)
+        ids = np.zeros((p, p), dtype=np.int32)
+        crop = self._read_mask(ref)[ref.y_t:ref.y_t + p, ref.x_t:ref.x_t + p]
+        ids[:crop.shape[0], :crop.shape[1]] = self._instance_fn(np.ascontiguousarray(crop), ref.mask_path)
+        return ids
 
     def _read_mask(self, ref: PatchRef) -> np.ndarray:
         """The whole mask of ``ref``'s source at the target resolution (the data set's reader, if any)."""
@@ -343,12 +364,13 @@ def select_by_split_file(patches: Sequence[PatchRef], split: Split, path: Path |
 
 def finish_dataset(name: str, patches: Sequence[PatchRef], split: Split, source: Path, classes: ClassList,
                    patch_size: int, label_fn: LabelFn, mpp: float | None, *,
-                   mask_reader: MaskReader | None = None, whole_image: bool = False) -> PatchDataset:
+                   mask_reader: MaskReader | None = None, whole_image: bool = False,
+                   instance_fn: LabelFn | None = None) -> PatchDataset:
     """The common tail of the data-set builders: refuse an empty split, else build the data set."""
     if not patches:
         raise DatasetError(f"the {name} {split.value} split in {source} is empty")
     return PatchDataset(name, patches, classes, patch_size, label_fn, mpp, mask_reader,
-                        whole_image=whole_image)
+                        whole_image=whole_image, instance_fn=instance_fn)
 
 
 def split_groups(groups: Sequence[str], split: Split, val_fraction: float, seed: int) -> set[str]:

@@ -48,6 +48,11 @@ def _instances_to_gland(raw: np.ndarray, path: Path) -> np.ndarray:
     return (raw > 0).astype(np.uint8)
 
 
+def _instance_ids(raw: np.ndarray, path: Path) -> np.ndarray:
+    """The instance ids themselves (:meth:`PatchDataset.instances`; vanilla SAM's dot prompts)."""
+    return raw.astype(np.int32)
+
+
 def crag_dataset(data_dir: Path, split: Split = Split.TRAIN, *, patch_size: int = 1024,
                  mpp: float | None = None, source_mpp: float = 0.5, val_fraction: float = 0.2, seed: int = 0,
                  whole_image: bool = False, split_file: Path | None = None, **unused: Any) -> PatchDataset:
@@ -82,4 +87,5 @@ def crag_dataset(data_dir: Path, split: Split = Split.TRAIN, *, patch_size: int 
         chosen = split_groups([g for g, _, _, _ in train], split, val_fraction, seed)
         patches = cut([p for p in train if p[0] in chosen])
     return finish_dataset("crag", patches, split, data_dir, CLASSES, patch_size, _instances_to_gland,
-                          source_mpp if whole_image else mpp, whole_image=whole_image)
+                          source_mpp if whole_image else mpp, whole_image=whole_image,
+                          instance_fn=_instance_ids)
