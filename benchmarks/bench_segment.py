@@ -1,9 +1,12 @@
 """Benchmark of ``wsiseg segment`` (prints figures; not a test).
 
 (a) Pipeline capacity: raw OpenSlide read rate of the grid's 1024x1024 tiles (same tiles, same threads) vs
-    ``segment_slide`` with the NullModel (read + tissue + stitch + pyramid + write), with per-stage times.
-    The NullModel answers on SAM-Path's output grid (1/4 of the tile), as a real model does; a second run
-    writes the output at the tiles' own resolution (``output_mpp=mpp``: 16x the stitching and writing).
+    ``segment_slide`` with a model that costs nothing (read + tissue + stitch + pyramid + write), with
+    per-stage times. Two such models, alternating with the raw reads: the NullModel (constant
+    probabilities, which compress far better than real ones) and the PatternModel (smooth, varied
+    multi-class probabilities: the write cost of real predictions). Both answer on SAM-Path's output grid
+    (1/4 of the tile), as a real model does; one more run writes the output at the tiles' own resolution
+    (``output_mpp=mpp``: 16x the stitching and writing).
 (b) SAM-Path end to end: wall time vs model-only time on the same tiles (pipeline efficiency), for the tiny
     preset and for a real architecture (``--real-preset``, default vit_b at 512 px input on the CPU).
 (c) Peak RSS of ``segment`` (NullModel) on several slide sizes, each in a fresh subprocess.
@@ -32,14 +35,10 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-from wsiseg.infer import NullModel, segment_slide
-from wsiseg.slide import (
-    SYNTHETIC_CLASSES,
-    detect_tissue,
-    make_tile_grid,
-    open_slide,
-    write_synthetic_slide,
-)
+from wsiseg.infer import NullModel, PatternModel, segment_slide
+from wsiseg.slide import detect_tissue, make_tile_grid, open_slide
+from wsiseg.synthetic import SYNTHETIC_CLASSES, write_synthetic_slide
+from wsiseg.tiling import Tiling
 
 SLIDE_MPP = 0.5
 
@@ -82,11 +81,12 @@ def section_a(slide_path: Path, workers: int, batch: int, repeats: int) -> dict[
     mpp, tile, overlap = SLIDE_MPP, 1024, 128
     with open_slide(slide_path) as slide:
         t0 = time.perf_counter()
-        grid = make_tile_grid(slide, mpp, tile, overlap, tissue=detect_tissue(slide))
+        grid = make_tile_grid(slide, Tiling.create(mpp, tile, overlap), tissue=detect_tissue(slide))
         t_tissue = time.perf_counter() - t0
     n = len(grid.tiles)
     mp = n * tile * tile / 1e6
-    model = NullModel(SYNTHETIC_CLASSES, mpp, tile)
+    models = {"null": NullModel(SYNTHETIC_CLASSES, mpp, tile),
+              "pattern": PatternModel(SYNTHETIC_CLASSES, mpp, tile)}
 
     def raw() -> tuple[float, float]:
         with open_slide(slide_path) as slide:  # a fresh handle (and tile cache), as segment opens one
@@ -96,30 +96,39 @@ def section_a(slide_path: Path, workers: int, batch: int, repeats: int) -> dict[
                     pass
             return time.perf_counter() - t0, _cpu_s() - c0
 
-    def segment(**kwargs: Any) -> tuple[float, float, Any]:
+    def segment(name: str, **changes: Any) -> tuple[float, float, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             c0 = _cpu_s()
-            res = segment_slide(slide_path, model, Path(tmp) / "null.zarr", overlap=overlap, batch_size=batch,
-                                read_workers=workers, progress=False, preview=False, **kwargs)
-            return res.timings["wall"], _cpu_s() - c0, res
+            res = segment_slide(slide_path, models[name], Path(tmp) / "o.zarr", overlap=overlap,
+                                batch_size=batch, read_workers=workers, progress=False, preview=False,
+                                **changes)
+            size = sum(f.stat().st_size for f in Path(tmp, "o.zarr").rglob("*") if f.is_file())
+            return res.timings["wall"], _cpu_s() - c0, (res, size)
 
-    pairs = []
+    pairs, pattern_pairs = [], []
     steal0, wall0 = _steal_s(), time.perf_counter()
     for _ in range(repeats):
         raw_s, raw_cpu = raw()
-        seg_s, seg_cpu, res = segment()
+        seg_s, seg_cpu, (res, null_bytes) = segment("null")
+        pat_s, pat_cpu, (_, pattern_bytes) = segment("pattern")
         pairs.append({"raw_tiles_per_s": n / raw_s, "segment_tiles_per_s": n / seg_s,
                       "ratio": raw_s / seg_s, "raw_cpu_ms_per_tile": 1000 * raw_cpu / n,
                       "segment_cpu_ms_per_tile": 1000 * seg_cpu / n,
                       "cpu_ratio": raw_cpu / seg_cpu, "stages_s": res.timings})
+        pattern_pairs.append({"tiles_per_s": n / pat_s, "ratio": raw_s / pat_s,
+                              "cpu_ms_per_tile": 1000 * pat_cpu / n})
     steal = (_steal_s() - steal0) / (time.perf_counter() - wall0) / (os.cpu_count() or 1)
     raw_s, _ = raw()
-    full_s, full_cpu, full = segment(output_mpp=mpp)
+    full_s, full_cpu, (full, _) = segment("null", output_mpp=mpp)
 
-    def med(key: str) -> float:
-        return float(statistics.median(p[key] for p in pairs))
+    def med(key: str, rows: list[dict[str, Any]] = pairs) -> float:
+        return float(statistics.median(p[key] for p in rows))
 
     out = {"tiles": n, "grid_tiles": grid.n_total, "pairs": pairs, "ratio": med("ratio"),
+           "pattern": {"pairs": pattern_pairs, "ratio": med("ratio", pattern_pairs),
+                       "tiles_per_s": med("tiles_per_s", pattern_pairs),
+                       "cpu_ms_per_tile": med("cpu_ms_per_tile", pattern_pairs),
+                       "output_bytes": pattern_bytes, "null_output_bytes": null_bytes},
            "raw_tiles_per_s": med("raw_tiles_per_s"), "segment_tiles_per_s": med("segment_tiles_per_s"),
            "raw_mp_per_s": med("raw_tiles_per_s") * mp / n,
            "segment_mp_per_s": med("segment_tiles_per_s") * mp / n,
@@ -135,6 +144,12 @@ def section_a(slide_path: Path, workers: int, batch: int, repeats: int) -> dict[
           f"{out['segment_mp_per_s']:6.1f} MP/s  -> ratio {out['ratio']:.2f} (target >= 0.8; pairs: "
           + ", ".join(f"{p['ratio']:.2f}" for p in pairs) + f"); output at {res.output_mpp:g} um/px "
           "(SAM-Path's grid)")
+    pat = out["pattern"]
+    print(f"    segment, PatternModel: {pat['tiles_per_s']:6.1f} tiles/s  -> ratio {pat['ratio']:.2f} "
+          "(pairs: "
+          + ", ".join(f"{p['ratio']:.2f}" for p in pattern_pairs) + f"; {pat['cpu_ms_per_tile']:.0f} ms CPU "
+          f"per tile; output {pattern_bytes / 1e6:.1f} MB vs {null_bytes / 1e6:.1f} MB for constant "
+          "probabilities)")
     fr = out["full_resolution"]
     print(f"    ... output at {mpp:g} um/px: {fr['tiles_per_s']:6.1f} tiles/s  -> ratio {fr['ratio']:.2f} "
           f"({fr['cpu_ms_per_tile']:.0f} ms CPU per tile)")
@@ -153,7 +168,7 @@ def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: 
     import numpy as np
 
     with open_slide(slide_path) as slide:
-        grid = make_tile_grid(slide, mpp, tile, overlap, tissue=detect_tissue(slide))
+        grid = make_tile_grid(slide, Tiling.create(mpp, tile, overlap), tissue=detect_tissue(slide))
     tiles_meta = grid.tiles if max_tiles is None else grid.tiles[:max_tiles]
     mask = None
     if max_tiles is not None and len(grid.tiles) > max_tiles:
@@ -234,7 +249,7 @@ _CHILD = """
 import resource, sys, tempfile, json
 from pathlib import Path
 from wsiseg.infer import NullModel, segment_slide
-from wsiseg.slide import SYNTHETIC_CLASSES
+from wsiseg.synthetic import SYNTHETIC_CLASSES
 with tempfile.TemporaryDirectory() as tmp:
     r = segment_slide(sys.argv[1], NullModel(SYNTHETIC_CLASSES, 0.5, 1024), Path(tmp) / "o.zarr",
                       overlap=128, batch_size=int(sys.argv[2]), read_workers=int(sys.argv[3]),

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import openslide
 
-from wsiseg.slide import SlideLayout, open_slide, write_synthetic_slide
+from wsiseg.slide import open_slide
+from wsiseg.synthetic import SlideLayout, write_synthetic_slide
 
 SIDE = 1024
 

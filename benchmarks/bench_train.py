@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wsiseg.slide import SYNTHETIC_CLASSES, open_slide, write_synthetic_slide
+from wsiseg.slide import open_slide
+from wsiseg.synthetic import SYNTHETIC_CLASSES, write_synthetic_slide
 from wsiseg.train.cache import EmbeddingCache
 from wsiseg.train.config import TrainConfig
 from wsiseg.train.datasets import build_dataset

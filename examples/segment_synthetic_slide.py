@@ -16,7 +16,9 @@ import numpy as np
 
 from wsiseg import export_geojson, open_slide, segment_slide
 from wsiseg.infer import ColourModel, open_segmentation
-from wsiseg.slide import detect_tissue, make_tile_grid, write_synthetic_slide
+from wsiseg.slide import detect_tissue, make_tile_grid
+from wsiseg.synthetic import write_synthetic_slide
+from wsiseg.tiling import Tiling
 
 
 def main(out_dir: Path) -> None:
@@ -26,7 +28,7 @@ def main(out_dir: Path) -> None:
     with open_slide(truth.path) as slide:
         print(f"slide {slide.dimensions} px at {slide.mpp[0]} um/px, {slide.level_count} levels")
         tissue = detect_tissue(slide)
-        grid = make_tile_grid(slide, mpp=1.0, tile_size=512, overlap=64, tissue=tissue)
+        grid = make_tile_grid(slide, Tiling.create(1.0, 512, 64), tissue=tissue)
         print(f"{len(grid.tiles)} of {grid.n_total} tiles (512 px at 1 um/px) touch tissue")
 
     model = ColourModel(truth.classes, truth.palette, mpp=1.0, tile_size=512)

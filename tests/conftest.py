@@ -6,9 +6,12 @@ import builtins
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from wsiseg.synthetic import SyntheticTruth
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -93,7 +96,7 @@ def slim_tiny_model(tiny_official_files: dict[str, Path], tmp_path_factory: pyte
     import torch
 
     from wsiseg.model import ModelConfig, SamPath, load_hipt_weights, load_sam_weights, save_checkpoint
-    from wsiseg.slide import SYNTHETIC_CLASSES
+    from wsiseg.synthetic import SYNTHETIC_CLASSES
 
     torch.manual_seed(0)
     model = SamPath(ModelConfig.from_preset("tiny", len(SYNTHETIC_CLASSES), input_size=64))
@@ -101,3 +104,21 @@ def slim_tiny_model(tiny_official_files: dict[str, Path], tmp_path_factory: pyte
     load_hipt_weights(model, tiny_official_files["hipt"])
     path = tmp_path_factory.mktemp("slim_tiny") / "tiny-slim.wsiseg"
     return save_checkpoint(model, path, classes=SYNTHETIC_CLASSES, mpp=2.0, tile_size=128)
+
+
+@pytest.fixture(scope="session")
+def synthetic_svs(tmp_path_factory: pytest.TempPathFactory) -> SyntheticTruth:
+    """A 2048x1536 Aperio-like synthetic slide at 0.5 um/px (levels at downsample 1 and 4)."""
+    from wsiseg.synthetic import SlideLayout, write_synthetic_slide
+
+    return write_synthetic_slide(tmp_path_factory.mktemp("svs") / "synthetic.svs", 2048, 1536, mpp=0.5,
+                                 layout=SlideLayout.SVS, seed=1)
+
+
+@pytest.fixture(scope="session")
+def synthetic_tiff(tmp_path_factory: pytest.TempPathFactory) -> SyntheticTruth:
+    """A 1800x1300 generic tiled TIFF at 0.25 um/px (levels at downsample 1, 2, 4; odd sizes on purpose)."""
+    from wsiseg.synthetic import SlideLayout, write_synthetic_slide
+
+    return write_synthetic_slide(tmp_path_factory.mktemp("tiff") / "synthetic.tiff", 1800, 1300, mpp=0.25,
+                                 layout=SlideLayout.TIFF, seed=2)

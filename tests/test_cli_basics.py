@@ -49,3 +49,15 @@ def test_import_wsiseg_and_info_stay_torch_free() -> None:
             "assert 'torch' not in sys.modules, 'torch imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("package", ["wsiseg.slide", "wsiseg.export", "wsiseg.io.atomic",
+                                     "wsiseg.io.geojson_read", "wsiseg.io.geojson_write", "wsiseg.tiling",
+                                     "wsiseg.synthetic"])
+def test_packages_load_neither_dask_nor_zarr_until_they_use_them(package: str) -> None:
+    """The slide reader and the exporter import zarr only to open a segmentation, never dask."""
+    code = (f"import sys, {package}; "
+            "loaded = [m for m in ('zarr', 'dask', 'torch', 'distributed') if m in sys.modules]; "
+            "assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

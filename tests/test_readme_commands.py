@@ -24,7 +24,7 @@ from wsiseg.cli import main
 from wsiseg.infer import open_segmentation, preview_path
 from wsiseg.recipes import recipe_path
 from wsiseg.registry import Registry, file_sha256
-from wsiseg.slide import SYNTHETIC_CLASSES, write_synthetic_slide
+from wsiseg.synthetic import SYNTHETIC_CLASSES, write_synthetic_slide
 from wsiseg.train.config import TrainConfig
 from wsiseg.train.trainer import Trainer, TrainResult, build_model
 

@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from wsiseg.errors import OutputExistsError
-
-#: Resolution (um/px) and patch side (pixels at that resolution) the demo trains and segments at.
-DEMO_MPP = 2.0
-DEMO_PATCH = 256
-_SLIDE_MPP = 0.5  # level-0 um/px of the synthetic slides
+from wsiseg.synthetic.patches import DEMO_MPP, DEMO_PATCH, SLIDE_MPP, write_synthetic_patch_folder
 
 
 @dataclass(frozen=True)
@@ -45,39 +40,6 @@ class DemoResult:
                 f"ground truth ({per_class}); outputs in {self.out_dir}")
 
 
-def write_synthetic_patch_folder(root: Path, seeds: Sequence[int], *, slide_size0: int = 3072,
-                                 mpp: float = DEMO_MPP, patch: int = DEMO_PATCH) -> Path:
-    """Cut synthetic slides (one per seed) into a ``folder`` data set at ``root``.
-
-    Each ``slide_size0``-pixel square slide (level 0 at 0.5 um/px) is read at ``mpp`` um/px and cut into
-    non-overlapping ``patch``-pixel squares; masks are the exact class indices of
-    :data:`~wsiseg.slide.SYNTHETIC_CLASSES`, and ``classes.yaml`` maps them. Returns ``root``.
-    """
-    from wsiseg.slide import SYNTHETIC_CLASSES, open_slide, write_synthetic_slide
-
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(exist_ok=True)
-    step0 = round(patch * mpp / _SLIDE_MPP)
-    for seed in seeds:
-        slide_path = root / f"slide{seed}.svs"
-        truth = write_synthetic_slide(slide_path, slide_size0, slide_size0, mpp=_SLIDE_MPP, seed=seed)
-        with open_slide(slide_path) as slide:
-            for y0 in range(0, slide_size0 - step0 + 1, step0):
-                for x0 in range(0, slide_size0 - step0 + 1, step0):
-                    name = f"s{seed}_x{x0}_y{y0}.png"
-                    image = slide.read_region(x0, y0, patch, patch, mpp)
-                    Image.fromarray(image).save(root / "images" / name)
-                    labels = truth.labels_region(x0, y0, patch, patch, mpp)
-                    Image.fromarray(labels).save(root / "masks" / name)
-        slide_path.unlink()
-    lines = ["classes:"] + [
-        f"  - {{name: {c.name}, value: {i}, color: [{c.color[0]}, {c.color[1]}, {c.color[2]}]}}"
-        for i, c in enumerate(SYNTHETIC_CLASSES)
-    ]
-    (root / "classes.yaml").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def run_demo(out_dir: Path | str, *, epochs: int = 12, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], Any] = print) -> DemoResult:
     """Train, segment, export and score on synthetic slides; see the module docstring.
@@ -89,7 +51,7 @@ def run_demo(out_dir: Path | str, *, epochs: int = 12, overwrite: bool = False, 
     from wsiseg.export import export_geojson
     from wsiseg.infer import open_segmentation, segment_slide
     from wsiseg.model import load_model
-    from wsiseg.slide import SYNTHETIC_CLASSES, write_synthetic_slide
+    from wsiseg.synthetic import SYNTHETIC_CLASSES, write_synthetic_slide
     from wsiseg.train.config import TrainConfig
     from wsiseg.train.datasets import build_dataset
     from wsiseg.train.metrics import ConfusionMatrix
@@ -124,7 +86,7 @@ def run_demo(out_dir: Path | str, *, epochs: int = 12, overwrite: bool = False, 
 
     log("3/5 segmenting an unseen synthetic slide")
     slide_path = out / "slide.svs"
-    truth = write_synthetic_slide(slide_path, 4096, 4096, mpp=_SLIDE_MPP, seed=42)
+    truth = write_synthetic_slide(slide_path, 4096, 4096, mpp=SLIDE_MPP, seed=42)
     predictor = load_model(model_path, device="cpu")
     seg_path = out / "slide.zarr"
     result = segment_slide(slide_path, predictor, seg_path, overwrite=True, progress=progress)

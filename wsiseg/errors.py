@@ -8,6 +8,11 @@ raise anything else and keep their traceback.
 from __future__ import annotations
 
 
+def one_line(message: object) -> str:
+    """``message`` as a single line (runs of whitespace, newlines included, become one space)."""
+    return " ".join(str(message).split())
+
+
 class WsisegError(Exception):
     """Base class of all user-facing errors; the message must fit on one line."""
 

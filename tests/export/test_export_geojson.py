@@ -20,7 +20,7 @@ from shapely.geometry import shape
 
 from wsiseg.errors import ClassMismatchError, ConfigError, OutputError
 from wsiseg.export import LabelSource, ObjectType, export_geojson, export_label_source
-from wsiseg.export.geojson_out import ID_NAMESPACE
+from wsiseg.io.geojson_write import ID_NAMESPACE
 
 from .conftest import CLASSES, OUT_MPP, SLIDE_MPP
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from wsiseg.infer import ColourModel
-from wsiseg.slide import SYNTHETIC_CLASSES, SyntheticTruth, write_synthetic_slide
+from wsiseg.synthetic import SYNTHETIC_CLASSES, SyntheticTruth, write_synthetic_slide
 
 
 @dataclass

@@ -10,7 +10,8 @@ import pytest
 
 from wsiseg.cli import main
 from wsiseg.infer import open_segmentation, preview_path
-from wsiseg.slide import SYNTHETIC_CLASSES, open_slide, write_synthetic_slide
+from wsiseg.slide import open_slide
+from wsiseg.synthetic import SYNTHETIC_CLASSES, write_synthetic_slide
 
 from .conftest import SyntheticSlide
 

@@ -19,7 +19,7 @@ from distributed import LocalCluster
 from wsiseg.cli import main
 from wsiseg.errors import ConfigError
 from wsiseg.infer import BatchResult, ModelSpec, open_segmentation, segment_slide, segment_slides
-from wsiseg.slide import SYNTHETIC_CLASSES, SlideLayout, write_synthetic_slide
+from wsiseg.synthetic import SYNTHETIC_CLASSES, SlideLayout, write_synthetic_slide
 
 from .conftest import CountingModel
 

@@ -17,7 +17,8 @@ from scipy import ndimage
 from wsiseg.errors import ConfigError, MissingMppError, OutputError, OutputExistsError, SlideError
 from wsiseg.infer import ColourModel, NullModel, open_segmentation, preview_path, segment_slide
 from wsiseg.infer.journal import WORK_DIR
-from wsiseg.slide import SYNTHETIC_CLASSES, TissueMask
+from wsiseg.slide import TissueMask
+from wsiseg.synthetic import SYNTHETIC_CLASSES
 
 from .conftest import CountingModel, SyntheticSlide
 
@@ -128,7 +129,7 @@ def test_resume_after_model_crash_is_identical_and_recomputes_nothing(synthetic_
 _KILL_SCRIPT = """
 import sys, time
 from wsiseg.infer import ColourModel, segment_slide
-from wsiseg.slide import SYNTHETIC_CLASSES
+from wsiseg.synthetic import SYNTHETIC_CLASSES
 import numpy as np
 palette = np.array({palette})
 
@@ -243,7 +244,7 @@ def test_bad_inputs_raise_user_errors(synthetic_slide: SyntheticSlide, tmp_path:
 def test_resume_after_write_failure_is_identical(synthetic_slide: SyntheticSlide, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A failing chunk write (e.g. disk full) must not let a later batch's state be committed over it."""
-    from wsiseg.infer.omezarr import SegmentationWriter
+    from wsiseg.io.omezarr import SegmentationWriter
 
     truth = synthetic_slide.truth
     model = ColourModel(SYNTHETIC_CLASSES, truth.palette, mpp=2.0, tile_size=64, radius_px=2)

@@ -12,8 +12,8 @@ import torch
 from wsiseg.classes import ClassList
 from wsiseg.errors import CheckpointError
 from wsiseg.model import ModelConfig, SamPath, load_hipt_weights, load_model, load_sam_weights
-from wsiseg.model._io import torch_load_inert
 from wsiseg.model.reference_import import read_reference_checkpoint
+from wsiseg.model.torchfile import torch_load_inert
 
 
 def _plant(path: Path, payload: Any) -> Path:

@@ -8,22 +8,6 @@ import numpy as np
 import pytest
 import tifffile
 
-from wsiseg.slide import SlideLayout, SyntheticTruth, write_synthetic_slide
-
-
-@pytest.fixture(scope="session")
-def synthetic_svs(tmp_path_factory: pytest.TempPathFactory) -> SyntheticTruth:
-    """A 2048x1536 Aperio-like synthetic slide at 0.5 um/px (levels at downsample 1 and 4)."""
-    return write_synthetic_slide(tmp_path_factory.mktemp("svs") / "synthetic.svs", 2048, 1536, mpp=0.5,
-                                 layout=SlideLayout.SVS, seed=1)
-
-
-@pytest.fixture(scope="session")
-def synthetic_tiff(tmp_path_factory: pytest.TempPathFactory) -> SyntheticTruth:
-    """A 1800x1300 generic tiled TIFF at 0.25 um/px (levels at downsample 1, 2, 4; odd sizes on purpose)."""
-    return write_synthetic_slide(tmp_path_factory.mktemp("tiff") / "synthetic.tiff", 1800, 1300, mpp=0.25,
-                                 layout=SlideLayout.TIFF, seed=2)
-
 
 @pytest.fixture(scope="session")
 def blank_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:

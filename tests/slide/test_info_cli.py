@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from wsiseg.slide import SlideLayout, SyntheticTruth, make_tile_grid, open_slide, write_synthetic_slide
+from wsiseg.slide import make_tile_grid, open_slide
+from wsiseg.synthetic import SlideLayout, SyntheticTruth, write_synthetic_slide
+from wsiseg.tiling import Tiling
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +45,7 @@ def test_info_json_on_synthetic(synthetic_tiff: SyntheticTruth) -> None:
     assert (tiles["width_t"], tiles["height_t"]) == (900, 650)  # 1800 x 1300 at 0.25 -> 0.5 um/px
     assert (tiles["columns"], tiles["rows"], tiles["total"]) == (4, 3, 12)  # stride 224
     with open_slide(synthetic_tiff.path) as slide:
-        assert tiles["total"] == make_tile_grid(slide, 0.5, 256, 32).n_total
+        assert tiles["total"] == make_tile_grid(slide, Tiling.create(0.5, 256, 32)).n_total
     assert 0 < tiles["with_tissue"] <= tiles["total"]
 
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from wsiseg.errors import MissingMppError, SlideError
-from wsiseg.slide import SlideLayout, SyntheticTruth, open_slide, write_synthetic_slide
+from wsiseg.slide import open_slide
+from wsiseg.synthetic import SlideLayout, SyntheticTruth, write_synthetic_slide
 
 
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:

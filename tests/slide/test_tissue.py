@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from wsiseg.errors import SlideError
-from wsiseg.slide import SyntheticTruth, TissueMask, detect_tissue, open_slide, tissue_mask_from_image
+from wsiseg.slide import TissueMask, detect_tissue, open_slide, tissue_mask_from_image
 from wsiseg.slide import tissue as tissue_module
 from wsiseg.slide.reader import Slide
 from wsiseg.slide.tissue import tissue_from_rgb
+from wsiseg.synthetic import SyntheticTruth
 
 
 def test_tissue_on_cmu(cmu_small_region: Path) -> None:

@@ -28,7 +28,7 @@ def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Labels are the slides' exact ground truth (:meth:`SyntheticTruth.labels_region`).
     """
-    from wsiseg.demo import write_synthetic_patch_folder
+    from wsiseg.synthetic import write_synthetic_patch_folder
 
     root = tmp_path_factory.mktemp("synthetic_folder") / "data"
     return write_synthetic_patch_folder(root, seeds=range(2), slide_size0=2048, mpp=SYNTH_MPP, patch=256)

@@ -28,7 +28,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from wsiseg._version import __version__
 from wsiseg.errors import CheckpointError, ConfigError
 from wsiseg.model import resolve_device
-from wsiseg.model._io import as_state_dict, check_layout, sha256_file, torch_load
+from wsiseg.model.torchfile import as_state_dict, check_layout, sha256_file, torch_load
 
 #: official file names of the SAM checkpoints (for messages and the README)
 OFFICIAL_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth",

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from wsiseg._version import __version__
-from wsiseg.errors import WsisegError
+from wsiseg.errors import WsisegError, one_line
 
 #: name -> (module, one-line help shown by ``wsiseg --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,10 +59,6 @@ def cli() -> None:
     """wsiseg: whole-slide semantic segmentation with SAM-Path."""
 
 
-def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
-
-
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point: run the CLI and turn user-facing failures into one-line errors."""
     try:
@@ -76,7 +72,7 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except WsisegError as exc:
-        click.echo(f"wsiseg: error: {_one_line(str(exc))}", err=True)
+        click.echo(f"wsiseg: error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("wsiseg: interrupted; run the same command again to resume", err=True)
@@ -86,5 +82,5 @@ def main(argv: list[str] | None = None) -> Any:
             click.echo(f"wsiseg: error: disk full while writing {exc.filename or 'output'}; free space and "
                        "run the same command again to resume", err=True)
         else:
-            click.echo(f"wsiseg: error: {_one_line(str(exc))}", err=True)
+            click.echo(f"wsiseg: error: {one_line(str(exc))}", err=True)
         sys.exit(1)

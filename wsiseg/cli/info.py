@@ -9,17 +9,19 @@ from typing import Any
 import click
 
 from wsiseg.slide import detect_tissue, make_tile_grid, open_slide
+from wsiseg.tiling import Tiling
 
 
 def slide_info(path: Path, slide_mpp: float | None, mpp: float, tile_size: int, overlap: int,
                tissue_mpp: float = 8.0) -> dict[str, Any]:
     """Everything ``wsiseg info`` reports, as a JSON-serialisable dict."""
+    tiling = Tiling.create(mpp, tile_size, overlap)
     with open_slide(path, mpp=slide_mpp) as slide:
         info = slide.describe()
         info["mpp_source"] = "--slide-mpp" if slide_mpp is not None else "metadata"
         tissue = detect_tissue(slide, mpp=tissue_mpp)
-        grid_all = make_tile_grid(slide, mpp, tile_size, overlap)
-        grid_tissue = make_tile_grid(slide, mpp, tile_size, overlap, tissue=tissue)
+        grid_all = make_tile_grid(slide, tiling)
+        grid_tissue = make_tile_grid(slide, tiling, tissue=tissue)
         info["tissue_fraction"] = round(tissue.tissue_fraction, 4)
         info["tissue_mpp"] = tissue.mpp
         info["tiles"] = {
@@ -61,14 +63,13 @@ def _format(info: dict[str, Any]) -> str:
 
 @click.command("info")
 @click.argument("slide", type=click.Path(path_type=Path))
-@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--mpp", type=float, default=1.0, show_default=True,
               help="Resolution (um/px) at which tiles are counted (as in `wsiseg segment --mpp`).")
 @click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None,
               help="The slide's level-0 um/px; overrides its metadata (required when it has none).")
-@click.option("--tile-size", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Tile side in pixels at --mpp.")
-@click.option("--overlap", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Tile overlap in pixels at --mpp.")
+@click.option("--tile-size", type=int, default=1024, show_default=True, help="Tile side in pixels at --mpp.")
+@click.option("--overlap", type=int, default=0, show_default=True,
+              help="Tile overlap in pixels at --mpp (at most half the tile).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def command(slide: Path, mpp: float, slide_mpp: float | None, tile_size: int, overlap: int,
             as_json: bool) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -80,7 +80,16 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
     --model: $WSISEG_MODEL, else the default of `wsiseg models` (wsiseg segment slide.svs --out slide.zarr).
     """
     from wsiseg.infer.batch import NULL_MODEL, ModelSpec, segment_slides
+    from wsiseg.infer.memory import OPT_OUT, tame_malloc
+    from wsiseg.infer.options import SegmentOptions
+    from wsiseg.io.omezarr import NgffVersion
 
+    if os.environ.get(OPT_OUT, "1") != "0":
+        tame_malloc()  # a setting of the whole process: this command's, not the library's
+    options = SegmentOptions(mpp=mpp, tile_size=tile_size, overlap=overlap, output_mpp=output_mpp,
+                             batch_size=batch_size, read_workers=read_workers, write_workers=write_workers,
+                             tissue=tissue, mask=mask, overwrite=overwrite, slide_mpp=slide_mpp,
+                             ngff_version=NgffVersion(ngff_version), preview=preview)
     paths = expand_slides(slides)
     single = len(paths) == 1 and not slides[0].is_dir()
     if model_spec == NULL_MODEL:
@@ -91,12 +100,8 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
         model = resolve_model(model_spec, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint)
         spec = ModelSpec(model.path, device, sam_checkpoint=model.sam_checkpoint,
                          hipt_checkpoint=model.hipt_checkpoint)
-    options: dict[str, Any] = {"output_mpp": output_mpp} if output_mpp is not None else {}
-    batch = segment_slides(paths, spec, out, single=single, geojson=geojson, scheduler=scheduler,
-                           progress=not quiet, mpp=mpp, tile_size=tile_size, overlap=overlap,
-                           batch_size=batch_size, read_workers=read_workers, write_workers=write_workers,
-                           tissue=tissue, mask=mask, overwrite=overwrite, slide_mpp=slide_mpp,
-                           ngff_version=ngff_version, preview=preview, **options)
+    batch = segment_slides(paths, spec, out, options, single=single, geojson=geojson, scheduler=scheduler,
+                           progress=not quiet)
     if quiet:  # no per-slide lines were written while running
         for path, message in batch.failures:
             click.echo(f"wsiseg: error: {path.name}: {message}", err=True)

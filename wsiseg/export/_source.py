@@ -1,7 +1,8 @@
 """One level of a segmentation as :mod:`wsiseg.export` needs it: label array, probabilities, geometry.
 
-The OME-Zarr layout belongs to :mod:`wsiseg.infer.omezarr` (torch-free); this module only adapts its
-reader. Anything else that can fill a :class:`LabelSource` (e.g. in-memory arrays) can be exported too.
+The OME-Zarr layout belongs to :mod:`wsiseg.io.omezarr`; this module only adapts its reader, imported
+when a segmentation is opened (so ``import wsiseg.export`` loads no zarr). Anything else that can fill a
+:class:`LabelSource` (e.g. in-memory arrays) can be exported too.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import ConfigError
-from wsiseg.infer.omezarr import Segmentation, open_segmentation
+
+if TYPE_CHECKING:
+    from wsiseg.io.omezarr import Segmentation
 
 
 class BlockArray(Protocol):
@@ -58,7 +61,7 @@ class LabelSource:
 
 def choose_level(n_levels: int, level: int | None, mpp: float | None, segmentation: Segmentation) -> int:
     """Pick a pyramid level: ``level`` as given, or for ``mpp`` (um/px) the finest level at least that coarse
-    (:meth:`wsiseg.infer.Segmentation.level_for_mpp`); with neither, level 0 (the exact labels).
+    (:meth:`wsiseg.io.omezarr.Segmentation.level_for_mpp`); with neither, level 0 (the exact labels).
 
     Raises :class:`ConfigError` for both, an out-of-range level or a non-positive mpp.
     """
@@ -79,9 +82,11 @@ def open_label_source(zarr_path: str | Path, *, level: int | None = None,
                       mpp: float | None = None) -> LabelSource:
     """Open the label pyramid of a wsiseg segmentation at one level (see :func:`choose_level`).
 
-    Reads through :func:`wsiseg.infer.omezarr.open_segmentation`, which raises :class:`OutputError` when
+    Reads through :func:`wsiseg.io.omezarr.open_segmentation`, which raises :class:`OutputError` when
     the path is not a wsiseg segmentation.
     """
+    from wsiseg.io.omezarr import open_segmentation
+
     seg = open_segmentation(zarr_path)
     chosen = choose_level(seg.n_levels, level, mpp, seg)
     labels = seg.labels[chosen]

@@ -13,8 +13,8 @@ import shapely
 
 from wsiseg.errors import ConfigError, OutputError
 from wsiseg.export._source import LabelSource, open_label_source
-from wsiseg.export.geojson_out import COORDINATE_DECIMALS, GeoJSONWriter, ObjectType
 from wsiseg.export.vectorize import DEFAULT_BLOCK_SIZE, RegionBatch, vectorise_labels
+from wsiseg.io.geojson_write import COORDINATE_DECIMALS, GeoJSONWriter, ObjectType
 
 
 @dataclass

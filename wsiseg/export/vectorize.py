@@ -16,7 +16,7 @@ neighbouring regions keep identical shared edges (no gaps, no overlaps) and piec
 block borders. Its tolerance is that of coverage simplification (Visvalingam-Whyatt): roughly the square
 root of the area of the triangles removed, in pixels of the traced level.
 
-All coordinates here are pixels of the traced level; :mod:`wsiseg.export.geojson_out` scales them to
+All coordinates here are pixels of the traced level; :mod:`wsiseg.io.geojson_write` scales them to
 slide level 0.
 """
 

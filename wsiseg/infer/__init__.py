@@ -1,17 +1,23 @@
 """Whole-slide inference: Dask-scheduled tile reads, batched prediction, seamless blending, OME-Zarr output.
 
 Torch-free: the model comes in as a :class:`Predictor` (``wsiseg.model.load_model`` or a reference model).
+The output format itself (writer and reader) is :mod:`wsiseg.io.omezarr`; :func:`open_segmentation` is
+handed on here for convenience.
 """
 
 from __future__ import annotations
 
 from wsiseg.infer.batch import BatchResult, ModelSpec, segment_slides
 from wsiseg.infer.blending import BlendWindow, blend_window
-from wsiseg.infer.omezarr import NgffVersion, Segmentation, SegmentationWriter, open_segmentation
+from wsiseg.infer.memory import tame_malloc
+from wsiseg.infer.options import SegmentOptions
+from wsiseg.infer.output import preview_path
 from wsiseg.infer.pipeline import StageTimes
-from wsiseg.infer.reference_models import ColourModel, NullModel
-from wsiseg.infer.segment import SegmentResult, preview_path, segment_slide
+from wsiseg.infer.reference_models import ColourModel, NullModel, PatternModel
+from wsiseg.infer.run import SegmentationRun
+from wsiseg.infer.segment import SegmentResult, segment_slide
 from wsiseg.infer.stitch import FinishedChunk, Layout, Stitcher
+from wsiseg.io.omezarr import NgffVersion, Segmentation, SegmentationWriter, open_segmentation
 from wsiseg.predictor import Predictor
 
 __all__ = [
@@ -23,9 +29,12 @@ __all__ = [
     "ModelSpec",
     "NgffVersion",
     "NullModel",
+    "PatternModel",
     "Predictor",
+    "SegmentOptions",
     "SegmentResult",
     "Segmentation",
+    "SegmentationRun",
     "SegmentationWriter",
     "StageTimes",
     "Stitcher",
@@ -34,4 +43,5 @@ __all__ = [
     "preview_path",
     "segment_slide",
     "segment_slides",
+    "tame_malloc",
 ]

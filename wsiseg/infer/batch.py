@@ -29,17 +29,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from wsiseg.errors import ConfigError, WsisegError
+from wsiseg.errors import ConfigError, WsisegError, one_line
+from wsiseg.infer.options import SegmentOptions
 from wsiseg.infer.segment import SegmentResult, segment_slide
 from wsiseg.predictor import Predictor
 
 #: ``ModelSpec.checkpoint`` value selecting :class:`~wsiseg.infer.reference_models.NullModel`.
 NULL_MODEL = "null"
-
-
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
-
 
 def _fspath(value: str | os.PathLike[str] | None) -> str | None:
     return None if value is None else os.fspath(value)
@@ -102,7 +98,7 @@ class ModelSpec:
         """Load the model (imports torch for checkpoints). Raises CheckpointError, ConfigError."""
         if self.is_null:
             from wsiseg.infer.reference_models import NullModel
-            from wsiseg.slide.synthetic import SYNTHETIC_CLASSES
+            from wsiseg.synthetic import SYNTHETIC_CLASSES
 
             assert self.mpp is not None and self.tile_size is not None  # checked in __init__
             return NullModel(SYNTHETIC_CLASSES, self.mpp, self.tile_size)
@@ -155,9 +151,9 @@ class _Outcome:
     worker: str | None = None
 
 
-def _segment_one(job: _Job, model: Predictor, progress: bool, kwargs: dict[str, Any]) -> SegmentResult:
+def _segment_one(job: _Job, model: Predictor, progress: bool, options: SegmentOptions) -> SegmentResult:
     """Segment one slide and export its GeoJSON if asked (the same in both modes)."""
-    result = segment_slide(job.slide, model, job.out, progress=progress, **kwargs)
+    result = segment_slide(job.slide, model, job.out, options, progress=progress)
     if job.geojson is not None:
         from wsiseg.export import export_geojson
 
@@ -241,7 +237,7 @@ class _StopWhenCancelled:
         return self.inner.provenance()
 
 
-def _run_on_worker(spec: ModelSpec, job: _Job, kwargs: dict[str, Any]) -> _Outcome:
+def _run_on_worker(spec: ModelSpec, job: _Job, options: SegmentOptions) -> _Outcome:
     """The task a cluster worker runs for one slide; user-facing failures come back as values.
 
     A cluster-wide lock on the output makes a rerun's task wait for one of an interrupted run that is
@@ -252,16 +248,12 @@ def _run_on_worker(spec: ModelSpec, job: _Job, kwargs: dict[str, Any]) -> _Outco
     model = _StopWhenCancelled(_cached_predictor(spec), _cancel_check())
     try:
         with Lock(f"wsiseg-output:{job.out}"):
-            result = _segment_one(job, model, False, kwargs)
+            result = _segment_one(job, model, False, options)
     except WsisegError as exc:
         return _Outcome(job.index, error=exc, worker=_worker_address())
     except _Cancelled as exc:
         return _Outcome(job.index, message=str(exc), worker=_worker_address())
     return _Outcome(job.index, result=result, worker=_worker_address())
-
-
-def _absolute_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.absolute() if isinstance(v, Path) else v for k, v in kwargs.items()}
 
 
 def _connect(scheduler: str) -> Any:
@@ -277,19 +269,18 @@ def _connect(scheduler: str) -> Any:
     try:
         return Client(scheduler, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
-        problem = _one_line(exc)  # not chained: the traceback would keep the half-made client alive
+        problem = one_line(exc)  # not chained: the traceback would keep the half-made client alive
     raise ConfigError(f"cannot connect to the Dask scheduler {scheduler}: {problem}")
 
 
 def _run_cluster(client: Any, jobs: list[_Job], spec: ModelSpec,
-                 kwargs: dict[str, Any]) -> Generator[_Outcome, None, None]:
+                 options: SegmentOptions) -> Generator[_Outcome, None, None]:
     """Submit one task per job through ``client``; yield outcomes as slides finish."""
     from distributed import KilledWorker, as_completed
 
-    spec = spec.absolute()
-    kwargs = _absolute_kwargs(kwargs)
+    spec, options = spec.absolute(), options.absolute()
     run = uuid.uuid4().hex[:8]
-    futures = {client.submit(_run_on_worker, spec, job, kwargs, pure=False,
+    futures = {client.submit(_run_on_worker, spec, job, options, pure=False,
                              key=f"wsiseg-segment-{job.slide.name}-{run}-{job.index}"): job for job in jobs}
     try:
         for future in as_completed(futures, loop=client.loop):
@@ -297,7 +288,7 @@ def _run_cluster(client: Any, jobs: list[_Job], spec: ModelSpec,
             try:
                 outcome: _Outcome = future.result()
             except KilledWorker as exc:
-                outcome = _Outcome(job.index, message=f"the workers running it died ({_one_line(exc)}); "
+                outcome = _Outcome(job.index, message=f"the workers running it died ({one_line(exc)}); "
                                                       "run again to resume")
             yield outcome
     finally:
@@ -305,10 +296,10 @@ def _run_cluster(client: Any, jobs: list[_Job], spec: ModelSpec,
 
 
 def _run_local(jobs: list[_Job], model: Predictor, progress: bool, single: bool,
-               kwargs: dict[str, Any]) -> Generator[_Outcome, None, None]:
+               options: SegmentOptions) -> Generator[_Outcome, None, None]:
     for job in jobs:
         try:
-            yield _Outcome(job.index, result=_segment_one(job, model, progress, kwargs))
+            yield _Outcome(job.index, result=_segment_one(job, model, progress, options))
         except WsisegError as exc:
             if single:
                 raise
@@ -339,9 +330,9 @@ def _jobs(slides: Sequence[Path], out: Path, single: bool, geojson: Path | None,
     return jobs, clashes
 
 
-def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Path, *, single: bool,
-                   geojson: Path | None = None, scheduler: str | None = None, progress: bool = True,
-                   **segment_kwargs: Any) -> BatchResult:
+def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Path,
+                   options: SegmentOptions | None = None, *, single: bool, geojson: Path | None = None,
+                   scheduler: str | None = None, progress: bool = True, **changes: Any) -> BatchResult:
     """Segment several slides; one that fails is reported and the others go on.
 
     Args:
@@ -358,8 +349,8 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
             checkpoint files and ``out`` under the same paths (all are sent as absolute paths).
         progress: progress bars (overall slides; tiles of the current slide when local) and one summary
             or error line per slide on stderr.
-        segment_kwargs: passed to :func:`~wsiseg.infer.segment.segment_slide` unchanged (``mpp``,
-            ``tile_size``, ``overlap``, ``overwrite``, ...); ``Path`` values are made absolute for workers.
+        options: :class:`~wsiseg.infer.options.SegmentOptions` for every slide (``changes``: option names
+            as keywords, applied on top); a mask path is made absolute for workers.
 
     Returns:
         :class:`BatchResult`, results and failures in input order.
@@ -370,6 +361,7 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
             slide's run raises.
     """
     t0 = time.perf_counter()
+    options = (options or SegmentOptions()).replace(**changes)
     jobs, clashes = _jobs(slides, Path(out), single, None if geojson is None else Path(geojson),
                           absolute=scheduler is not None)
     failures: dict[int, tuple[Path, str]] = {i: (Path(slides[i]), msg) for i, msg in clashes}
@@ -380,10 +372,10 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
                 raise ConfigError("cluster mode needs a checkpoint path (a ModelSpec), not a built model: "
                                   "workers load the model themselves")
             client = stack.enter_context(_connect(scheduler))
-            outcomes = _run_cluster(client, jobs, model, segment_kwargs)
+            outcomes = _run_cluster(client, jobs, model, options)
         else:
             predictor = model.build() if isinstance(model, ModelSpec) else model
-            outcomes = _run_local(jobs, predictor, progress, single, segment_kwargs)
+            outcomes = _run_local(jobs, predictor, progress, single, options)
         stack.callback(outcomes.close)  # before the client closes
         local_single = single and scheduler is None  # its own tile bar says it all
         overall = stack.enter_context(tqdm(total=len(slides), unit="slide", desc="slides", file=sys.stderr,
@@ -402,7 +394,7 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
             else:
                 if single and outcome.error is not None:
                     raise outcome.error
-                message = _one_line(outcome.error if outcome.error is not None else outcome.message)
+                message = one_line(outcome.error if outcome.error is not None else outcome.message)
                 if single:
                     raise WsisegError(message)
                 failures[outcome.index] = (slide, message)

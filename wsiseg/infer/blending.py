@@ -52,16 +52,13 @@ def _profile(tile_size: int, overlap: int, kind: BlendWindow) -> np.ndarray:
 
 
 def blend_window(tile_size: int, overlap: int, kind: BlendWindow = BlendWindow.COSINE) -> np.ndarray:
-    """Weight window for tiles of ``tile_size`` target pixels overlapping their neighbours by ``overlap``.
+    """Weight window for tiles of ``tile_size`` pixels overlapping their neighbours by ``overlap``
+    (``0 <= overlap <= tile_size / 2``, as a :class:`~wsiseg.tiling.Tiling` guarantees).
 
     Returns a ``(tile_size, tile_size)`` float32 array, the outer product of a 1-D profile with itself,
     clipped below at :data:`MIN_WEIGHT` and with maximum 1.
     """
-    if tile_size <= 0:
-        raise ConfigError(f"tile size must be positive, got {tile_size}")
-    if not 0 <= overlap <= tile_size // 2:
-        raise ConfigError(f"overlap must be between 0 and half the tile size ({tile_size // 2}), "
-                          f"got {overlap}")
+    assert tile_size > 0 and 0 <= overlap <= tile_size // 2, "checked by Tiling.create"
     prof = np.maximum(_profile(tile_size, overlap, BlendWindow(kind)), MIN_WEIGHT)
     window = np.outer(prof, prof)
     return np.maximum(window, MIN_WEIGHT).astype(np.float32)

@@ -1,6 +1,6 @@
-"""The resume journal: a small JSON file replaced atomically (write + rename) after each committed batch.
+"""The resume journal: a small JSON file replaced atomically after each committed checkpoint.
 
-It lives in ``<out>/.wsiseg-work/journal.json`` beside the stitcher's spilled accumulators and holds the
+It lives in ``<out>/.wsiseg-work/journal.json`` beside the stitcher's saved accumulators and holds the
 run's fingerprint (slide, model, parameters: what must match to resume), the stitcher state (grid cursor and
 accumulator files) and the timings so far. The work directory is removed when the output is finished.
 """
@@ -8,10 +8,11 @@ accumulator files) and the timings so far. The work directory is removed when th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from wsiseg.io.atomic import write_text
 
 WORK_DIR = ".wsiseg-work"
 _JOURNAL = "journal.json"
@@ -33,14 +34,9 @@ class Journal:
         return data if isinstance(data, dict) else None
 
     def commit(self, data: dict[str, Any]) -> None:
-        """Replace the journal with ``data`` atomically (a crash leaves either the old or the new one)."""
+        """Replace the journal with ``data`` atomically and durably (a crash leaves the old or the new)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(data), fsync=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

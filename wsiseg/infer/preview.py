@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from wsiseg.infer.omezarr import open_segmentation
+from wsiseg.io.atomic import replacing
+from wsiseg.io.omezarr import open_segmentation
+from wsiseg.slide.reader import Slide
 
 #: Longest side of the preview image in pixels.
 PREVIEW_SIDE = 1024
@@ -17,7 +17,7 @@ PREVIEW_SIDE = 1024
 ALPHA = 0.45
 
 
-def write_preview(seg_path: Path, slide: Any, png: Path, max_side: int = PREVIEW_SIDE) -> Path:
+def write_preview(seg_path: Path, slide: Slide, png: Path, max_side: int = PREVIEW_SIDE) -> Path:
     """Write ``png``: ``slide``'s thumbnail at the coarsest label level still >= ``max_side`` (or the finest
     one smaller), labels blended in with the class colours, a legend strip below. Returns ``png``."""
     seg = open_segmentation(seg_path)
@@ -52,7 +52,6 @@ def write_preview(seg_path: Path, slide: Any, png: Path, max_side: int = PREVIEW
     note = f"not analysed: no colour | {seg.mpp[level]:.3g} um/px"
     draw.text((6, y + 1), note, fill=(80, 80, 80), font=font)
     png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f".{png.name}.tmp")
-    canvas.save(tmp, format="PNG")
-    os.replace(tmp, png)  # atomic: a killed run never leaves half a PNG
+    with replacing(png) as tmp:  # a killed run never leaves half a PNG
+        canvas.save(tmp, format="PNG")
     return png

@@ -2,8 +2,10 @@
 
 - :class:`NullModel` predicts constant probabilities; it measures what the pipeline around a model (reading,
   tissue check, stitching, writing) sustains, and is ``wsiseg segment --model null``.
+- :class:`PatternModel` predicts smooth, varied multi-class probabilities at no model cost: constant
+  tiles compress far better than real predictions, so it measures the write side as a real model loads it.
 - :class:`ColourModel` predicts, per pixel, the class whose palette colour is nearest to the locally averaged
-  tile colour: the "oracle" for synthetic slides (:attr:`wsiseg.slide.synthetic.SyntheticTruth.palette`).
+  tile colour: the "oracle" for synthetic slides (:attr:`wsiseg.synthetic.slides.SyntheticTruth.palette`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,55 @@ class NullModel:
     def provenance(self) -> dict[str, Any]:
         return {"name": "null", "probs": [float(v) for v in self._p], "output_stride": self.output_stride,
                 "version": __version__}
+
+
+class PatternModel:
+    """Realistic-looking probabilities at (almost) no cost: each tile gets one of ``n_patterns`` fixed,
+    smooth ``k``-class probability fields (a softmax of low-frequency random fields, sharp enough to give
+    class borders), chosen by a cheap hash of the tile's pixels so the same tile always gets the same one.
+
+    The fields are made once per output size (float32 ``(n_patterns, k, s, s)``); :meth:`predict` copies
+    them out, as a real model's output is copied from the device. Same arguments as :class:`NullModel`.
+    """
+
+    device = "cpu"
+
+    def __init__(self, classes: ClassList, mpp: float | None, tile_size: int, n_patterns: int = 16,
+                 output_stride: int = 4, seed: int = 0) -> None:
+        if output_stride < 1 or n_patterns < 1:
+            raise ConfigError("the output stride and the number of patterns must be at least 1")
+        self.classes, self.mpp, self.tile_size = classes, mpp, tile_size
+        self.output_stride, self.n_patterns, self.seed = int(output_stride), int(n_patterns), int(seed)
+        self._bank: dict[int, np.ndarray] = {}
+
+    def _patterns(self, size: int) -> np.ndarray:
+        bank = self._bank.get(size)
+        if bank is None:
+            rng = np.random.default_rng(self.seed)
+            k = len(self.classes)
+            yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+            fields = np.zeros((self.n_patterns, k, size, size), np.float32)
+            for _ in range(4):  # a few low-frequency waves per class
+                fx, fy, phase = rng.uniform(0.5, 3.0, (3, self.n_patterns, k, 1, 1)).astype(np.float32)
+                fields += np.sin(2 * np.pi * (fx * xx + fy * yy) + 2 * np.pi * phase)
+            fields *= np.float32(4.0)  # sharpness of the class borders
+            fields -= fields.max(axis=1, keepdims=True)
+            np.exp(fields, out=fields)
+            fields /= fields.sum(axis=1, keepdims=True)
+            bank = self._bank[size] = fields
+        return bank
+
+    def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
+        """``(N, H, H, 3)`` uint8 -> ``(N, k, s, s)`` float32 (``s = out_size or H``), a fresh array."""
+        s = _check_tiles(tiles, out_size)
+        step = max(1, tiles.shape[1] // 16)
+        keys = tiles[:, ::step, ::step].reshape(tiles.shape[0], -1).sum(axis=1, dtype=np.int64)
+        out: np.ndarray = self._patterns(s)[keys % self.n_patterns]
+        return out
+
+    def provenance(self) -> dict[str, Any]:
+        return {"name": "pattern", "n_patterns": self.n_patterns, "seed": self.seed,
+                "output_stride": self.output_stride, "version": __version__}
 
 
 class ColourModel:

@@ -24,10 +24,10 @@ import torch
 from wsiseg._version import __version__
 from wsiseg.classes import ClassList
 from wsiseg.errors import CheckpointError, ClassMismatchError, ConfigError, OutputError
-from wsiseg.model._io import sha256_file, torch_load
 from wsiseg.model.official import load_hipt_weights, load_sam_weights
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.sam_path import ModelConfig, SamPath
+from wsiseg.model.torchfile import sha256_file, torch_load
 
 FORMAT = "wsiseg-checkpoint"
 FORMAT_VERSION = 2

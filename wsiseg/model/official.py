@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from wsiseg.errors import CheckpointError, ConfigError
-from wsiseg.model._io import as_state_dict, check_layout, copy_into, sha256_file, torch_load
 from wsiseg.model.class_decoder import ClassPromptDecoder, PromptState
 from wsiseg.model.presets import (
     PATHOLOGY_ENCODERS,
@@ -36,6 +35,7 @@ from wsiseg.model.presets import (
     build_sam_encoder,
 )
 from wsiseg.model.sam_path import SamPath
+from wsiseg.model.torchfile import as_state_dict, check_layout, copy_into, sha256_file, torch_load
 
 #: input size of the official SAM weights and of HIPT's ViT-S (pixels)
 SAM_PRETRAIN_SIZE = 1024

@@ -14,10 +14,10 @@ import torch
 from wsiseg._version import __version__
 from wsiseg.classes import ClassList
 from wsiseg.errors import ClassMismatchError, ConfigError
-from wsiseg.model._io import sha256_file
 from wsiseg.model.checkpoint import load_checkpoint
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from wsiseg.model.sam_path import SamPath
+from wsiseg.model.torchfile import sha256_file
 
 
 class Precision(str, enum.Enum):

@@ -10,9 +10,9 @@ A reference checkpoint is a Lightning ``.ckpt``: ``state_dict`` with (REFERENCE.
 - ``model.extra_encoder.model.*``: HIPT's ViT-S/16 with its 14 x 14 position table (SAM-Path only);
 - ``model.fusion_neck.{0,1,2,3}.*``: R (SAM-Path only);
 
-and ``hyper_parameters`` holding the training config as pickled third-party objects (``box.Box``). The file
-is read with :func:`~wsiseg.model._io.torch_load_inert`: no code from it runs, those objects become inert
-stand-ins. The result is a reference-layout model that computes what the reference code computes.
+and ``hyper_parameters`` holding the training config as pickled third-party objects (``box.Box``). The
+file is read with :func:`~wsiseg.model.torchfile.torch_load_inert`: no code from it runs, those objects
+become inert stand-ins. The result is a reference-layout model that computes what the reference code computes.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import CheckpointError, ClassMismatchError
-from wsiseg.model._io import InertObject, sha256_file, torch_load_inert
 from wsiseg.model.sam_path import ModelConfig, ModelLayout, SamPath, Variant
+from wsiseg.model.torchfile import InertObject, sha256_file, torch_load_inert
 
 _SAM = "model.model.image_encoder."
 _PROMPT = "model.model.prompt_encoder."

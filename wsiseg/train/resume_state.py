@@ -4,8 +4,8 @@ Contents (format 2): optimizer, scheduler and grad-scaler state dicts, the RNG s
 ints, NumPy's as a tensor plus plain numbers, torch's and CUDA's as byte tensors), epoch, best score,
 per-epoch history and the recipe, all tensors and plain Python values, so it loads with
 ``torch.load(weights_only=True)``. Files of format 1 (wsiseg 0.1) pickled NumPy's RNG state as an array;
-they are read with :func:`wsiseg.model._io.torch_load_inert` (no code runs; the array is rebuilt from its
-bytes), and anything else a file holds that is not plain data is refused with a one-line error.
+they are read with :func:`wsiseg.model.torchfile.torch_load_inert` (no code runs; the array is rebuilt from
+its bytes), and anything else a file holds that is not plain data is refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from wsiseg.errors import CheckpointError, OutputError
-from wsiseg.model._io import InertObject, torch_load, torch_load_inert
+from wsiseg.model.torchfile import InertObject, torch_load, torch_load_inert
 
 FORMAT = "wsiseg-train-state"
 FORMAT_VERSION = 2

@@ -107,7 +107,7 @@ def _geojson_reader(classes: ClassList) -> MaskReader:
             return read_resized(ref.mask_path, ref.scale, True)
 
         def rasterise() -> np.ndarray:
-            from wsiseg.export import geojson_to_labels
+            from wsiseg.io.geojson_read import geojson_to_labels
 
             w0, h0 = image_size(ref.image_path)
             w, h = resized_size(w0, h0, ref.scale)

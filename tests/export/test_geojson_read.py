@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from wsiseg.classes import ClassList
-from wsiseg.errors import ClassMismatchError, DatasetError
-from wsiseg.export import GeoJSONError, export_geojson, geojson_to_labels, geojson_to_mask
+from wsiseg.errors import ClassMismatchError, DatasetError, GeoJSONError
+from wsiseg.export import export_geojson
+from wsiseg.io.geojson_read import geojson_to_labels, geojson_to_mask
 
 from .conftest import CLASSES, OUT_MPP, SLIDE_MPP
 

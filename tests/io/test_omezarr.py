@@ -10,7 +10,7 @@ import zarr
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import OutputError
-from wsiseg.infer.omezarr import NgffVersion, SegmentationWriter, open_segmentation
+from wsiseg.io.omezarr import NgffVersion, SegmentationWriter, open_segmentation
 
 CLASSES = ClassList.from_names(["background", "tumour", "stroma"])
 
@@ -23,7 +23,7 @@ def _probs(rng: np.random.Generator, h: int, w: int, k: int = 3) -> np.ndarray:
 
 def _write(path: Path, version: NgffVersion, probs: np.ndarray, chunk: int = 64) -> SegmentationWriter:
     _, h, w = probs.shape
-    writer = SegmentationWriter(path, width_t=w, height_t=h, mpp=0.5, classes=CLASSES, chunk_size=chunk,
+    writer = SegmentationWriter(path, width=w, height=h, mpp=0.5, classes=CLASSES, chunk_size=chunk,
                                 version=version)
     for y0 in range(0, h, chunk):
         for x0 in range(0, w, chunk):
@@ -109,7 +109,7 @@ def test_reader_rejects_non_segmentation(tmp_path: Path) -> None:
 
 
 def test_labels_are_first_argmax_and_zero_where_mostly_not_analysed() -> None:
-    from wsiseg.infer.omezarr import labels_from_probs
+    from wsiseg.io.omezarr import labels_from_probs
 
     rng = np.random.default_rng(5)
     for k in (1, 2, 5, 9):
@@ -125,12 +125,12 @@ def test_stored_chunks_hold_exactly_the_quantised_pyramid(version: NgffVersion, 
     chunks, from several threads): zarr must read back exactly what quantise/labels give per level."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from wsiseg.infer.omezarr import downsample2, labels_from_probs, quantise
+    from wsiseg.io.omezarr import downsample2, labels_from_probs, quantise
 
     rng = np.random.default_rng(6)
     h, w, chunk = 650, 900, 256  # edge chunks on both axes; level 2 pieces (64) < MIN_CHUNK (128)
     probs = _probs(rng, h, w)
-    writer = SegmentationWriter(tmp_path / "t.zarr", width_t=w, height_t=h, mpp=0.5, classes=CLASSES,
+    writer = SegmentationWriter(tmp_path / "t.zarr", width=w, height=h, mpp=0.5, classes=CLASSES,
                                 chunk_size=chunk, version=version)
     boxes = [(y, min(y + chunk, h), x, min(x + chunk, w))
              for y in range(0, h, chunk) for x in range(0, w, chunk)]

@@ -10,8 +10,9 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from wsiseg.slide import SYNTHETIC_CLASSES, SlideLayout, SyntheticTruth, open_slide, write_synthetic_slide
-from wsiseg.slide.synthetic import _textures
+from wsiseg.slide import open_slide
+from wsiseg.synthetic import SYNTHETIC_CLASSES, SlideLayout, SyntheticTruth, write_synthetic_slide
+from wsiseg.synthetic.slides import _textures
 
 
 def test_classes() -> None:

@@ -12,7 +12,8 @@ Layout (NGFF 0.4 on zarr v2 by default, NGFF 0.5 on zarr v3 as an option)::
 Scales are in micrometres; ``omero.channels[*].label`` names the classes; ``image-label`` gives colours and
 class names. Root attributes carry ``wsiseg`` provenance (see :class:`SegmentationWriter.set_provenance`).
 
-Everything here is torch-free; :func:`open_segmentation` is the reader used by :mod:`wsiseg.export`.
+Everything here is torch-free; :class:`SegmentationWriter` is what :mod:`wsiseg.infer` writes with and
+:func:`open_segmentation` what :mod:`wsiseg.export` (and the preview) read with.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ class NgffVersion(str, enum.Enum):
         return 2 if self is NgffVersion.V04 else 3
 
 
-def n_levels_for(width_t: int, height_t: int, chunk_size: int) -> int:
+def n_levels_for(width: int, height: int, chunk_size: int) -> int:
     """Pyramid depth: halve until the image fits in :data:`MIN_LEVEL_SIZE` (at most ``log2(chunk_size)``)."""
-    levels, size = 1, max(width_t, height_t)
+    levels, size = 1, max(width, height)
     while size > MIN_LEVEL_SIZE and (1 << levels) <= chunk_size:
         size = math.ceil(size / 2)
         levels += 1
@@ -170,19 +171,19 @@ class SegmentationWriter:
 
     Args:
         path: the ``.zarr`` directory.
-        width_t, height_t: size of pyramid level 0 in target pixels.
+        width, height: size of pyramid level 0 in its pixels (the run's output grid).
         mpp: microns per pixel of level 0.
         classes: the model's classes (channel ``i`` = class ``i``).
-        chunk_size: level-0 chunk side (power of two); chunk ``(i, j)`` of :mod:`wsiseg.infer.stitch`.
+        chunk_size: level-0 chunk side (power of two); chunk ``(i, j)`` covers ``[i * chunk_size, ...)``.
         version: NGFF version.
     """
 
-    def __init__(self, path: Path, *, width_t: int, height_t: int, mpp: float, classes: ClassList,
+    def __init__(self, path: Path, *, width: int, height: int, mpp: float, classes: ClassList,
                  chunk_size: int, version: NgffVersion = NgffVersion.V04, create: bool = True) -> None:
         self.path = Path(path)
-        self.width_t, self.height_t, self.mpp = width_t, height_t, mpp
+        self.width, self.height, self.mpp = width, height, mpp
         self.classes, self.chunk_size, self.version = classes, chunk_size, NgffVersion(version)
-        self.n_levels = n_levels_for(width_t, height_t, chunk_size)
+        self.n_levels = n_levels_for(width, height, chunk_size)
         if len(classes) > 254:
             raise OutputError(f"at most 254 classes fit a uint8 label image, got {len(classes)}")
         fmt = self.version.zarr_format
@@ -263,7 +264,7 @@ class SegmentationWriter:
     def level_shape(self, level: int) -> tuple[int, int]:
         """``(height, width)`` of pyramid ``level`` in its own pixels."""
         f = 1 << level
-        return math.ceil(self.height_t / f), math.ceil(self.width_t / f)
+        return math.ceil(self.height / f), math.ceil(self.width / f)
 
     def write_chunk(self, box: tuple[int, int, int, int], probs: np.ndarray) -> None:
         """Write blended probabilities ``(k, h, w)`` float32 of level-0 ``box`` (y0, y1, x0, x1), all levels.

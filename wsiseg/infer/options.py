@@ -1,0 +1,120 @@
+"""What a user may choose for a segmentation run: :class:`SegmentOptions`, checked once when made.
+
+The same frozen object travels from the command line or a notebook through :func:`segment_slides` (and to
+cluster workers: it pickles) to :func:`segment_slide`, which resolves it against the model into a
+:class:`~wsiseg.tiling.Tiling` (the model gives the default resolution, tile size and output grid).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsiseg.errors import ConfigError
+from wsiseg.infer.blending import BlendWindow
+from wsiseg.io.omezarr import NgffVersion
+from wsiseg.predictor import Predictor
+from wsiseg.slide.tissue import TissueMask
+from wsiseg.tiling import DEFAULT_CHUNK_SIZE, Tiling
+
+#: A region to analyse instead of detected tissue: a mask, or a GeoJSON / mask-image file.
+Mask = TissueMask | str | Path
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """The options of :func:`~wsiseg.infer.segment.segment_slide` (none of the worker counts changes the
+    output).
+
+    Resolution and tiles: ``mpp`` (analysis um/px), ``tile_size`` and ``overlap`` (analysis pixels) and
+    ``output_mpp`` (um/px of the output's level 0, a whole multiple of ``mpp``) default to the model's
+    (``overlap``: ``tile_size // 8``; ``output_mpp``: the model's native output grid, 4x ``mpp`` for
+    SAM-Path); ``chunk_size``: the output's level-0 zarr chunk side (output pixels, a power of two).
+
+    Throughput: ``batch_size`` tiles per model call; ``read_workers`` threads reading tiles (default
+    ``min(8, cpus)``); ``write_workers`` threads finalising chunks (default ``min(4, max(2, cpus // 4))``).
+
+    What to analyse: ``tissue`` skips tiles without tissue (detected on a thumbnail); ``mask`` (a
+    :class:`~wsiseg.slide.TissueMask`, or a GeoJSON / mask image file) replaces tissue detection;
+    ``min_tissue_fraction`` (0..1) of a tile must be tissue to keep it. Skipped area is "not analysed".
+
+    Output: ``blend`` window; ``ngff_version``; ``slide_mpp``: level-0 um/px of slides that record none;
+    ``overwrite`` a finished output; ``preview`` PNG beside it; ``checkpoint_s``: seconds between resume
+    checkpoints (0: after every batch).
+    """
+
+    mpp: float | None = None
+    tile_size: int | None = None
+    overlap: int | None = None
+    output_mpp: float | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    batch_size: int = 4
+    read_workers: int | None = None
+    write_workers: int | None = None
+    tissue: bool = True
+    mask: Mask | None = None
+    min_tissue_fraction: float = 0.0
+    blend: BlendWindow = BlendWindow.COSINE
+    ngff_version: NgffVersion = NgffVersion.V04
+    slide_mpp: float | None = None
+    overwrite: bool = False
+    preview: bool = True
+    checkpoint_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "blend", BlendWindow(self.blend))
+            object.__setattr__(self, "ngff_version", NgffVersion(self.ngff_version))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        for name in ("batch_size", "read_workers", "write_workers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be a whole number of at least 1, got {value!r}")
+        if not 0.0 <= self.min_tissue_fraction <= 1.0:
+            raise ConfigError(f"the minimum tissue fraction must be in 0..1, got {self.min_tissue_fraction}")
+        if not (math.isfinite(self.checkpoint_s) and self.checkpoint_s >= 0):
+            raise ConfigError(f"the checkpoint interval must be >= 0 seconds, got {self.checkpoint_s}")
+        if isinstance(self.mask, str):
+            object.__setattr__(self, "mask", Path(self.mask))
+
+    def replace(self, **changes: Any) -> SegmentOptions:
+        """These options with ``changes`` (option names as keywords); an unknown name is a ConfigError."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown segmentation option(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def tiling(self, model: Predictor) -> Tiling:
+        """The tiling of a run with ``model``: these options, the model's values where they are None."""
+        mpp = self.mpp if self.mpp is not None else model.mpp
+        if mpp is None:
+            raise ConfigError("the model records no resolution; pass --mpp (microns per pixel to analyse at)")
+        return Tiling.create(mpp, self.tile_size if self.tile_size is not None else model.tile_size,
+                             self.overlap, output_stride=model.output_stride, output_mpp=self.output_mpp,
+                             chunk_size=self.chunk_size)
+
+    def workers(self) -> tuple[int, int]:
+        """``(read_workers, write_workers)``, the defaults resolved for this machine."""
+        cpus = os.cpu_count() or 2
+        read = self.read_workers if self.read_workers is not None else min(8, cpus)
+        write = self.write_workers if self.write_workers is not None else min(4, max(2, cpus // 4))
+        return read, write
+
+    def absolute(self) -> SegmentOptions:
+        """The same options with an absolute mask path (what cluster workers get)."""
+        return self.replace(mask=self.mask.absolute()) if isinstance(self.mask, Path) else self
+
+    def recorded(self, tiling: Tiling) -> dict[str, Any]:
+        """The parameters recorded in the output (and compared when a run resumes)."""
+        mask = None if self.mask is None else str(self.mask) if isinstance(self.mask, Path) else "TissueMask"
+        return {"mpp": tiling.mpp, "output_mpp": tiling.output_mpp, "tile_size": tiling.tile_size,
+                "overlap": tiling.overlap, "chunk_size": tiling.chunk_size, "tissue": self.tissue,
+                "blend": self.blend.value, "mask": mask,
+                "min_tissue_fraction": float(self.min_tissue_fraction),
+                "ngff_version": self.ngff_version.value}

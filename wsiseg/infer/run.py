@@ -1,0 +1,193 @@
+"""One slide's segmentation as an object: :class:`SegmentationRun` owns read -> infer -> stitch -> write and
+the commit protocol that makes it resumable.
+
+The commit protocol (:class:`Checkpointer`): every ``checkpoint_s`` seconds the stitcher's state (grid
+cursor and saved accumulators) is saved; the journal commits a saved state only once every chunk finished
+before it is on disk, so a run killed at any moment resumes from a state whose chunks all exist. One saved
+state stays in flight, so stitching overlaps with writing. A write error stops the commits: no later state
+is ever committed over chunks that were not written.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from wsiseg.errors import ConfigError
+from wsiseg.infer.journal import Journal
+from wsiseg.infer.pipeline import StageTimes, run_pipeline
+from wsiseg.infer.stitch import FinishedChunk, Stitcher
+from wsiseg.io.omezarr import SegmentationWriter
+from wsiseg.predictor import Predictor
+from wsiseg.slide.grid import Tile, TileGrid
+from wsiseg.slide.reader import Slide
+from wsiseg.tiling import Tiling
+
+
+class ChunkWriter:
+    """Finished chunks -> the OME-Zarr writer on ``workers`` threads. At most ``2 * workers`` chunks wait
+    for a writer (the caller blocks beyond), so memory stays bounded when writing lags; a spilled chunk is
+    read back only by the thread that writes it, and its buffer then goes back to the stitcher."""
+
+    def __init__(self, writer: SegmentationWriter, stitcher: Stitcher, workers: int,
+                 times: StageTimes) -> None:
+        self._writer, self._stitcher, self._times = writer, stitcher, times
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="wsiseg-write")
+        self._max_queued = 2 * max(1, workers)
+        self._queued: list[Future[None]] = []
+
+    def _write(self, chunk: FinishedChunk) -> None:
+        t0 = time.perf_counter()
+        probs = chunk.get()  # a spilled chunk is read back only now
+        if probs is not None:
+            self._writer.write_chunk(chunk.box, probs)
+            self._stitcher.release(chunk)  # its buffer serves a later chunk (no fresh pages)
+        self._times.add("write", time.perf_counter() - t0)
+
+    def submit(self, chunks: list[FinishedChunk]) -> list[Future[None]]:
+        """Queue the non-empty ``chunks``; returns their futures."""
+        futures = []
+        for chunk in chunks:
+            if chunk.empty:
+                continue
+            while len(self._queued) >= self._max_queued:
+                self._queued.pop(0).result()
+            futures.append(self._pool.submit(self._write, chunk))
+            self._queued.append(futures[-1])
+        self._queued[:] = [f for f in self._queued if not f.done()]
+        return futures
+
+    def close(self) -> None:
+        """Wait for every queued write and stop the threads."""
+        self._pool.shutdown(wait=True)
+
+
+@dataclass
+class Checkpointer:
+    """The commit protocol of a run (see the module docstring)."""
+
+    journal: Journal
+    stitcher: Stitcher
+    fingerprint: dict[str, Any]
+    times: StageTimes
+    interval_s: float
+    #: saved states whose chunks are being written: (their write futures, the state)
+    _in_flight: list[tuple[list[Future[None]], dict[str, Any]]] = field(default_factory=list)
+    _pending: list[Future[None]] = field(default_factory=list)  # chunk writes since the last save
+    _unsaved: int = 0  # tiles stitched since the last save
+    _last_save: float = field(default_factory=time.perf_counter)
+    _failed: list[BaseException] = field(default_factory=list)
+
+    def stitched(self, writes: list[Future[None]], n_tiles: int) -> None:
+        """``n_tiles`` more tiles are stitched, their finished chunks being written by ``writes``: save a
+        state when the interval has passed."""
+        self._pending.extend(writes)
+        self._unsaved += n_tiles
+        if time.perf_counter() - self._last_save >= self.interval_s:
+            self.save()
+
+    def commit_ready(self) -> None:
+        """Commit every saved state but the latest (waiting for their chunks to be written)."""
+        while len(self._in_flight) > 1:
+            self._commit_oldest()
+
+    def save(self) -> None:
+        """Save the stitcher state (everything stitched so far) for commit once its chunks are written."""
+        self._in_flight.append((list(self._pending), self.stitcher.save_state()))
+        self._pending.clear()
+        self._unsaved = 0
+        self._last_save = time.perf_counter()
+
+    def flush(self) -> None:
+        """Save what is unsaved (unless a write failed) and commit every saved state: everything predicted
+        and stitched is then written and committed. Re-raises the first write error."""
+        if self._unsaved and not self._failed:
+            self.save()
+        while self._in_flight:
+            self._commit_oldest()
+
+    def _commit_oldest(self) -> None:
+        futures, state = self._in_flight.pop(0)
+        if self._failed:  # a later state must never be committed over chunks that were not written
+            return
+        try:
+            for fut in futures:
+                fut.result()  # the first write error is raised here, before the journal moves on
+        except BaseException as exc:
+            self._failed.append(exc)
+            raise
+        t0 = time.perf_counter()
+        self.journal.commit({"fingerprint": self.fingerprint, "stitcher": state,
+                             "timings": self.times.as_dict()})
+        self.stitcher.collect_garbage(state)
+        self.times.add("journal", time.perf_counter() - t0)
+
+
+class SegmentationRun:
+    """Read -> infer -> stitch -> write for the tiles of ``grid`` the stitcher has not passed yet.
+
+    ``slide`` is open; ``stitcher`` and ``writer`` are ready (fresh, or restored from the journal);
+    ``checkpointer`` commits to the journal. :meth:`run` returns the number of tiles predicted.
+    """
+
+    def __init__(self, slide: Slide, model: Predictor, tiling: Tiling, grid: TileGrid, stitcher: Stitcher,
+                 writer: SegmentationWriter, checkpointer: Checkpointer, *, batch_size: int,
+                 read_workers: int, write_workers: int, progress: bool, name: str) -> None:
+        self.slide, self.model, self.tiling, self.grid = slide, model, tiling, grid
+        self.stitcher, self.checkpointer = stitcher, checkpointer
+        self.times = checkpointer.times
+        self.chunks = ChunkWriter(writer, stitcher, write_workers, self.times)
+        self.batch_size, self.read_workers = batch_size, read_workers
+        self.remaining = [t for t in grid.tiles if t.index >= stitcher.cursor]
+        self._k = len(model.classes)
+        self._bar = tqdm(total=len(grid.tiles), initial=len(grid.tiles) - len(self.remaining), unit="tile",
+                         desc=name, disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def run(self) -> int:
+        """Segment the remaining tiles; every chunk is written and the journal committed when it returns
+        (also when it raises: what was stitched before the error is committed first)."""
+        t = self.tiling
+        try:
+            try:
+                run_pipeline(self.remaining, self._read, self._predict, self._consume,
+                             tile_shape=(t.tile_size, t.tile_size, 3), batch_size=self.batch_size,
+                             read_workers=self.read_workers, times=self.times)
+            finally:
+                self.checkpointer.flush()
+            t0 = time.perf_counter()
+            rest = self.stitcher.finish()
+            self.times.add("stitch", time.perf_counter() - t0)
+            for fut in self.chunks.submit(rest):
+                fut.result()
+        finally:
+            self._bar.close()
+            self.chunks.close()
+        return len(self.remaining)
+
+    def _read(self, tile: Tile, out: np.ndarray) -> None:
+        t = self.tiling
+        self.slide.read_region(tile.x0, tile.y0, t.tile_size, t.tile_size, t.mpp, out=out)
+
+    def _predict(self, tiles: np.ndarray) -> np.ndarray:
+        tile_o = self.tiling.tile_o
+        probs = self.model.predict(tiles, tile_o)
+        if probs.shape != (tiles.shape[0], self._k, tile_o, tile_o):
+            raise ConfigError(f"model returned probabilities of shape {probs.shape}, expected "
+                              f"({tiles.shape[0]}, {self._k}, {tile_o}, {tile_o})")
+        return probs
+
+    def _consume(self, batch: list[Tile], probs: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        finished: list[FinishedChunk] = []
+        for tile, p in zip(batch, probs, strict=True):
+            finished.extend(self.stitcher.add(tile.row, tile.col, p))
+        self.checkpointer.stitched(self.chunks.submit(finished), len(batch))
+        self.times.add("stitch", time.perf_counter() - t0)
+        self._bar.update(len(batch))
+        self.checkpointer.commit_ready()
