@@ -30,13 +30,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from wsiseg.errors import CheckpointError, ConfigError, OutputError
+from wsiseg.io.atomic import write_text
 
 ENV_HOME = "WSISEG_HOME"
 ENV_MODEL = "WSISEG_MODEL"
@@ -255,18 +255,10 @@ class Registry:
 
     def _save(self, data: dict[str, Any]) -> None:
         text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-        tmp: str | None = None
         try:
             self.home.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{REGISTRY_FILE}.", suffix=".tmp", dir=self.home)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_text(self.path, text, fsync=True)
         except OSError as exc:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
             raise OutputError(f"cannot write model registry {self.path}: {exc.strerror or exc}") from exc
 
     # -- models -----------------------------------------------------------------------------------------

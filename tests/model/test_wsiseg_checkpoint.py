@@ -69,7 +69,7 @@ def test_file_content(tmp_path: Path) -> None:
     assert raw["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert raw["mpp"] == 0.5 and raw["tile_size"] == 256 and raw["base"] == {}
     assert set(raw["state_dict"]) == set(model.state_dict())
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
     data = read_checkpoint(path)
     assert data.config == model.config and data.classes == CLASSES
 
@@ -134,11 +134,11 @@ def test_trainable_encoders_are_always_stored(tmp_path: Path, tiny_base_files: d
 
 def test_class_mismatch(tmp_path: Path) -> None:
     model = SamPath(ModelConfig.from_preset("tiny", 3, input_size=64))
-    with pytest.raises(ClassMismatchError, match="3 classes but the class list has 2"):
+    with pytest.raises(ClassMismatchError, match="the model predicts 3 classes but 2 were given"):
         save_checkpoint(model, tmp_path / "x.wsiseg", classes=ClassList.from_names(["a", "b"]), mpp=1.0,
                         tile_size=64)
     path = save_checkpoint(model, tmp_path / "m.wsiseg", classes=CLASSES, mpp=1.0, tile_size=64)
-    with pytest.raises(ClassMismatchError, match=r"predicts 3 classes.*but 4 were requested"):
+    with pytest.raises(ClassMismatchError, match=r"predicts 3 classes but 4 were given"):
         load_model(path, device="cpu", classes=ClassList.from_names(["a", "b", "c", "d"]))
     renamed = ClassList.from_names(["glass", "tumor", "stroma"])
     assert load_model(path, device="cpu", classes=renamed).classes == renamed

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import enum
 import math
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numcodecs
 import numpy as np
@@ -32,6 +31,7 @@ import zarr
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import OutputError
+from wsiseg.io.atomic import write_bytes
 
 #: Coarsest levels stop once the whole image fits in this many pixels per side.
 MIN_LEVEL_SIZE = 256
@@ -330,10 +330,7 @@ class SegmentationWriter:
         if parent not in self._dirs:
             parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(parent)
-        tmp = parent / f".{target.name}.{threading.get_ident()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, target)
+        write_bytes(target, blob)
 
     def _chunk_file(self, array: Any, coords: tuple[int, ...]) -> Path:
         return self.path / str(array.path) / str(array.metadata.encode_chunk_key(coords))
@@ -378,6 +375,16 @@ class SegmentationWriter:
 # -- reader ------------------------------------------------------------------------------------------
 
 
+class LevelArray(Protocol):
+    """One lazily read pyramid level (a zarr array): its shape and numpy-style slicing."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, key: Any) -> Any: ...
+
+
+
 @dataclass(frozen=True)
 class Segmentation:
     """A segmentation output opened for reading (arrays are lazy zarr arrays; nothing is loaded).
@@ -391,8 +398,8 @@ class Segmentation:
     path: Path
     version: NgffVersion
     classes: ClassList
-    probs: list[zarr.Array]
-    labels: list[zarr.Array]
+    probs: list[LevelArray]
+    labels: list[LevelArray]
     mpp: list[float]
     slide_mpp: tuple[float, float]
     attrs: dict[str, Any]

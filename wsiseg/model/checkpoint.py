@@ -23,7 +23,8 @@ import torch
 
 from wsiseg._version import __version__
 from wsiseg.classes import ClassList
-from wsiseg.errors import CheckpointError, ClassMismatchError, ConfigError, OutputError
+from wsiseg.errors import CheckpointError, ConfigError, OutputError
+from wsiseg.io.atomic import replacing
 from wsiseg.model.official import load_hipt_weights, load_sam_weights
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.sam_path import ModelConfig, SamPath
@@ -57,10 +58,7 @@ def save_checkpoint(model: SamPath, path: str | os.PathLike[str], *, classes: Cl
     ``mpp`` (um/px) and ``tile_size`` (pixels at ``mpp``) record how the model was trained/meant to run.
     ``extra_provenance`` (JSON-serialisable) is merged into the provenance, e.g. training recipe and data.
     """
-    if len(classes) != model.num_classes:
-        raise ClassMismatchError(
-            f"the model predicts {model.num_classes} classes but the class list has {len(classes)}: "
-            f"{', '.join(classes.names)}")
+    classes.require_count(model.num_classes, "the model")
     base: dict[str, dict[str, str]] = {}
     skip: tuple[str, ...] = ()
     if not self_contained and not model.config.train_encoders:
@@ -89,13 +87,11 @@ def save_checkpoint(model: SamPath, path: str | os.PathLike[str], *, classes: Cl
         "provenance": provenance,
     }
     out = Path(path)
-    tmp = out.with_name(out.name + ".partial")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, tmp)
-        os.replace(tmp, out)
+        with replacing(out) as tmp:
+            torch.save(payload, tmp)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write checkpoint {out}: {exc.strerror or exc}") from exc
     return out
 
@@ -183,10 +179,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, sam_checkpoint: str | os.Pa
     names/colours then replace the stored ones."""
     data = read_checkpoint(path)
     if classes is not None:
-        if len(classes) != len(data.classes):
-            raise ClassMismatchError(
-                f"{path} predicts {len(data.classes)} classes ({', '.join(data.classes.names)}) but "
-                f"{len(classes)} were requested ({', '.join(classes.names)})")
+        classes.require_count(len(data.classes), f"{path} ({', '.join(data.classes.names)})")
         data.classes = classes
     model = build_from_checkpoint(data, path, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint)
     return model, data

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from wsiseg.errors import ConfigError, OutputError
+from wsiseg.io.atomic import replacing
 from wsiseg.model import SamPath, to_model_input
 from wsiseg.train.datasets import PatchDataset
 
@@ -96,10 +96,8 @@ class EmbeddingCache:
 
     @staticmethod
     def _write(path: Path, array: np.ndarray) -> None:
-        tmp = path.with_name(path.name + ".partial.npy")
         try:
-            np.save(tmp, array)
-            os.replace(tmp, path)
+            with replacing(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, array)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputError(f"cannot write embedding cache file {path}: {exc.strerror or exc}") from exc

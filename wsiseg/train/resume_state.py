@@ -10,7 +10,6 @@ its bytes), and anything else a file holds that is not plain data is refused wit
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from wsiseg.errors import CheckpointError, OutputError
+from wsiseg.io.atomic import replacing
 from wsiseg.model.torchfile import InertObject, torch_load, torch_load_inert
 
 FORMAT = "wsiseg-train-state"
@@ -55,14 +55,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def write(path: Path, **parts: Any) -> None:
-    """Write the state atomically (``path.partial``, then a rename); ``parts``: :data:`_KEYS` but ``rng``."""
+    """Write the state atomically; ``parts``: :data:`_KEYS` but ``rng``."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "rng": rng_state(), **parts}
-    tmp = path.with_name(path.name + ".partial")
     try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            torch.save(payload, tmp)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 

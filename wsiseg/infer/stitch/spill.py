@@ -8,7 +8,6 @@ generation number that grows with every write, so files of a committed state can
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from wsiseg.errors import OutputError
 from wsiseg.infer.stitch.accumulator import Accumulator, Layer
+from wsiseg.io.atomic import replacing
 
 #: A chunk's saved state is compacted into one layer beyond this many.
 MAX_LAYERS = 6
@@ -74,11 +74,9 @@ class SpillStore:
     def _write(self, i: int, j: int, data: np.ndarray, rects: list[list[int]]) -> str:
         self.gen += 1
         fname = f"acc_{i}_{j}_{self.gen}.f32"
-        tmp = self.dir / (fname + ".tmp")
-        with open(tmp, "wb") as fh:  # the rectangles, one after the other (shapes are in the state)
-            for y0, y1, x0, x1 in rects:
+        with replacing(self.dir / fname) as tmp, open(tmp, "wb") as fh:
+            for y0, y1, x0, x1 in rects:  # the rectangles, one after the other (shapes are in the state)
                 fh.write(self._contiguous(data[:, y0:y1, x0:x1]).data)
-        os.replace(tmp, self.dir / fname)
         return fname
 
     def _contiguous(self, block: np.ndarray) -> np.ndarray:
