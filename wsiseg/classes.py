@@ -88,6 +88,13 @@ class ClassList:
                 return i
         raise ClassMismatchError(f"unknown class {name!r}; known classes: {', '.join(self.names)}")
 
+    def require_count(self, n: int, owner: str) -> None:
+        """Raise :class:`ClassMismatchError` unless this list has ``n`` classes, those of ``owner`` (e.g.
+        "the model", "model.wsiseg"): ``"<owner> predicts n classes but k were given (names)"``."""
+        if len(self) != n:
+            raise ClassMismatchError(f"{owner} predicts {n} classes but {len(self)} were given "
+                                     f"({', '.join(self.names)})")
+
     def __len__(self) -> int:
         return len(self.classes)
 

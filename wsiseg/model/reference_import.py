@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from wsiseg.classes import ClassList
-from wsiseg.errors import CheckpointError, ClassMismatchError
+from wsiseg.errors import CheckpointError
 from wsiseg.model.sam_path import ModelConfig, ModelLayout, SamPath, Variant
 from wsiseg.model.torchfile import InertObject, sha256_file, torch_load_inert
 
@@ -145,10 +145,7 @@ def read_reference_checkpoint(path: str | os.PathLike[str], classes: ClassList) 
     k = tokens - 2  # C + 1 tokens, channel 0 "unlabeled"
     if k < 1:
         raise CheckpointError(f"{path}: the mask decoder has {tokens} tokens; a reference model has >= 3")
-    if len(classes) != k:
-        raise ClassMismatchError(
-            f"{path} predicts {k} classes (plus the reference's 'unlabeled' channel) but {len(classes)} were "
-            f"given ({', '.join(classes.names)})")
+    classes.require_count(k, f"{path} (plus the reference's 'unlabeled' channel)")
     config = ModelConfig(variant, _SAM_BY_WIDTH[width], hipt, k, REFERENCE_INPUT_SIZE,
                          layout=ModelLayout.REFERENCE)
     model = SamPath(config)

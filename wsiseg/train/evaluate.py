@@ -98,11 +98,8 @@ def evaluate(predictor: Predictor, dataset: PatchDataset, *, batch_size: int = 4
     ``paper``: the convention of the paper's numbers (default: :func:`paper_convention` of the data set).
     Raises :class:`ClassMismatchError` when the model and the data set have different class counts.
     """
-    if len(predictor.classes) != len(dataset.classes):
-        raise ClassMismatchError(
-            f"the model predicts {len(predictor.classes)} classes ({', '.join(predictor.classes.names)}) "
-            f"but the {dataset.name} data set has {len(dataset.classes)} "
-            f"({', '.join(dataset.classes.names)})")
+    model = f"the model ({', '.join(predictor.classes.names)}), for the {dataset.name} data set,"
+    dataset.classes.require_count(len(predictor.classes), model)
 
     def predict_labels(tiles: np.ndarray, labels: np.ndarray, indices: list[int]) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
