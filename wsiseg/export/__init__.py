@@ -1,4 +1,4 @@
-"""Segmentation -> QuPath GeoJSON (exact, valid, streamed) and GeoJSON regions -> masks/label maps.
+"""Segmentation -> QuPath GeoJSON (exact, valid, streamed). (GeoJSON in: :mod:`wsiseg.io.geojson_read`.)
 
 No torch here. Public API:
 
