@@ -23,7 +23,7 @@ TINY = ["tiny", "tiny_sam_only", "tiny_hipt_only"]
 
 
 def run_one(preset: str, device: str, batch: int, repeats: int, precision: str, threads: int,
-            num_classes: int, output: str = "native") -> dict[str, Any]:
+            num_classes: int, output: str = "native", compile: bool = False) -> dict[str, Any]:
     import resource
 
     import numpy as np
@@ -38,12 +38,18 @@ def run_one(preset: str, device: str, batch: int, repeats: int, precision: str, 
     cfg = ModelConfig.from_preset(preset, num_classes)
     model = SamPath(cfg)
     classes = ClassList.from_names([f"class{i}" for i in range(num_classes)])
-    pred = SamPathPredictor(model, classes, device=device, precision=precision)
+    pred = SamPathPredictor(model, classes, device=device, precision=precision, compile=compile)
     s = cfg.input_size
     tiles = np.random.default_rng(0).integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
     cuda = pred.device.startswith("cuda")
     out_size = s // pred.output_stride if output == "native" else s
-    pred.predict(tiles, out_size)  # warm-up (allocations, kernels, cudnn/autotune)
+    t_compile = time.perf_counter()
+    first = pred.predict(tiles, out_size)  # warm-up (allocations, kernels, cudnn/autotune, compilation)
+    t_compile = time.perf_counter() - t_compile
+    max_diff_vs_eager = None
+    if compile:  # the compiled model computes what the eager one does, up to float rounding
+        eager = SamPathPredictor(model, classes, device=device, precision=precision).predict(tiles, out_size)
+        max_diff_vs_eager = float(np.abs(first - eager).max())
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -65,7 +71,8 @@ def run_one(preset: str, device: str, batch: int, repeats: int, precision: str, 
         "device": pred.device,
         "precision": precision, "batch": batch, "s_per_tile": dt, "tiles_per_s": 1 / dt,
         "peak_mb": peak_mb, "memory": mem_kind, "rss_after_imports_mb": baseline_mb,
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "compiled": compile,
+        "first_call_s": t_compile, "max_prob_diff_vs_eager": max_diff_vs_eager,
         "rss_now_mb": psutil.Process().memory_info().rss / 2**20,
     }
 
@@ -83,12 +90,13 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=5)
     ap.add_argument("--output", default="native", choices=["native", "full"],
                     help="probabilities on the model's own grid (as segment asks) or upsampled to the tile")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (SamPathPredictor)")
     ap.add_argument("--json", action="store_true", help="print one JSON object per preset")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         print(json.dumps(run_one(a.child, a.device, a.batch, a.repeats, a.precision, a.threads, a.classes,
-                                 a.output)))
+                                 a.output, a.compile)))
         return
     from wsiseg.model.presets import MODEL_PRESETS
 
@@ -100,7 +108,7 @@ def main() -> None:
     for name in presets:
         cmd = [sys.executable, __file__, "--child", name, "--device", a.device, "--batch", str(a.batch),
                "--repeats", str(a.repeats), "--precision", a.precision, "--threads", str(a.threads),
-               "--classes", str(a.classes), "--output", a.output]
+               "--classes", str(a.classes), "--output", a.output] + (["--compile"] if a.compile else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             failed = True
@@ -113,7 +121,9 @@ def main() -> None:
             print(f"{r['preset']:<16}{r['variant']:<16}{r['input_size']:>6}{r['output_size']:>5} "
                   f"{r['device']:<8}{r['precision']:<6}{r['s_per_tile']:>9.4f}{r['tiles_per_s']:>9.2f}"
                   f"{r['peak_mb']:>10.0f} {r['memory']:<14}"
-                  f"{r['params_m']:>9.2f}{r['rss_after_imports_mb']:>11.0f}")
+                  f"{r['params_m']:>9.2f}{r['rss_after_imports_mb']:>11.0f}"
+                  + (f"  compiled (first call {r['first_call_s']:.0f} s; max |p - eager| "
+                     f"{r['max_prob_diff_vs_eager']:.1e})" if r["compiled"] else ""))
     sys.exit(1 if failed else 0)
 
 

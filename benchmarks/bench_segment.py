@@ -186,7 +186,10 @@ def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: 
                     int((t.x0 + inset) // f):int((t.x0 + size0 - inset) // f)] = True
             mask = TissueMask(roi, 8.0, slide.mpp)
     with open_slide(slide_path) as slide:
-        tiles = np.stack([slide.read_region(t.x0, t.y0, tile, tile, mpp) for t in tiles_meta])
+        tiles = np.empty((len(tiles_meta), tile, tile, 3), np.uint8)
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda it: slide.read_region(it[1].x0, it[1].y0, tile, tile, mpp, out=tiles[it[0]]),
+                          enumerate(tiles_meta)))
     out_size = tile // predictor.output_stride
     predictor.predict(tiles[:batch], out_size)  # warm-up (allocator, threads, kernels)
     model_times, walls, res = [], [], None
@@ -215,7 +218,7 @@ def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: 
 
 def section_b(slide_path: Path, large: Path, cache: Path, workers: int, batch: int, device: str,
               precision: str, real_preset: str, real_input: int, real_tiles: int,
-              real_mpp: float = 1.0) -> dict[str, Any]:
+              real_mpp: float = 1.0, real_repeats: int = 2, real_compile: bool = False) -> dict[str, Any]:
     """Tiny preset over the whole ``large`` slide (fixed per-slide costs amortised); the real preset on
     ``real_tiles`` tiles of ``slide_path``."""
     import torch
@@ -239,9 +242,9 @@ def section_b(slide_path: Path, large: Path, cache: Path, workers: int, batch: i
         torch.manual_seed(0)  # random weights: speed does not depend on them
         real = SamPath(ModelConfig.from_preset(real_preset, len(SYNTHETIC_CLASSES), input_size=real_input))
         pred = SamPathPredictor(real, SYNTHETIC_CLASSES, mpp=real_mpp, tile_size=real_input, device=device,
-                                precision=precision)
+                                precision=precision, compile=real_compile)
         out["real"] = _efficiency(f"{real_preset} at {real_input} px", slide_path, pred, real_mpp, real_input,
-                                  real_input // 8, workers, batch, real_tiles, 2)
+                                  real_input // 8, workers, batch, real_tiles, real_repeats)
     return out
 
 
@@ -287,6 +290,8 @@ def main() -> None:
     ap.add_argument("--real-input-size", type=int, default=512, help="its input size (1024 on a GPU)")
     ap.add_argument("--real-tiles", type=int, default=16, help="tiles it segments (256 on a GPU)")
     ap.add_argument("--real-mpp", type=float, default=1.0, help="its tiles' resolution, um/px")
+    ap.add_argument("--real-repeats", type=int, default=2, help="runs of each (model alone, segment)")
+    ap.add_argument("--real-compile", action="store_true", help="torch.compile the real model")
     ap.add_argument("--read-workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--sections", default="abc")
@@ -300,7 +305,7 @@ def main() -> None:
     if "b" in args.sections and small is not None:
         results["b"] = section_b(small, large, args.cache_dir, args.read_workers, args.batch_size,
                                  args.device, args.precision, args.real_preset, args.real_input_size,
-                                 args.real_tiles, args.real_mpp)
+                                 args.real_tiles, args.real_mpp, args.real_repeats, args.real_compile)
     if "c" in args.sections:
         sizes = [int(v) for v in args.rss_sizes.split(",") if v]
         results["c"] = section_c([synthetic(args.cache_dir, n) for n in sizes], args.read_workers,

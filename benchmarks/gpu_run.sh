@@ -15,11 +15,11 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
 step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"; }
-step attention 200 python3 benchmarks/bench_attention.py --device cuda --precision bf16 --batches 8,16,32
-step model 120 python3 benchmarks/bench_model.py --device cuda --precision bf16 --batch 16 --repeats 5 \
+step model 100 python3 benchmarks/bench_model.py --device cuda --precision bf16 --batch 32 --repeats 5 \
   --presets sam_path_vit_b,sam_vit_b_only,hipt_only
-step segment 200 python3 benchmarks/bench_segment.py --sections b --device cuda --precision bf16 \
-  --real-preset sam_path_vit_b --real-input-size 1024 --real-mpp 0.5 --real-tiles 512 --size 20000 \
-  --small-size 20000 --batch-size 16 --read-workers 8 --cache-dir /tmp/wsiseg-bench
-step compile 150 python3 benchmarks/bench_attention.py --device cuda --precision bf16 --batches 32 \
-  --skip-blocks --compile --repeats 5
+step compiled 150 python3 benchmarks/bench_model.py --device cuda --precision bf16 --batch 32 --repeats 5 \
+  --presets sam_path_vit_b --compile
+step segment 190 python3 benchmarks/bench_segment.py --sections b --device cuda --precision bf16 \
+  --real-preset sam_path_vit_b --real-input-size 1024 --real-mpp 0.25 --real-tiles 1536 --real-repeats 1 \
+  --size 20000 --small-size 20000 --batch-size 32 --read-workers 12 --cache-dir /tmp/wsiseg-bench
+step profile 60 python3 benchmarks/profile_model.py --preset sam_path_vit_b --batch 16

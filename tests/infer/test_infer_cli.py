@@ -184,3 +184,20 @@ def test_cmu_small_region_end_to_end(cmu_small_region: Path, tiny_checkpoint: Pa
     assert (probs[:, ~analysed] == 0).all()
     assert preview_path(out).is_file()
     _interior_check(out, cmu_small_region, model, 128, 16)
+
+
+def test_precision_flag_reaches_the_model(synthetic_slide: SyntheticSlide, tiny_checkpoint: Path,
+                                          tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--precision bf16 runs the model in bf16 (autocast on the CPU too); labels agree with fp32 almost
+    everywhere and the output records what ran."""
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.zarr"
+        code, _, err = _cli(["segment", str(synthetic_slide.path), "--model", str(tiny_checkpoint), "--out",
+                             str(out), "--quiet", "--device", "cpu", "--precision", precision], capsys)
+        assert code == 0, err
+        seg = open_segmentation(out)
+        assert seg.attrs["model"]["precision"] == precision and seg.attrs["model"]["compiled"] is False
+        outs[precision] = np.asarray(seg.labels[0][...])
+    assert (outs["fp32"] == outs["bf16"]).mean() > 0.9

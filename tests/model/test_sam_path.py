@@ -319,3 +319,29 @@ def test_full_size_parameter_counts_equal_segment_anything_and_timm() -> None:
         assert logits.shape == (1, 3, size // 4, size // 4) and iou.shape == (1, 3)
     assert hipt_vit_s(512).pos_embed.shape[1] == 1 + 32 * 32
     assert sam_vit_b(512).blocks[2].attn.rel_pos_h.shape == (63, 64)
+
+
+def test_compiled_predictor_pads_small_batches_to_the_compiled_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile=True hands the model to torch.compile once; a batch smaller than the first is padded to its
+    size (no second compilation for a slide's last batch) and the padding's outputs are dropped. A stand-in
+    for torch.compile records the batch sizes the compiled function sees (a real compilation takes minutes
+    on a CPU; the GPU benchmark compares real compiled outputs with eager ones)."""
+    seen: list[int] = []
+
+    def fake_compile(fn):  # type: ignore[no-untyped-def]
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            seen.append(int(x.shape[0]))
+            return fn(x)  # type: ignore[no-any-return]
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = tiny(size=64)
+    eager = SamPathPredictor(model, CLASSES, device="cpu")
+    compiled = SamPathPredictor(model, CLASSES, device="cpu", compile=True)
+    tiles = np.random.default_rng(3).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    full = compiled.predict(tiles, 16)
+    last = compiled.predict(tiles[:3], 16)
+    assert seen == [4, 4] and last.shape == (3, 3, 16, 16)
+    np.testing.assert_allclose(full, eager.predict(tiles, 16), atol=1e-6)
+    np.testing.assert_allclose(last, eager.predict(tiles[:3], 16), atol=1e-6)
+    assert compiled.provenance()["compiled"] is True

@@ -46,6 +46,12 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
 @click.option("--overlap", type=int, help="Pixels shared by neighbouring tiles, <= tile/2 [default: tile/8].")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per model call.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Model arithmetic: fp32 (the reference's), bf16/fp16 on GPUs (faster; probabilities "
+                   "within ~1e-3).")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the model: ~25% more tiles/s on a GPU after ~1 min of compilation "
+                   "(worth it for thousands of tiles).")
 @click.option("--read-workers", type=int, help="Threads reading tiles [default: min(8, CPUs)].")
 @click.option("--write-workers", type=int,
               help="Threads finalising, compressing and writing chunks [default: min(4, max(2, CPUs/4))].")
@@ -70,7 +76,8 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
                    "workers, which must see the same files.")
 def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: float | None,
             output_mpp: float | None, tile_size: int | None, overlap: int | None, batch_size: int,
-            device: str, read_workers: int | None, write_workers: int | None, tissue: bool,
+            device: str, precision: str, compile_model: bool, read_workers: int | None,
+            write_workers: int | None, tissue: bool,
             mask: Path | None, geojson: Path | None, overwrite: bool, quiet: bool,
             sam_checkpoint: Path | None, hipt_checkpoint: Path | None, ngff_version: str,
             slide_mpp: float | None, preview: bool, scheduler: str | None) -> None:
@@ -99,7 +106,7 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
 
         model = resolve_model(model_spec, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint)
         spec = ModelSpec(model.path, device, sam_checkpoint=model.sam_checkpoint,
-                         hipt_checkpoint=model.hipt_checkpoint)
+                         hipt_checkpoint=model.hipt_checkpoint, precision=precision, compile=compile_model)
     batch = segment_slides(paths, spec, out, options, single=single, geojson=geojson, scheduler=scheduler,
                            progress=not quiet)
     if quiet:  # no per-slide lines were written while running

@@ -54,6 +54,9 @@ class ModelSpec:
         mpp, tile_size: resolution (um/px) and tile side (px) of the null model, which needs both;
             ignored for checkpoints (they record their own; pass ``mpp``/``tile_size`` to
             :func:`segment_slides` to analyse at another resolution).
+        precision: ``fp32`` (default: the reference's arithmetic), ``bf16`` or ``fp16`` (GPUs: faster,
+            probabilities within ~1e-3); compile: ``torch.compile`` the model (see
+            :class:`~wsiseg.model.SamPathPredictor`).
 
     Path-like arguments are stored as strings. Raises :class:`ConfigError` for a null model without
     ``mpp`` and ``tile_size``.
@@ -65,11 +68,14 @@ class ModelSpec:
     hipt_checkpoint: str | None = None
     mpp: float | None = None
     tile_size: int | None = None
+    precision: str = "fp32"
+    compile: bool = False
 
     def __init__(self, checkpoint: str | os.PathLike[str], device: str = "auto", *,
                  sam_checkpoint: str | os.PathLike[str] | None = None,
                  hipt_checkpoint: str | os.PathLike[str] | None = None,
-                 mpp: float | None = None, tile_size: int | None = None) -> None:
+                 mpp: float | None = None, tile_size: int | None = None, precision: str = "fp32",
+                 compile: bool = False) -> None:
         set_ = object.__setattr__  # frozen
         set_(self, "checkpoint", os.fspath(checkpoint))
         set_(self, "device", device)
@@ -77,6 +83,8 @@ class ModelSpec:
         set_(self, "hipt_checkpoint", _fspath(hipt_checkpoint))
         set_(self, "mpp", mpp)
         set_(self, "tile_size", tile_size)
+        set_(self, "precision", precision)
+        set_(self, "compile", compile)
         if self.is_null and (mpp is None or tile_size is None):
             raise ConfigError("--model null needs --mpp and --tile-size")
 
@@ -106,7 +114,8 @@ class ModelSpec:
 
         predictor: Predictor = load_model(self.checkpoint, device=self.device,
                                           sam_checkpoint=self.sam_checkpoint,
-                                          hipt_checkpoint=self.hipt_checkpoint)
+                                          hipt_checkpoint=self.hipt_checkpoint, precision=self.precision,
+                                          compile=self.compile)
         return predictor
 
 
