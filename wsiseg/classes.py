@@ -30,6 +30,19 @@ DEFAULT_COLORS: tuple[RGB, ...] = (
 )
 
 
+def check_class_name(name: str) -> str:
+    """``name`` if QuPath can use it as a classification, else :class:`ClassMismatchError`: not empty, no
+    line break, no ``:`` (QuPath reads ``a: b`` as class ``a`` with sub-class ``b``)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ClassMismatchError(f"a class name must not be empty, got {name!r}")
+    if "\n" in name or "\r" in name:
+        raise ClassMismatchError(f"class name {name!r} holds a line break; QuPath classifications cannot")
+    if ":" in name:
+        raise ClassMismatchError(f"class name {name!r} holds ':', which QuPath reads as a sub-class "
+                                 "separator; rename it")
+    return name
+
+
 @dataclass(frozen=True)
 class TissueClass:
     """One semantic class: a name and an RGB display colour (0-255 each)."""
@@ -52,6 +65,8 @@ class ClassList:
         names = [c.name for c in self.classes]
         if not names:
             raise ClassMismatchError("a class list needs at least one class")
+        for name in names:
+            check_class_name(name)
         if len(set(names)) != len(names):
             raise ClassMismatchError(f"class names must be unique, got {names}")
         if 0 <= self.ignore_index < len(names):

@@ -32,7 +32,8 @@ class CheckpointError(WsisegError):
 
 
 class ClassMismatchError(CheckpointError):
-    """The number or names of classes do not match between a checkpoint, a data set or an output."""
+    """The number or names of classes do not match between a checkpoint, a data set or an output, or a class
+    name QuPath cannot use (empty, a line break, a colon)."""
 
 
 class DatasetError(WsisegError):

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from wsiseg.classes import DEFAULT_COLORS, ClassList
-from wsiseg.errors import DatasetError
+from wsiseg.classes import DEFAULT_COLORS, ClassList, check_class_name
+from wsiseg.errors import ClassMismatchError, DatasetError
 
 RGB = tuple[int, int, int]
 
@@ -42,6 +42,14 @@ def _color(value: Any, where: str) -> RGB:
     return int(value[0]), int(value[1]), int(value[2])
 
 
+def _check_name(name: Any, path: Path) -> str:
+    """A class name from ``path`` that QuPath can use (:func:`~wsiseg.classes.check_class_name`)."""
+    try:
+        return check_class_name(str(name) if name is not None else "")
+    except ClassMismatchError as exc:
+        raise DatasetError(f"{path}: {exc}") from exc
+
+
 def read_mapping_file(path: Path) -> tuple[dict[str, list[int]], dict[str, RGB]]:
     """A BCSS grouping file: ``classes: {name: [codes]}``, optional ``colors: {name: [r, g, b]}``."""
     data = read_structured(path, ("classes", "colors"))
@@ -50,6 +58,7 @@ def read_mapping_file(path: Path) -> tuple[dict[str, list[int]], dict[str, RGB]]
         raise DatasetError(f"{path}: 'classes' must map class names to lists of mask codes")
     out: dict[str, list[int]] = {}
     for name, codes in groups.items():
+        _check_name(name, path)
         if not isinstance(codes, list) or not all(isinstance(c, int) for c in codes):
             raise DatasetError(f"{path}: class {name!r} must list integer mask codes")
         out[str(name)] = [int(c) for c in codes]
@@ -87,7 +96,7 @@ def read_class_map(path: Path) -> tuple[ClassList, np.ndarray, np.ndarray]:
         ok = isinstance(vals, list) and vals and all(isinstance(v, int) and 0 <= v <= 255 for v in vals)
         if not ok:
             raise DatasetError(f"{path}: class {entry['name']!r} needs value(s) in 0..255")
-        names.append(str(entry["name"]))
+        names.append(_check_name(entry["name"], path))
         colors.append(_color(entry["color"], f"{path}: class {entry['name']!r}") if "color" in entry
                       else DEFAULT_COLORS[i % len(DEFAULT_COLORS)])
         values.append([int(v) for v in vals or []])
