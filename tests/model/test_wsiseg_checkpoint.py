@@ -176,3 +176,55 @@ def test_bad_checkpoint_files(tmp_path: Path, tiny_base_files: dict[str, Path]) 
         torch.save(bad, tmp_path / "bad.wsiseg")
         with pytest.raises(CheckpointError, match=message):
             load_model(tmp_path / "bad.wsiseg", device="cpu")
+
+
+class _Recipe:
+    """Stands in for the config objects a Lightning checkpoint pickles into ``hyper_parameters``."""
+
+    def __init__(self) -> None:
+        self.lr = 1e-4
+
+
+def _not_models(tmp_path: Path) -> list[tuple[Path, str]]:
+    from wsiseg.train import resume_state
+
+    state = tmp_path / "last.state.pt"
+    resume_state.write(state, optimizer={}, scheduler={}, scaler={}, epoch=3, best_score=0.5, history=[],
+                       config={})
+    legacy_state = tmp_path / "legacy.state.pt"  # format 1 pickled NumPy's RNG array
+    torch.save({"format": "wsiseg-train-state", "format_version": 1, "rng": {"numpy": np.zeros(3)}},
+               legacy_state)
+    lightning = tmp_path / "epoch=99.ckpt"  # with pickled Python objects, as Lightning writes them
+    torch.save({"pytorch-lightning_version": "1.9.0", "state_dict": {"model.x": torch.zeros(1)},
+                "hyper_parameters": {"cfg": _Recipe()}}, lightning)
+    lightning_plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {"model.x": torch.zeros(1)}, "optimizer_states": [], "epoch": 3},
+               lightning_plain)
+    hipt = tmp_path / "vit256_small_dino.pth"
+    torch.save({"teacher": {"backbone.cls_token": torch.zeros(1)}}, hipt)
+    return [(state, "training-state file .*pass the best.wsiseg or last.wsiseg"),
+            (legacy_state, "training-state file"),
+            (lightning, "PyTorch Lightning checkpoint .*wsiseg import-reference"),
+            (lightning_plain, "PyTorch Lightning checkpoint"),
+            (hipt, "HIPT checkpoint")]
+
+
+def test_files_that_are_not_models_say_what_they_are(tmp_path: Path) -> None:
+    for path, message in _not_models(tmp_path):
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_model(path, device="cpu")
+        assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_segment_with_a_training_state_as_model_is_one_line(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from wsiseg.cli import main
+    from wsiseg.synthetic import write_synthetic_slide
+
+    write_synthetic_slide(tmp_path / "s.svs", 512, 512, mpp=0.5, seed=1)
+    state, _ = _not_models(tmp_path)[0]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", str(tmp_path / "s.svs"), "--model", str(state), "--out", str(tmp_path / "s.zarr")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code != 0 and err.count("\n") == 1 and "Traceback" not in err
+    assert "training-state file" in err and "best.wsiseg" in err

@@ -28,10 +28,13 @@ from wsiseg.io.atomic import replacing
 from wsiseg.model.official import load_hipt_weights, load_sam_weights
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.sam_path import ModelConfig, SamPath
-from wsiseg.model.torchfile import sha256_file, torch_load
+from wsiseg.model.torchfile import sha256_file, torch_load, torch_load_inert
 
 FORMAT = "wsiseg-checkpoint"
 FORMAT_VERSION = 2
+#: The ``format`` tag of the training run's resume state (:mod:`wsiseg.train.resume_state`): named here so
+#: that passing one as a model is recognised.
+TRAIN_STATE_FORMAT = "wsiseg-train-state"
 _ENCODER_PREFIX = {"sam": "sam_encoder.", "hipt": "pathology_encoder."}
 
 
@@ -99,12 +102,19 @@ def save_checkpoint(model: SamPath, path: str | os.PathLike[str], *, classes: Cl
 def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointData:
     """Read and validate a ``.wsiseg`` file (no model is built). Raises CheckpointError."""
     what = "wsiseg checkpoint"
-    obj = torch_load(path, what)
+    try:
+        obj = torch_load(path, what)
+    except CheckpointError as exc:  # pickled Python objects: say what the file is if we can tell
+        try:
+            hint = _what_else(torch_load_inert(path, what))
+        except CheckpointError:
+            hint = None
+        if hint is None:
+            raise
+        raise CheckpointError(f"{path} is not a {what}: {hint}") from exc
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        hint = ""
-        if isinstance(obj, dict) and any(str(k).startswith("mask_decoder.") for k in obj):
-            hint = " (this looks like an official SAM file: pass it as the SAM checkpoint instead)"
-        raise CheckpointError(f"{path} is not a {what}{hint}")
+        hint = _what_else(obj)
+        raise CheckpointError(f"{path} is not a {what}" + (f": {hint}" if hint else ""))
     version = obj.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {version!r} is newer than this wsiseg "
@@ -120,6 +130,24 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointData:
                               normalization=dict(obj["normalization"]), provenance=dict(obj["provenance"]))
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path}: malformed {what} ({exc})") from exc
+
+
+def _what_else(obj: Any) -> str | None:
+    """What a torch file that is not a ``.wsiseg`` model holds and what to pass instead (None: unknown)."""
+    if not isinstance(obj, dict):
+        return None
+    keys = [str(k) for k in obj]
+    if obj.get("format") == TRAIN_STATE_FORMAT:
+        return ("it is a training-state file (written by `wsiseg train` so that training can resume); "
+                "pass the best.wsiseg or last.wsiseg file beside it")
+    if "pytorch-lightning_version" in obj or {"state_dict", "optimizer_states"} <= set(keys):
+        return ("it is a PyTorch Lightning checkpoint (e.g. of the SAM-Path reference code); convert it "
+                "with `wsiseg import-reference` and pass the .wsiseg file that writes")
+    if any(k.startswith("mask_decoder.") for k in keys):
+        return "it looks like an official SAM file: pass it as the SAM checkpoint (--sam-checkpoint) instead"
+    if "teacher" in obj or "student" in obj or any(k.startswith(("patch_embed.", "blocks.")) for k in keys):
+        return "it looks like ViT/HIPT weights: pass it as the HIPT checkpoint (--hipt-checkpoint) instead"
+    return None
 
 
 def _base_file(name: str, given: str | os.PathLike[str] | None, record: dict[str, str],

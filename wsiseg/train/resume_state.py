@@ -19,9 +19,9 @@ import torch
 
 from wsiseg.errors import CheckpointError, OutputError
 from wsiseg.io.atomic import replacing
+from wsiseg.model.checkpoint import TRAIN_STATE_FORMAT as FORMAT
 from wsiseg.model.torchfile import InertObject, torch_load, torch_load_inert
 
-FORMAT = "wsiseg-train-state"
 FORMAT_VERSION = 2
 _KEYS = ("optimizer", "scheduler", "scaler", "rng", "epoch", "best_score", "history", "config")
 
