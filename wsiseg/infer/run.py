@@ -6,11 +6,16 @@ cursor and saved accumulators) is saved; the journal commits a saved state only 
 before it is on disk, so a run killed at any moment resumes from a state whose chunks all exist. One saved
 state stays in flight, so stitching overlaps with writing. A write error stops the commits: no later state
 is ever committed over chunks that were not written.
+
+A tile that cannot be decoded (a damaged slide) is, by default, not stitched: its area stays "not
+analysed", a warning line names it, and it is listed (with the commits, so a resumed run keeps the list)
+in the output's metadata; ``ReadErrorPolicy.FAIL`` makes it fail the slide instead.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,8 +24,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from wsiseg.errors import ConfigError
+from wsiseg.errors import ConfigError, SlideError
 from wsiseg.infer.journal import Journal
+from wsiseg.infer.options import ReadErrorPolicy
 from wsiseg.infer.pipeline import StageTimes, run_pipeline
 from wsiseg.infer.stitch import FinishedChunk, Stitcher
 from wsiseg.io.omezarr import SegmentationWriter
@@ -77,8 +83,11 @@ class Checkpointer:
     fingerprint: dict[str, Any]
     times: StageTimes
     interval_s: float
-    #: saved states whose chunks are being written: (their write futures, the state)
-    _in_flight: list[tuple[list[Future[None]], dict[str, Any]]] = field(default_factory=list)
+    #: tiles that could not be read, in grid order (committed with the state; see SegmentationRun)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
+    #: saved states whose chunks are being written: (their write futures, the state, the unreadable tiles)
+    _in_flight: list[tuple[list[Future[None]], dict[str, Any], list[dict[str, Any]]]] = field(
+        default_factory=list)
     _pending: list[Future[None]] = field(default_factory=list)  # chunk writes since the last save
     _unsaved: int = 0  # tiles stitched since the last save
     _last_save: float = field(default_factory=time.perf_counter)
@@ -99,7 +108,7 @@ class Checkpointer:
 
     def save(self) -> None:
         """Save the stitcher state (everything stitched so far) for commit once its chunks are written."""
-        self._in_flight.append((list(self._pending), self.stitcher.save_state()))
+        self._in_flight.append((list(self._pending), self.stitcher.save_state(), list(self.unreadable)))
         self._pending.clear()
         self._unsaved = 0
         self._last_save = time.perf_counter()
@@ -113,7 +122,7 @@ class Checkpointer:
             self._commit_oldest()
 
     def _commit_oldest(self) -> None:
-        futures, state = self._in_flight.pop(0)
+        futures, state, unreadable = self._in_flight.pop(0)
         if self._failed:  # a later state must never be committed over chunks that were not written
             return
         try:
@@ -124,7 +133,7 @@ class Checkpointer:
             raise
         t0 = time.perf_counter()
         self.journal.commit({"fingerprint": self.fingerprint, "stitcher": state,
-                             "timings": self.times.as_dict()})
+                             "timings": self.times.as_dict(), "unreadable": unreadable})
         self.stitcher.collect_garbage(state)
         self.times.add("journal", time.perf_counter() - t0)
 
@@ -138,7 +147,8 @@ class SegmentationRun:
 
     def __init__(self, slide: Slide, model: Predictor, tiling: Tiling, grid: TileGrid, stitcher: Stitcher,
                  writer: SegmentationWriter, checkpointer: Checkpointer, *, batch_size: int,
-                 read_workers: int, write_workers: int, progress: bool, name: str) -> None:
+                 read_workers: int, write_workers: int, progress: bool, name: str,
+                 on_read_error: ReadErrorPolicy = ReadErrorPolicy.SKIP) -> None:
         self.slide, self.model, self.tiling, self.grid = slide, model, tiling, grid
         self.stitcher, self.checkpointer = stitcher, checkpointer
         self.times = checkpointer.times
@@ -146,6 +156,9 @@ class SegmentationRun:
         self.batch_size, self.read_workers = batch_size, read_workers
         self.remaining = [t for t in grid.tiles if t.index >= stitcher.cursor]
         self._k = len(model.classes)
+        self.name, self.on_read_error = name, on_read_error
+        self._failed: dict[int, str] = {}  # tile index -> why it could not be read (reader threads)
+        self._failed_lock = threading.Lock()
         self._bar = tqdm(total=len(grid.tiles), initial=len(grid.tiles) - len(self.remaining), unit="tile",
                          desc=name, disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=True)
 
@@ -172,7 +185,14 @@ class SegmentationRun:
 
     def _read(self, tile: Tile, out: np.ndarray) -> None:
         t = self.tiling
-        self.slide.read_region(tile.x0, tile.y0, t.tile_size, t.tile_size, t.mpp, out=out)
+        try:
+            self.slide.read_region(tile.x0, tile.y0, t.tile_size, t.tile_size, t.mpp, out=out)
+        except SlideError as exc:
+            if self.on_read_error is ReadErrorPolicy.FAIL:
+                raise
+            out.fill(255)  # predicted with the batch, never stitched
+            with self._failed_lock:
+                self._failed[tile.index] = str(exc)
 
     def _predict(self, tiles: np.ndarray) -> np.ndarray:
         tile_o = self.tiling.tile_o
@@ -186,8 +206,22 @@ class SegmentationRun:
         t0 = time.perf_counter()
         finished: list[FinishedChunk] = []
         for tile, p in zip(batch, probs, strict=True):
-            finished.extend(self.stitcher.add(tile.row, tile.col, p))
+            with self._failed_lock:
+                problem = self._failed.pop(tile.index, None)
+            if problem is None:
+                finished.extend(self.stitcher.add(tile.row, tile.col, p))
+            else:  # the cursor passes it, so a resumed run does not read it again
+                self._skip_unreadable(tile, problem)
+                finished.extend(self.stitcher.advance(tile.index + 1))
         self.checkpointer.stitched(self.chunks.submit(finished), len(batch))
         self.times.add("stitch", time.perf_counter() - t0)
         self._bar.update(len(batch))
         self.checkpointer.commit_ready()
+
+    def _skip_unreadable(self, tile: Tile, problem: str) -> None:
+        """Record a tile that could not be read (its area stays "not analysed") and say so on stderr."""
+        self.checkpointer.unreadable.append({"index": tile.index, "col": tile.col, "row": tile.row,
+                                             "x0": tile.x0, "y0": tile.y0, "error": problem})
+        tqdm.write(f"wsiseg: warning: {self.name}: tile (col {tile.col}, row {tile.row}) at level-0 "
+                   f"({tile.x0}, {tile.y0}) could not be read and is written as not analysed ({problem})",
+                   file=sys.stderr)

@@ -4,7 +4,10 @@ A backend knows levels and reads RGB uint8 rectangles *at one level*, composited
 outside the image. Resolution arithmetic (which level, resize) lives in :mod:`wsiseg.slide.reader`.
 
 Thread safety: OpenSlide documents ``openslide_t`` as safe to use from several threads without locking,
-and the ctypes call releases the GIL, so :class:`_OpenSlideBackend` shares one handle and takes no lock.
+and the ctypes call releases the GIL, so :class:`_OpenSlideBackend` shares one handle and takes no lock
+for reading. OpenSlide puts a handle into a permanent error state at its first failed read; the backend
+then swaps in a fresh shared handle (under a lock) and reads the region again on a handle of its own, so
+one damaged tile costs only that tile, however many threads read at the time.
 ``benchmarks/bench_slide.py`` compares the three designs (shared handle without lock, shared handle behind
 a lock, one handle per thread) for 1024x1024 reads with 2 threads. On the 2-core development machine
 (heavily loaded by other jobs) they were equal within noise (best of 5: 12.4, 13.6 and 11.7 tiles/s;
@@ -22,7 +25,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import openslide
@@ -31,6 +34,8 @@ from openslide import lowlevel as _osl
 from PIL import Image
 
 from wsiseg.errors import SlideError
+
+T = TypeVar("T")
 
 #: Microns per pixel outside this range are treated as "not recorded" (e.g. a 72 dpi default).
 _PLAUSIBLE_MPP = (0.01, 20.0)
@@ -114,6 +119,7 @@ class _OpenSlideBackend(_Backend):
     def __init__(self, path: Path, handle: openslide.OpenSlide) -> None:
         self._path = path
         self._slide = handle
+        self._reopen_lock = threading.Lock()
         self.vendor = handle.properties.get(openslide.PROPERTY_NAME_VENDOR) or "unknown"
         self.level_dimensions = tuple((int(w), int(h)) for w, h in handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
@@ -149,15 +155,42 @@ class _OpenSlideBackend(_Backend):
         else:
             super().read_level_into(out, x0, y0, level)
 
+    def _recover(self, failed: openslide.OpenSlide) -> None:
+        """OpenSlide puts a handle into a permanent error state at the first failed read (e.g. one corrupt
+        JPEG tile): replace it by a fresh one so that the other regions stay readable (once per error,
+        however many threads saw it)."""
+        with self._reopen_lock:
+            if self._slide is failed:
+                self._slide = openslide.OpenSlide(str(self._path))
+
+    def _reading(self, read: Callable[[openslide.OpenSlide], T], x0: int, y0: int, level: int) -> T:
+        """``read(handle)``. A region that fails is read again on a handle of its own (the shared one may
+        have been put into its error state by another thread's damaged tile); one that fails there too is
+        damaged: SlideError naming the region (the slide stays readable elsewhere)."""
+        handle = self._slide
+        try:
+            return read(handle)
+        except openslide.OpenSlideError:
+            self._recover(handle)
+        private = openslide.OpenSlide(str(self._path))
+        try:
+            return read(private)
+        except openslide.OpenSlideError as exc:
+            raise SlideError(f"cannot read {self._path} at level {level}, ({x0}, {y0}): the slide is "
+                             f"damaged there ({exc})") from exc
+        finally:
+            private.close()
+
     def _read_raw(self, x0: int, y0: int, level: int, width_l: int, height_l: int,
                   out: np.ndarray | None = None) -> np.ndarray:
         """The ctypes fast path: premultiplied BGRA straight from the C library, then RGB on white."""
         buf = np.empty((height_l, width_l, 4), np.uint8)
-        try:
-            _osl._read_region(self._slide._osr, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
+
+        def read(handle: openslide.OpenSlide) -> None:
+            _osl._read_region(handle._osr, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
                               x0, y0, level, width_l, height_l)
-        except openslide.OpenSlideError as exc:
-            raise SlideError(f"cannot read {self._path}: the slide is corrupt or truncated ({exc})") from exc
+
+        self._reading(read, x0, y0, level)
         return _premultiplied_bgra_on_white(buf, out)
 
     def read_level(self, x0: int, y0: int, level: int, width_l: int, height_l: int) -> np.ndarray:
@@ -165,10 +198,7 @@ class _OpenSlideBackend(_Backend):
             return np.full((max(height_l, 0), max(width_l, 0), 3), 255, np.uint8)
         if self._raw:
             return self._read_raw(x0, y0, level, width_l, height_l)
-        try:
-            region = self._slide.read_region((x0, y0), level, (width_l, height_l))
-        except openslide.OpenSlideError as exc:
-            raise SlideError(f"cannot read {self._path}: the slide is corrupt or truncated ({exc})") from exc
+        region = self._reading(lambda h: h.read_region((x0, y0), level, (width_l, height_l)), x0, y0, level)
         white = Image.new("RGB", region.size, (255, 255, 255))
         white.paste(region, mask=region.getchannel("A"))
         return np.asarray(white).copy()
