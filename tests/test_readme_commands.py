@@ -83,7 +83,7 @@ def test_segment_slide_svs_out_slide_zarr(user: Path, slim_tiny_model: Path,
     code, out, err = _cli(["segment", "slide.svs", "--out", "slide.zarr"], capsys)
 
     assert code == 0, err
-    assert "1/1 slides done" in out
+    assert "1 slide: 1 done" in out
     seg = open_segmentation(Path("slide.zarr"))
     assert seg.finished and seg.classes.names == SYNTHETIC_CLASSES.names
     assert seg.attrs["analysis_mpp"] == 2.0  # the model's own resolution

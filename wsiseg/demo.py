@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from wsiseg.errors import OutputExistsError
+from wsiseg.errors import OutputError
 from wsiseg.synthetic.patches import DEMO_MPP, DEMO_PATCH, SLIDE_MPP, write_synthetic_patch_folder
 
 
@@ -33,11 +33,30 @@ class DemoResult:
     micro_dice: float
     dice: dict[str, float]
     seconds: float
+    skipped: bool = False  #: finished before: nothing was run, the scores are the stored ones
 
     def summary(self) -> str:
         per_class = ", ".join(f"{k} {v:.3f}" for k, v in self.dice.items())
-        return (f"demo finished in {self.seconds:.0f} s: micro Dice {self.micro_dice:.3f} against the exact "
+        when = ("skipped (finished before; --overwrite runs it again)" if self.skipped
+                else f"finished in {self.seconds:.0f} s")
+        return (f"demo {when}: micro Dice {self.micro_dice:.3f} against the exact "
                 f"ground truth ({per_class}); outputs in {self.out_dir}")
+
+
+def _finished_demo(out: Path) -> DemoResult:
+    """The result of a demo that finished before, from its ``scores.json``."""
+    scores_path = out / "scores.json"
+    try:
+        scores = json.loads(scores_path.read_text())
+        dice = {name: float(v["dice"]) for name, v in scores["per_class"].items()}
+        micro = float(scores["micro_dice"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"{scores_path} is damaged ({exc}); "
+                          "pass --overwrite to run the demo again") from exc
+    preview = out / "slide.preview.png"
+    return DemoResult(out, out / "run" / "best.wsiseg", out / "slide.zarr",
+                      preview if preview.exists() else None, out / "slide.geojson", micro, dice, 0.0,
+                      skipped=True)
 
 
 def run_demo(out_dir: Path | str, *, epochs: int = 12, overwrite: bool = False, progress: bool = True,
@@ -46,7 +65,8 @@ def run_demo(out_dir: Path | str, *, epochs: int = 12, overwrite: bool = False, 
 
     ``out_dir`` receives ``data/`` (training patches), ``run/`` (``best.wsiseg``, metrics, curves.png),
     ``slide.svs`` (the unseen test slide), ``slide.zarr`` (+ ``slide.preview.png``), ``slide.geojson`` and
-    ``scores.json``. An existing finished demo is kept unless ``overwrite``.
+    ``scores.json``. A finished demo is not run again unless ``overwrite``: its stored result comes back
+    with ``skipped=True``.
     """
     from wsiseg.export import export_geojson
     from wsiseg.infer import open_segmentation, segment_slide
@@ -61,7 +81,7 @@ def run_demo(out_dir: Path | str, *, epochs: int = 12, overwrite: bool = False, 
     out = Path(out_dir)
     scores_path = out / "scores.json"
     if scores_path.exists() and not overwrite:
-        raise OutputExistsError(f"{out} holds a finished demo; pass --overwrite to run it again")
+        return _finished_demo(out)
     out.mkdir(parents=True, exist_ok=True)
 
     data = out / "data"

@@ -42,21 +42,25 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            self_contained=True)
 
 
-def test_null_model_run_then_refuse_then_overwrite(synthetic_slide: SyntheticSlide, tmp_path: Path,
+def test_null_model_run_then_skip_then_overwrite(synthetic_slide: SyntheticSlide, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "s.zarr"
     args = ["segment", str(synthetic_slide.path), "--model", "null", "--mpp", "2", "--tile-size", "128",
             "--out", str(out), "--quiet", "--no-tissue"]
     code, stdout, err = _cli(args, capsys)
     assert code == 0, err
-    assert "1/1 slides done" in stdout and err == ""
+    assert "1 slide: 1 done, 0 resumed, 0 skipped (finished), 0 failed" in stdout and err == ""
     seg = open_segmentation(out)
     # the null model's output grid is 4x coarser than its 2 um/px tiles, like SAM-Path's
     assert seg.labels[0].shape == (96, 128) and seg.mpp[0] == 8.0 and seg.finished
-    code, _, err = _cli(args, capsys)
-    assert code == 1 and err.count("\n") == 1 and "--overwrite" in err and "Traceback" not in err
-    code, _, err = _cli([*args, "--overwrite"], capsys)
-    assert code == 0, err
+    before = open_segmentation(out).attrs
+    code, stdout, err = _cli([a for a in args if a != "--quiet"], capsys)  # a rerun: skipped, success
+    assert code == 0 and err.strip() == f"{synthetic_slide.path.name}: skipped (finished) -> {out}", err
+    assert "1 slide: 0 done, 0 resumed, 1 skipped (finished), 0 failed" in stdout
+    assert open_segmentation(out).attrs == before  # untouched
+    code, stdout, err = _cli([*args, "--overwrite"], capsys)
+    assert code == 0 and "1 slide: 1 done" in stdout, err
+    assert open_segmentation(out).attrs["run_id"] != before["run_id"]
     code, _, err = _cli([*args, "--overwrite", "--output-mpp", "2"], capsys)  # the tiles' own resolution
     assert code == 0, err
     seg = open_segmentation(out)
@@ -78,7 +82,16 @@ def test_directory_with_a_bad_slide_continues(synthetic_slide: SyntheticSlide, t
     assert preview_path(out / "a.zarr").is_file()
     error_lines = [line for line in err.splitlines() if line.startswith("wsiseg: error")]
     assert len(error_lines) == 1 and "c_corrupt.svs" in error_lines[0]
-    assert "2/3 slides done" in stdout and "failed: c_corrupt.svs" in stdout
+    assert "3 slides: 2 done, 0 resumed, 0 skipped (finished), 1 failed" in stdout
+    assert "failed: c_corrupt.svs" in stdout
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert [r.split(",")[:2] for r in rows[1:]] == [["a.svs", "done"], ["b.tiff", "done"],
+                                                    ["c_corrupt.svs", "failed"]]
+    code, stdout, err = _cli(["segment", str(slides), "--model", "null", "--mpp", "4", "--tile-size", "64",
+                              "--out", str(out), "--quiet"], capsys)  # the rerun skips the finished ones
+    assert code == 1 and "3 slides: 0 done, 0 resumed, 2 skipped (finished), 1 failed" in stdout
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert [r.split(",")[1] for r in rows[1:]] == ["skipped", "skipped", "failed"]
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -201,3 +214,21 @@ def test_precision_flag_reaches_the_model(synthetic_slide: SyntheticSlide, tiny_
         assert seg.attrs["model"]["precision"] == precision and seg.attrs["model"]["compiled"] is False
         outs[precision] = np.asarray(seg.labels[0][...])
     assert (outs["fp32"] == outs["bf16"]).mean() > 0.9
+
+
+@pytest.mark.parametrize(("extra", "width"), [([], 1024), (["--preview-size", "300"], 300)])
+def test_preview_is_about_preview_size_on_its_long_side(synthetic_slide: SyntheticSlide, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str], extra: list[str],
+                                                        width: int) -> None:
+    from PIL import Image
+
+    out = tmp_path / "p.zarr"
+    code, _, err = _cli(["segment", str(synthetic_slide.path), "--model", "null", "--mpp", "2", "--tile-size",
+                         "128", "--out", str(out), "--quiet", *extra], capsys)
+    assert code == 0, err
+    # the output grid is 256 x 192 px (8 um/px); the preview is drawn at the slide's 2048 x 1536 aspect
+    with Image.open(preview_path(out)) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[1] == width
+    slide_part = pixels[: round(width * 1536 / 2048)]
+    assert (slide_part.reshape(-1, 3).std(axis=0) > 5).all()  # the slide and the class colours, not blank

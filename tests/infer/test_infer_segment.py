@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from wsiseg.errors import ConfigError, MissingMppError, OutputError, OutputExistsError, SlideError
-from wsiseg.infer import ColourModel, NullModel, open_segmentation, preview_path, segment_slide
+from wsiseg.errors import ConfigError, MissingMppError, OutputError, SlideError
+from wsiseg.infer import ColourModel, NullModel, RunStatus, open_segmentation, preview_path, segment_slide
 from wsiseg.infer.journal import WORK_DIR
 from wsiseg.slide import TissueMask
 from wsiseg.synthetic import SYNTHETIC_CLASSES
@@ -119,8 +119,10 @@ def test_resume_after_model_crash_is_identical_and_recomputes_nothing(synthetic_
     assert res2.resumed and resumed.tiles == res.n_tiles - 12  # no finished tile predicted again
     for a, b in zip(_arrays(ref), _arrays(out), strict=True):
         assert np.array_equal(a, b)
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        segment_slide(synthetic_slide.path, full.inner, out, **kwargs)
+    skipped = CountingModel(full.inner)
+    res3 = segment_slide(synthetic_slide.path, skipped, out, **kwargs)  # finished: skipped, not an error
+    assert res3.status is RunStatus.SKIPPED and skipped.tiles == 0 and res3.n_tiles == res.n_tiles
+    assert "skipped (finished)" in res3.summary()
     again = CountingModel(full.inner)
     segment_slide(synthetic_slide.path, again, out, **{**kwargs, "overwrite": True})
     assert again.tiles == res.n_tiles

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from wsiseg.errors import SlideError
+from wsiseg.infer.options import ReadErrorPolicy
+from wsiseg.io.frames import CoordinateFrame
 
 #: File endings treated as slides when a directory is given.
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif", ".svslide",
@@ -58,10 +60,20 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
 @click.option("--tissue/--no-tissue", default=True, show_default=True,
               help="Skip tiles without tissue (their area is written as 'not analysed', label 0).")
 @click.option("--mask", type=click.Path(path_type=Path),
-              help="Analyse only this ROI: a GeoJSON (level-0 coordinates) or a mask image.")
+              help="Analyse only this ROI: a GeoJSON (e.g. exported from QuPath; see --geojson-frame) or a "
+                   "mask image.")
 @click.option("--geojson", type=click.Path(path_type=Path),
               help="Also export QuPath GeoJSON (a file for one slide, a directory for several).")
-@click.option("--overwrite", is_flag=True, help="Replace finished outputs (unfinished ones always resume).")
+@click.option("--geojson-frame", type=click.Choice([f.value for f in CoordinateFrame]), default="qupath",
+              show_default=True,
+              help="Pixel frame of GeoJSON coordinates (--mask in, --geojson out): qupath = OpenSlide level "
+                   "0 minus the slide's bounds offset (MIRAX etc.; QuPath's frame), openslide = level 0.")
+@click.option("--on-read-error", type=click.Choice([p.value for p in ReadErrorPolicy]), default="skip",
+              show_default=True,
+              help="A tile that cannot be decoded: skip it (written as not analysed, named in a warning and "
+                   "the output's metadata) or fail the slide.")
+@click.option("--overwrite", is_flag=True,
+              help="Redo finished outputs (without it they are skipped; unfinished ones always resume).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--sam-checkpoint", type=click.Path(path_type=Path),
               help="Official SAM weights a slim checkpoint needs [default: the registered file].")
@@ -71,6 +83,8 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
               help="OME-NGFF version: 0.4 (zarr v2, widest viewer support) or 0.5 (zarr v3).")
 @click.option("--slide-mpp", type=float, help="Level-0 um/px for slides that record none.")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write <out>.preview.png.")
+@click.option("--preview-size", type=int, default=1024, show_default=True,
+              help="Longer side of the preview PNG in pixels.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="dask.distributed scheduler address (tcp://host:8786): slides run in parallel on its "
                    "workers, which must see the same files.")
@@ -78,13 +92,16 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
             output_mpp: float | None, tile_size: int | None, overlap: int | None, batch_size: int,
             device: str, precision: str, compile_model: bool, read_workers: int | None,
             write_workers: int | None, tissue: bool,
-            mask: Path | None, geojson: Path | None, overwrite: bool, quiet: bool,
-            sam_checkpoint: Path | None, hipt_checkpoint: Path | None, ngff_version: str,
-            slide_mpp: float | None, preview: bool, scheduler: str | None) -> None:
+            mask: Path | None, geojson: Path | None, geojson_frame: str, on_read_error: str,
+            overwrite: bool, quiet: bool, sam_checkpoint: Path | None, hipt_checkpoint: Path | None,
+            ngff_version: str, slide_mpp: float | None, preview: bool, preview_size: int,
+            scheduler: str | None) -> None:
     """Segment SLIDE_OR_DIR... into OME-Zarr probability and label pyramids.
 
-    A run that is killed resumes where it stopped when started again with the same arguments. Without
-    --model: $WSISEG_MODEL, else the default of `wsiseg models` (wsiseg segment slide.svs --out slide.zarr).
+    Running the same command again continues: finished outputs are skipped, a run that was killed
+    resumes where it stopped. For a directory of slides, <out>/summary.csv gets one row per slide (areas
+    and shares of each class; `wsiseg summary` rebuilds it). Without --model: $WSISEG_MODEL, else the
+    default of `wsiseg models` (wsiseg segment slide.svs --out slide.zarr).
     """
     from wsiseg.infer.batch import NULL_MODEL, ModelSpec, segment_slides
     from wsiseg.infer.memory import OPT_OUT, tame_malloc
@@ -96,7 +113,9 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
     options = SegmentOptions(mpp=mpp, tile_size=tile_size, overlap=overlap, output_mpp=output_mpp,
                              batch_size=batch_size, read_workers=read_workers, write_workers=write_workers,
                              tissue=tissue, mask=mask, overwrite=overwrite, slide_mpp=slide_mpp,
-                             ngff_version=NgffVersion(ngff_version), preview=preview)
+                             ngff_version=NgffVersion(ngff_version), preview=preview,
+                             preview_size=preview_size, geojson_frame=CoordinateFrame(geojson_frame),
+                             on_read_error=ReadErrorPolicy(on_read_error))
     paths = expand_slides(slides)
     single = len(paths) == 1 and not slides[0].is_dir()
     if model_spec == NULL_MODEL:
@@ -112,9 +131,6 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
     if quiet:  # no per-slide lines were written while running
         for path, message in batch.failures:
             click.echo(f"wsiseg: error: {path.name}: {message}", err=True)
-    done = len(paths) - len(batch.failures)
-    click.echo(f"wsiseg segment: {done}/{len(paths)} slides done, {batch.n_tiles} tiles, "
-               f"{batch.seconds:.1f} s; output: {out}"
-               + (f"; failed: {', '.join(p.name for p, _ in batch.failures)}" if batch.failures else ""))
+    click.echo(f"wsiseg segment: {batch.summary()}; output: {out}")
     if batch.failures:
         sys.exit(1)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from wsiseg.infer.batch import BatchResult, ModelSpec, segment_slides
 from wsiseg.infer.blending import BlendWindow, blend_window
 from wsiseg.infer.memory import tame_malloc
-from wsiseg.infer.options import SegmentOptions
+from wsiseg.infer.options import ReadErrorPolicy, SegmentOptions
 from wsiseg.infer.output import preview_path
 from wsiseg.infer.pipeline import StageTimes
 from wsiseg.infer.reference_models import ColourModel, NullModel, PatternModel
 from wsiseg.infer.run import SegmentationRun
-from wsiseg.infer.segment import SegmentResult, segment_slide
+from wsiseg.infer.segment import RunStatus, SegmentResult, segment_slide
 from wsiseg.infer.stitch import FinishedChunk, Layout, Stitcher
 from wsiseg.io.omezarr import NgffVersion, Segmentation, SegmentationWriter, open_segmentation
 from wsiseg.predictor import Predictor
@@ -31,6 +31,8 @@ __all__ = [
     "NullModel",
     "PatternModel",
     "Predictor",
+    "ReadErrorPolicy",
+    "RunStatus",
     "SegmentOptions",
     "SegmentResult",
     "Segmentation",

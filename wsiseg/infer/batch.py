@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from wsiseg.errors import ConfigError, WsisegError, one_line
 from wsiseg.infer.options import SegmentOptions
-from wsiseg.infer.segment import SegmentResult, segment_slide
+from wsiseg.infer.segment import RunStatus, SegmentResult, segment_slide
 from wsiseg.predictor import Predictor
 
 #: ``ModelSpec.checkpoint`` value selecting :class:`~wsiseg.infer.reference_models.NullModel`.
@@ -138,6 +138,21 @@ class BatchResult:
         """Tiles analysed over all finished slides."""
         return sum(r.n_tiles for r in self.results)
 
+    def count(self, status: RunStatus) -> int:
+        """Slides that ended with ``status``."""
+        return sum(r.status is status for r in self.results)
+
+    def summary(self) -> str:
+        """One line: how many slides were done, resumed, skipped (finished already) and failed."""
+        total = len(self.results) + len(self.failures)
+        line = (f"{total} slide{'' if total == 1 else 's'}: {self.count(RunStatus.DONE)} done, "
+                f"{self.count(RunStatus.RESUMED)} resumed, "
+                f"{self.count(RunStatus.SKIPPED)} skipped (finished), {len(self.failures)} failed; "
+                f"{self.n_tiles} tiles, {self.seconds:.1f} s")
+        if self.failures:
+            line += "; failed: " + ", ".join(path.name for path, _ in self.failures)
+        return line
+
 
 @dataclass(frozen=True)
 class _Job:
@@ -161,9 +176,10 @@ class _Outcome:
 
 
 def _segment_one(job: _Job, model: Predictor, progress: bool, options: SegmentOptions) -> SegmentResult:
-    """Segment one slide and export its GeoJSON if asked (the same in both modes)."""
+    """Segment one slide and export its GeoJSON if asked (the same in both modes; a skipped slide's
+    GeoJSON is written only when it is missing)."""
     result = segment_slide(job.slide, model, job.out, options, progress=progress)
-    if job.geojson is not None:
+    if job.geojson is not None and (result.status is not RunStatus.SKIPPED or not job.geojson.exists()):
         from wsiseg.export import export_geojson
 
         job.geojson.parent.mkdir(parents=True, exist_ok=True)
@@ -353,6 +369,10 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
         single: one slide written to ``out`` itself; its failure raises instead of being collected.
         geojson: also export QuPath GeoJSON (:func:`wsiseg.export.export_geojson`): the file with
             ``single``, else a directory receiving ``<slide stem>.geojson`` per slide.
+
+    A slide whose output is finished already is skipped (status ``skipped``, not a failure) unless
+    ``options.overwrite``; an unfinished one resumes. Without ``single``, ``out/summary.csv`` gets one row
+    per slide (:mod:`wsiseg.export.composition`): status, analysed area and per-class areas and shares.
         scheduler: ``None`` (run here, slide after slide) or a ``distributed`` scheduler address
             (``tcp://host:8786``): one task per slide on its workers, which must see the slides, the
             checkpoint files and ``out`` under the same paths (all are sent as absolute paths).
@@ -410,8 +430,26 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
                 if progress:
                     tqdm.write(f"wsiseg: error: {slide.name}: {message}", file=sys.stderr)
             overall.update(1)
-    return BatchResult([results[i] for i in sorted(results)], [failures[i] for i in sorted(failures)],
-                       time.perf_counter() - t0)
+    batch = BatchResult([results[i] for i in sorted(results)], [failures[i] for i in sorted(failures)],
+                        time.perf_counter() - t0)
+    if not single:
+        _write_summary(Path(out), slides, results, failures)
+    return batch
+
+
+def _write_summary(out: Path, slides: Sequence[Path], results: dict[int, SegmentResult],
+                   failures: dict[int, tuple[Path, str]]) -> None:
+    """``out/summary.csv``: one row per input slide, in input order."""
+    from wsiseg.export.composition import SUMMARY_FILE, SummaryRow, row_of, write_summary
+
+    rows = []
+    for index in range(len(slides)):
+        if index in results:
+            rows.append(row_of(results[index].out, results[index].status.value))
+        else:
+            rows.append(SummaryRow(Path(slides[index]).name, "failed", error=failures[index][1]))
+    out.mkdir(parents=True, exist_ok=True)
+    write_summary(rows, out / SUMMARY_FILE)
 
 
 __all__ = ["NULL_MODEL", "BatchResult", "ModelSpec", "segment_slides"]

@@ -8,6 +8,7 @@ cluster workers: it pickles) to :func:`segment_slide`, which resolves it against
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import os
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from wsiseg.errors import ConfigError
 from wsiseg.infer.blending import BlendWindow
+from wsiseg.io.frames import CoordinateFrame
 from wsiseg.io.omezarr import NgffVersion
 from wsiseg.predictor import Predictor
 from wsiseg.slide.tissue import TissueMask
@@ -23,6 +25,14 @@ from wsiseg.tiling import DEFAULT_CHUNK_SIZE, Tiling
 
 #: A region to analyse instead of detected tissue: a mask, or a GeoJSON / mask-image file.
 Mask = TissueMask | str | Path
+
+
+class ReadErrorPolicy(str, enum.Enum):
+    """What a tile that cannot be decoded does to a run: ``skip`` it (written as "not analysed", named in
+    a warning and in the output's metadata) or ``fail`` the slide."""
+
+    SKIP = "skip"
+    FAIL = "fail"
 
 
 @dataclass(frozen=True)
@@ -41,10 +51,14 @@ class SegmentOptions:
     What to analyse: ``tissue`` skips tiles without tissue (detected on a thumbnail); ``mask`` (a
     :class:`~wsiseg.slide.TissueMask`, or a GeoJSON / mask image file) replaces tissue detection;
     ``min_tissue_fraction`` (0..1) of a tile must be tissue to keep it. Skipped area is "not analysed".
+    ``geojson_frame``: the frame of GeoJSON coordinates (a ``mask`` file and the ``--geojson`` export):
+    QuPath's (level 0 minus the slide's bounds offset) or OpenSlide's level 0. ``on_read_error``: a tile
+    that cannot be decoded is skipped (written as not analysed, listed in the metadata) or fails the slide.
 
     Output: ``blend`` window; ``ngff_version``; ``slide_mpp``: level-0 um/px of slides that record none;
-    ``overwrite`` a finished output; ``preview`` PNG beside it; ``checkpoint_s``: seconds between resume
-    checkpoints (0: after every batch).
+    ``overwrite`` a finished output (without it a finished output is skipped); ``preview`` PNG beside it,
+    about ``preview_size`` px on its longer side; ``checkpoint_s``: seconds between resume checkpoints (0:
+    after every batch).
     """
 
     mpp: float | None = None
@@ -58,20 +72,25 @@ class SegmentOptions:
     tissue: bool = True
     mask: Mask | None = None
     min_tissue_fraction: float = 0.0
+    geojson_frame: CoordinateFrame = CoordinateFrame.QUPATH
+    on_read_error: ReadErrorPolicy = ReadErrorPolicy.SKIP
     blend: BlendWindow = BlendWindow.COSINE
     ngff_version: NgffVersion = NgffVersion.V04
     slide_mpp: float | None = None
     overwrite: bool = False
     preview: bool = True
+    preview_size: int = 1024
     checkpoint_s: float = 1.0
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "blend", BlendWindow(self.blend))
             object.__setattr__(self, "ngff_version", NgffVersion(self.ngff_version))
+            object.__setattr__(self, "geojson_frame", CoordinateFrame(self.geojson_frame))
+            object.__setattr__(self, "on_read_error", ReadErrorPolicy(self.on_read_error))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        for name in ("batch_size", "read_workers", "write_workers"):
+        for name in ("batch_size", "read_workers", "write_workers", "preview_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 flag = "--" + name.replace("_", "-")
@@ -117,4 +136,5 @@ class SegmentOptions:
                 "overlap": tiling.overlap, "chunk_size": tiling.chunk_size, "tissue": self.tissue,
                 "blend": self.blend.value, "mask": mask,
                 "min_tissue_fraction": float(self.min_tissue_fraction),
-                "ngff_version": self.ngff_version.value}
+                "ngff_version": self.ngff_version.value,
+                "geojson_frame": self.geojson_frame.value if isinstance(self.mask, (str, Path)) else None}

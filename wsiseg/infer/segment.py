@@ -1,16 +1,19 @@
 """``segment_slide``: one whole slide -> OME-Zarr probability/label pyramid (+ preview PNG), resumable.
 
 It resolves the options against the model (a :class:`~wsiseg.tiling.Tiling`), lays out the tiles, decides
-whether the output is new, resumed or refused (:mod:`wsiseg.infer.output`), and hands the work to a
-:class:`~wsiseg.infer.run.SegmentationRun`; then it writes the preview and marks the output finished.
+whether the output is new, resumed, skipped (finished already) or refused (:mod:`wsiseg.infer.output`), and
+hands the work to a :class:`~wsiseg.infer.run.SegmentationRun`; then it records the tissue composition,
+writes the preview and marks the output finished.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import hashlib
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from wsiseg.errors import ConfigError, SlideError
 from wsiseg.infer.blending import blend_window
 from wsiseg.infer.journal import WORK_DIR, Journal
 from wsiseg.infer.options import SegmentOptions
-from wsiseg.infer.output import prepare, preview_path
+from wsiseg.infer.output import existing_attrs, prepare, preview_path
 from wsiseg.infer.pipeline import StageTimes
 from wsiseg.infer.run import Checkpointer, SegmentationRun
 from wsiseg.infer.stitch import Layout, Stitcher
@@ -37,6 +40,14 @@ HEAD_BYTES = 1 << 20
 ROI_RASTER_PX = 4096
 
 
+class RunStatus(str, enum.Enum):
+    """What :func:`segment_slide` did with an output."""
+
+    DONE = "done"  #: segmented from the start
+    RESUMED = "resumed"  #: an interrupted run continued
+    SKIPPED = "skipped"  #: finished already (``overwrite`` redoes it)
+
+
 @dataclass
 class SegmentResult:
     """What one :func:`segment_slide` run did.
@@ -44,7 +55,8 @@ class SegmentResult:
     ``mpp``: analysis resolution (um/px of the tiles the model saw); ``output_mpp``: um/px of the output's
     level 0, ``width, height`` its size in pixels; ``n_tiles``: tiles analysed (tissue) out of
     ``n_tiles_total`` in the grid; ``n_predicted``: tiles this run sent to the model (fewer than ``n_tiles``
-    when it resumed); ``timings``: seconds per stage (see :class:`~wsiseg.infer.pipeline.StageTimes`).
+    when it resumed, 0 when skipped); ``n_unreadable``: tiles that could not be decoded (not analysed);
+    ``timings``: seconds per stage (see :class:`~wsiseg.infer.pipeline.StageTimes`).
     """
 
     slide: Path
@@ -57,16 +69,24 @@ class SegmentResult:
     n_tiles: int
     n_tiles_total: int
     n_predicted: int
-    resumed: bool
+    status: RunStatus
     timings: dict[str, Any] = field(default_factory=dict)
+    n_unreadable: int = 0
+
+    @property
+    def resumed(self) -> bool:
+        return self.status is RunStatus.RESUMED
 
     def summary(self) -> str:
+        if self.status is RunStatus.SKIPPED:
+            return f"{self.slide.name}: skipped (finished) -> {self.out}"
         rate = self.n_predicted / self.timings["wall"] if self.timings.get("wall") else 0.0
         resumed = ", resumed" if self.resumed else ""
+        unreadable = f", {self.n_unreadable} unreadable tiles not analysed" if self.n_unreadable else ""
         return (f"{self.slide.name}: {self.n_tiles}/{self.n_tiles_total} tiles at {self.mpp:g} um/px, "
                 f"output {self.width}x{self.height} px at {self.output_mpp:g} um/px "
                 f"in {self.timings.get('wall', 0.0):.1f} s "
-                f"({rate:.1f} tiles/s{resumed}) -> {self.out}")
+                f"({rate:.1f} tiles/s{resumed}{unreadable}) -> {self.out}")
 
 
 def sha256_head(path: Path, n_bytes: int = HEAD_BYTES) -> str:
@@ -97,15 +117,19 @@ def region_to_analyse(slide: Slide, options: SegmentOptions) -> TissueMask | Non
 
         w0, h0 = slide.dimensions
         downsample = max(1.0, max(w0, h0) / float(ROI_RASTER_PX))
-        arr = geojson_to_mask(path, int(np.ceil(w0 / downsample)), int(np.ceil(h0 / downsample)), downsample)
+        bounds = slide.bounds
+        origin = options.geojson_frame.offset(None if bounds is None else (bounds.x, bounds.y))
+        arr = geojson_to_mask(path, int(np.ceil(w0 / downsample)), int(np.ceil(h0 / downsample)), downsample,
+                              origin=origin)
         return TissueMask(arr, slide.mpp[0] * downsample, slide.mpp)
     return tissue_mask_from_image(path, slide)
 
 
 def _slide_info(slide: Slide, path: Path) -> dict[str, Any]:
     w0, h0 = slide.dimensions
-    info: dict[str, Any] = {"path": str(path.resolve()), "width0": w0, "height0": h0, "mpp": list(slide.mpp),
-                            "vendor": slide.vendor}
+    info: dict[str, Any] = {"name": path.name, "path": str(path.resolve()), "width0": w0, "height0": h0,
+                            "mpp": list(slide.mpp), "vendor": slide.vendor,
+                            "bounds": None if slide.bounds is None else slide.bounds.to_dict()}
     try:
         info["sha256_head"] = sha256_head(path) if path.is_file() else None
     except OSError as exc:
@@ -146,6 +170,9 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path,
     read_workers, write_workers = options.workers()
     started, t_start = _now(), time.perf_counter()
     slide_path, out = Path(slide_path), Path(out)
+    previous = existing_attrs(out) if out.exists() else {}
+    if previous.get("finished") and not options.overwrite:
+        return _skipped(slide_path, out, previous)
     with open_slide(slide_path, mpp=options.slide_mpp) as slide:  # its MissingMppError names --slide-mpp
         slide_info = _slide_info(slide, slide_path)
         provenance = model.provenance()
@@ -155,44 +182,72 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path,
         fingerprint = _fingerprint(slide_info, provenance, params, grid)
         journal = Journal(out)
         state = prepare(out, journal, fingerprint, options.overwrite)
+        committed = (journal.load() or {}) if state is not None else {}
+        run_id = str(previous.get("run_id") or uuid.uuid4().hex) if state is not None else uuid.uuid4().hex
         layout = Layout.of(grid, tiling)
         writer = SegmentationWriter(out, width=layout.width_o, height=layout.height_o, mpp=tiling.output_mpp,
                                     classes=model.classes, chunk_size=tiling.chunk_size,
                                     version=options.ngff_version, create=state is None)
         base_attrs: dict[str, Any] = {
-            "version": __version__, "slide": slide_info, "model": provenance, "params": params,
+            "version": __version__, "run_id": run_id, "slide": slide_info, "model": provenance,
+            "params": params,
             "classes": model.classes.to_dict(), "mpp": tiling.output_mpp, "analysis_mpp": tiling.mpp,
             "started": started, "finished": None,
             "tiles": {"analysed": len(grid.tiles), "total": grid.n_total},
             "not_analysed": "label 0 and probability 0 in every channel (outside tissue / ROI)",
         }
-        previous_timings = (journal.load() or {}).get("timings", {}) if state is not None else {}
+        previous_timings = committed.get("timings", {})
         writer.set_provenance(base_attrs)
         window = blend_window(tiling.tile_o, tiling.overlap_o, options.blend)
         stitcher = Stitcher(layout, len(model.classes), window, journal.dir, state=state)
         if state is None:
             journal.commit({"fingerprint": fingerprint, "stitcher": stitcher.save_state(), "timings": {}})
         times = StageTimes()
-        checkpointer = Checkpointer(journal, stitcher, fingerprint, times, options.checkpoint_s)
+        checkpointer = Checkpointer(journal, stitcher, fingerprint, times, options.checkpoint_s,
+                                    unreadable=list(committed.get("unreadable", [])))
         run = SegmentationRun(slide, model, tiling, grid, stitcher, writer, checkpointer,
                               batch_size=options.batch_size, read_workers=read_workers,
-                              write_workers=write_workers, progress=progress, name=slide_path.name)
+                              write_workers=write_workers, progress=progress, name=slide_path.name,
+                              on_read_error=options.on_read_error)
         n_predicted = run.run()
+        unreadable = checkpointer.unreadable
+        from wsiseg.export.composition import composition
+        from wsiseg.io.omezarr import open_segmentation
+
+        tissue = composition(open_segmentation(out)).to_dict()
         png: Path | None = None
         if options.preview:  # before the output is marked finished: a run killed here redoes only this
             from wsiseg.infer.preview import write_preview
 
-            png = write_preview(out, slide, preview_path(out))
+            png = write_preview(out, slide, preview_path(out), options.preview_size)
         times.wall = time.perf_counter() - t_start
         timings: dict[str, Any] = dict(times.as_dict())
         if previous_timings:
             timings["previous_runs"] = previous_timings
         writer.set_provenance({**base_attrs, "timings": timings, "finished": _now(),
-                               "resumed": state is not None})
+                               "resumed": state is not None, "composition": tissue,
+                               "unreadable_tiles": {"count": len(unreadable), "tiles": unreadable}})
         journal.remove()
+    status = RunStatus.RESUMED if state is not None else RunStatus.DONE
     return SegmentResult(slide_path, out, png, tiling.mpp, tiling.output_mpp, layout.width_o,
-                         layout.height_o, len(grid.tiles), grid.n_total, n_predicted, state is not None,
-                         timings)
+                         layout.height_o, len(grid.tiles), grid.n_total, n_predicted, status, timings,
+                         len(unreadable))
 
 
-__all__ = ["WORK_DIR", "SegmentResult", "preview_path", "region_to_analyse", "segment_slide", "sha256_head"]
+def _skipped(slide_path: Path, out: Path, attrs: dict[str, Any]) -> SegmentResult:
+    """The result of a finished output left as it is."""
+    from wsiseg.io.omezarr import open_segmentation
+
+    seg = open_segmentation(out)
+    height, width = (int(v) for v in seg.labels[0].shape)
+    tiles = attrs.get("tiles", {})
+    png = preview_path(out)
+    return SegmentResult(slide_path, out, png if png.exists() else None,
+                         float(attrs.get("analysis_mpp", 0.0)),
+                         float(attrs.get("mpp", 0.0)), width, height, int(tiles.get("analysed", 0)),
+                         int(tiles.get("total", 0)), 0, RunStatus.SKIPPED, {},
+                         int(attrs.get("unreadable_tiles", {}).get("count", 0)))
+
+
+__all__ = ["WORK_DIR", "RunStatus", "SegmentResult", "preview_path", "region_to_analyse", "segment_slide",
+           "sha256_head"]

@@ -118,17 +118,21 @@ def _transform(downsample: float | tuple[float, float]) -> Affine:
 
 
 def geojson_to_mask(path: str | Path, width: int, height: int,
-                    downsample: float | tuple[float, float] = 1.0) -> np.ndarray:
+                    downsample: float | tuple[float, float] = 1.0, *,
+                    origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Rasterise all polygons of a GeoJSON file into a ``(height, width)`` bool mask.
 
     Pixel ``(row, col)`` of the mask covers level-0 pixels ``[col * downsample, (col + 1) * downsample)``
     (likewise rows); it is True when its centre lies inside a polygon (holes excluded). ``downsample``:
-    level-0 pixels per mask pixel, one number or ``(x, y)``.
+    level-0 pixels per mask pixel, one number or ``(x, y)``. ``origin``: the level-0 ``(x, y)`` of the
+    file's coordinate origin (the slide's bounds offset for a QuPath export of a cropped slide, see
+    :mod:`wsiseg.io.frames`).
     """
     regions = read_geojson_regions(path)
+    transform = Affine.translation(-origin[0], -origin[1]) @ _transform(downsample)
     mask = rasterio.features.rasterize(
         ((r.geometry, 1) for r in regions), out_shape=(int(height), int(width)),
-        transform=_transform(downsample), fill=0, dtype=np.uint8,
+        transform=transform, fill=0, dtype=np.uint8,
     )
     return np.asarray(mask, dtype=bool)
 

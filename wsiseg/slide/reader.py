@@ -7,6 +7,7 @@ Frames: ``x0, y0`` are level-0 pixels; ``width_t, height_t`` are pixels at the t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,14 +29,29 @@ from wsiseg.slide._backends import (
 _LEVEL_TOLERANCE = 1e-3
 #: Reads whose scale factor is within this of 1 (and pixel aligned) skip the resize.
 _UNIT_SCALE_TOLERANCE = 1e-6
-#: Thumbnails are assembled from reads of at most this many level pixels per side.
+#: Thumbnails are assembled from reads of at most this many level pixels per side ...
 _THUMBNAIL_BLOCK_L = 4096
+#: ... and a block that cannot be decoded from pieces of this many (only failing pieces stay white).
+_THUMBNAIL_PIECE_L = 256
 
 
 def _copy_into(out: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """``pixels`` copied into ``out`` (same shape); returns ``out``."""
     out[...] = pixels
     return out
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A rectangle of level 0: top-left ``(x, y)`` and size, in level-0 pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
 
 
 class Slide:
@@ -87,6 +103,20 @@ class Slide:
     def properties(self) -> dict[str, str]:
         """Raw metadata key/values (OpenSlide properties; empty for plain images)."""
         return dict(self._backend.properties)
+
+    @property
+    def bounds(self) -> Bounds | None:
+        """The rectangle of level 0 that holds image data, when the format records one (OpenSlide's
+        ``openslide.bounds-x/-y/-width/-height``: MIRAX, some Hamamatsu and 3DHistech files), else None.
+        QuPath shows such slides cropped to it, so its pixel coordinates are level 0 minus ``(x, y)``."""
+        p = self._backend.properties
+        try:
+            values = [int(p[f"openslide.bounds-{k}"]) for k in ("x", "y", "width", "height")]
+        except (KeyError, ValueError):
+            return None
+        if values[2] <= 0 or values[3] <= 0:
+            return None
+        return Bounds(*values)
 
     @property
     def associated_images(self) -> list[str]:
@@ -179,19 +209,35 @@ class Slide:
     def thumbnail(self, mpp: float) -> np.ndarray:
         """The whole slide at ``mpp`` um/px as RGB uint8 ``(height_t, width_t, 3)`` (see :meth:`size_at`).
 
-        Read in blocks of at most ~4096x4096 level pixels, so memory is bounded by the output size.
+        Read in blocks of at most ~4096x4096 level pixels, so memory is bounded by the output size. A block
+        that cannot be decoded (a damaged slide) is read again in pieces of ~256 level pixels, and only the
+        pieces that fail are left white, so one damaged tile costs a thumbnail (and tissue detection) only
+        its own area.
         """
         width_t, height_t = self.size_at(mpp)
         level = self.best_level(mpp)
         per_t = mpp / self.level_mpp(level)  # level pixels per target pixel
         block_t = max(1, int(_THUMBNAIL_BLOCK_L / max(per_t, 1.0)))
+        piece_t = max(1, int(_THUMBNAIL_PIECE_L / max(per_t, 1.0)))
         out = np.empty((height_t, width_t, 3), np.uint8)
-        sx, sy = mpp / self._mpp[0], mpp / self._mpp[1]  # level-0 pixels per target pixel
         for y_t in range(0, height_t, block_t):
             for x_t in range(0, width_t, block_t):
                 bw, bh = min(block_t, width_t - x_t), min(block_t, height_t - y_t)
-                out[y_t:y_t + bh, x_t:x_t + bw] = self._read(x_t * sx, y_t * sy, bw, bh, mpp)
+                try:
+                    out[y_t:y_t + bh, x_t:x_t + bw] = self._read_at(x_t, y_t, bw, bh, mpp)
+                except SlideError:
+                    for py in range(y_t, y_t + bh, piece_t):
+                        for px in range(x_t, x_t + bw, piece_t):
+                            pw, ph = min(piece_t, x_t + bw - px), min(piece_t, y_t + bh - py)
+                            try:
+                                out[py:py + ph, px:px + pw] = self._read_at(px, py, pw, ph, mpp)
+                            except SlideError:
+                                out[py:py + ph, px:px + pw] = 255
         return out
+
+    def _read_at(self, x_t: int, y_t: int, width_t: int, height_t: int, mpp: float) -> np.ndarray:
+        """The rectangle at ``(x_t, y_t)`` in pixels of ``mpp`` um/px."""
+        return self._read(x_t * mpp / self._mpp[0], y_t * mpp / self._mpp[1], width_t, height_t, mpp)
 
     # -- lifetime -------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -225,6 +271,7 @@ class Slide:
                     zip(self.level_dimensions, self.level_downsamples, strict=True))
             ],
             "associated_images": self.associated_images,
+            "bounds": None if self.bounds is None else self.bounds.to_dict(),
         }
 
 
