@@ -186,3 +186,63 @@ def test_worker_sees_its_task_cancelled(scheduler: str) -> None:
         assert Event("wsiseg-test-started", client=client).wait(timeout=20)
         future.cancel()
         assert list(Variable("wsiseg-test-cancelled", client=client).get(timeout=20)) == [False, True]
+
+
+def _journal_cursor(out: Path) -> int:
+    """The stitcher cursor committed in an output's journal (0 when there is none yet)."""
+    import json
+
+    from wsiseg.infer.journal import WORK_DIR
+
+    try:
+        return int(json.loads((out / WORK_DIR / "journal.json").read_text())["stitcher"]["cursor"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def test_worker_death_mid_slide_resumes_on_another_worker(checkpoint: Path,
+                                                          tmp_path: Path) -> None:
+    """A worker process killed mid-slide: the scheduler retries the slide on a live worker, which waits for
+    the dead one's output lock to expire and resumes from the journal; the output equals a local run."""
+    import signal
+    import threading
+
+    import dask
+    from distributed import Client
+
+    slide = tmp_path / "big.svs"
+    write_synthetic_slide(slide, 3600, 3000, mpp=0.5, seed=13)
+    spec = ModelSpec(checkpoint, "cpu")
+    options = {"batch_size": 2, "checkpoint_s": 0.0, "preview": False}
+    local = segment_slides([slide], spec, tmp_path / "local", single=False, progress=False, **options)
+    n_tiles = local.results[0].n_tiles
+    out = tmp_path / "cluster"
+    # the dead worker's output lock expires after 2 s (default 30 s) and is checked every 0.2 s
+    lease = {"distributed.scheduler.locks.lease-timeout": "2s",
+             "distributed.scheduler.locks.lease-validation-interval": "0.2s"}
+    with dask.config.set(lease), \
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client:  # worker processes, as in production
+        box: dict[str, BatchResult] = {}
+        runner = threading.Thread(target=lambda: box.update(batch=segment_slides(
+            [slide], spec, out, single=False, scheduler=str(cluster.scheduler_address), progress=False,
+            **options)))
+        runner.start()
+        deadline = time.monotonic() + 120
+        while _journal_cursor(out / "big.zarr") < 0.3 * n_tiles:  # a third of the slide committed
+            assert time.monotonic() < deadline and runner.is_alive(), "the slide never got going"
+            time.sleep(0.05)
+        busy = [address for address, keys in client.processing().items() if keys]
+        assert len(busy) == 1
+        pid = client.run(os.getpid, workers=busy)[busy[0]]
+        os.kill(pid, signal.SIGKILL)
+        killed_at = _journal_cursor(out / "big.zarr")
+        runner.join(timeout=180)
+        assert not runner.is_alive()
+    batch = box["batch"]
+    assert batch.ok, batch.failures
+    (result,) = batch.results
+    assert result.resumed and 0 < result.n_predicted <= n_tiles - killed_at  # not from scratch
+    probs_l, labels_l = _arrays(tmp_path / "local" / "big.zarr")
+    probs_c, labels_c = _arrays(out / "big.zarr")
+    assert labels_c.tobytes() == labels_l.tobytes() and probs_c.tobytes() == probs_l.tobytes()
