@@ -228,3 +228,38 @@ def test_segment_with_a_training_state_as_model_is_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     assert exit_info.value.code != 0 and err.count("\n") == 1 and "Traceback" not in err
     assert "training-state file" in err and "best.wsiseg" in err
+
+
+#: Three tiny models as wsiseg 0.1 wrote them (checkpoint format 1, layout v1): each file's content but its
+#: tensors, which are refilled by key name, and the probabilities/IoUs wsiseg 0.1 itself predicted.
+V1_MODELS = Path(__file__).parent / "data" / "v1_tiny_models.json"
+
+
+def _v1_tensor(key: str, shape: list[int]) -> torch.Tensor:
+    """The value the generator gave tensor ``key``: 0.05 N(0, 1) seeded by crc32 of the name (+1 for 1-d
+    weights, the norms' scales)."""
+    import zlib
+
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+    value = 0.05 * torch.randn(shape, generator=g)
+    return value + 1.0 if key.endswith("weight") and len(shape) == 1 else value
+
+
+@pytest.mark.parametrize("variant", ["sam_path", "sam_only", "pathology_only"])
+def test_wsiseg_0_1_checkpoints_predict_what_wsiseg_0_1_predicted(tmp_path: Path, variant: str) -> None:
+    import json
+
+    entry = json.loads(V1_MODELS.read_text())["models"][variant]
+    assert entry["meta"]["format_version"] == 1 and "layout" not in entry["meta"]["config"]
+    state = {key: _v1_tensor(key, shape) for key, (shape, dtype) in entry["tensors"].items()}
+    assert all(dtype == "torch.float32" for _, dtype in entry["tensors"].values())
+    path = tmp_path / f"{variant}.wsiseg"
+    torch.save({**entry["meta"], "state_dict": state}, path)
+    predictor = load_model(path, device="cpu")
+    assert predictor.model.config.layout.value == "v1"
+    tiles = np.random.default_rng(0).integers(0, 256, (2, 80, 80, 3), dtype=np.uint8)
+    probs, iou = predictor.predict_with_iou(tiles, 12)
+    expected_probs, expected_iou = np.asarray(entry["probs"]), np.asarray(entry["iou"])
+    assert np.abs(probs - expected_probs).max() < 1e-5, np.abs(probs - expected_probs).max()
+    assert np.abs(iou - expected_iou).max() < 1e-5
+    assert (probs.argmax(1) == expected_probs.argmax(1)).all()
