@@ -191,9 +191,9 @@ def _not_models(tmp_path: Path) -> list[tuple[Path, str]]:
     state = tmp_path / "last.state.pt"
     resume_state.write(state, optimizer={}, scheduler={}, scaler={}, epoch=3, best_score=0.5, history=[],
                        config={})
-    legacy_state = tmp_path / "legacy.state.pt"  # format 1 pickled NumPy's RNG array
-    torch.save({"format": "wsiseg-train-state", "format_version": 1, "rng": {"numpy": np.zeros(3)}},
-               legacy_state)
+    legacy_state = tmp_path / "legacy.state.pt"  # wsiseg 0.1's: no format tag, NumPy's RNG array pickled
+    torch.save({"optimizer": {}, "scheduler": {}, "rng": {"numpy": ("MT19937", np.zeros(3, np.uint32))},
+                "epoch": 3}, legacy_state)
     lightning = tmp_path / "epoch=99.ckpt"  # with pickled Python objects, as Lightning writes them
     torch.save({"pytorch-lightning_version": "1.9.0", "state_dict": {"model.x": torch.zeros(1)},
                 "hyper_parameters": {"cfg": _Recipe()}}, lightning)

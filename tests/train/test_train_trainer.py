@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from wsiseg.cli import main
-from wsiseg.errors import ClassMismatchError, ConfigError
+from wsiseg.errors import CheckpointError, ClassMismatchError, ConfigError
 from wsiseg.model import load_model, read_checkpoint
 from wsiseg.train.config import TrainConfig
 from wsiseg.train.datasets import build_dataset
@@ -175,3 +177,36 @@ def test_resume_state_loads_weights_only_and_a_planted_one_is_refused(
     error = [line for line in err.splitlines() if line.startswith("wsiseg: error:")]
     assert len(error) == 1 and "it is not read" in error[0] and "Traceback" not in err
     assert not marker.exists()
+
+
+def _as_format_1(state: dict) -> dict:
+    """A format-2 resume state rewritten as wsiseg 0.1 wrote it: no format tag, Python's RNG state as its
+    tuple and NumPy's as ``np.random.get_state()``'s tuple with a uint32 array (a pickled NumPy object)."""
+    rng = state["rng"]
+    py, npy = rng["python"], rng["numpy"]
+    legacy_rng = {"python": (py["version"], tuple(py["state"]), py["gauss"]),
+                  "numpy": (npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                            npy["cached_gaussian"]),
+                  "torch": rng["torch"]}
+    kept = {k: v for k, v in state.items() if k not in ("format", "format_version", "rng")}
+    return kept | {"rng": legacy_rng}
+
+
+def test_resume_from_a_wsiseg_0_1_state_file_is_exact(tiny_folder: Path, tmp_path: Path) -> None:
+    """A format-1 state (NumPy's RNG state pickled as an array) is read without unpickling NumPy (the array
+    is rebuilt from its bytes) and resumes exactly like a format-2 one."""
+    from wsiseg.model.torchfile import torch_load
+
+    train, val = _sets(tiny_folder)
+    Trainer(_config(tiny_folder, tmp_path / "new", 1), train, val, progress=False).fit()
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    state = torch.load(tmp_path / "old" / "last.state.pt", weights_only=True)
+    torch.save(_as_format_1(state), tmp_path / "old" / "last.state.pt")
+    with pytest.raises(CheckpointError, match="Unsupported global"):  # not plain data: needs the legacy path
+        torch_load(tmp_path / "old" / "last.state.pt", "training state")
+    results = [Trainer(_config(tiny_folder, tmp_path / run, 2), train, val, progress=False).fit(resume=True)
+               for run in ("new", "old")]
+    a, b = (read_checkpoint(r.last).state_dict for r in results)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r["train_loss"] for r in results[0].history] == [r["train_loss"] for r in results[1].history]

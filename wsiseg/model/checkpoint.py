@@ -137,7 +137,7 @@ def _what_else(obj: Any) -> str | None:
     if not isinstance(obj, dict):
         return None
     keys = [str(k) for k in obj]
-    if obj.get("format") == TRAIN_STATE_FORMAT:
+    if obj.get("format") == TRAIN_STATE_FORMAT or {"optimizer", "rng", "epoch"} <= set(keys):  # 0.1: no tag
         return ("it is a training-state file (written by `wsiseg train` so that training can resume); "
                 "pass the best.wsiseg or last.wsiseg file beside it")
     if "pytorch-lightning_version" in obj or {"state_dict", "optimizer_states"} <= set(keys):
