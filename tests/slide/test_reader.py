@@ -238,7 +238,8 @@ def test_corrupt_tiles_fail_when_read(tmp_path: Path) -> None:
     bad = tmp_path / "bad.svs"
     bad.write_bytes(bytes(data))
     # the directories are intact, so it opens; reading the damaged tiles fails cleanly
-    with open_slide(bad) as slide, pytest.raises(SlideError, match=r"at level 0, \(\d+, \d+\): the slide is damaged there"):
+    damaged = r"at level 0, \(\d+, \d+\): the slide is damaged there"
+    with open_slide(bad) as slide, pytest.raises(SlideError, match=damaged):
         slide.read_region(0, 0, 1024, 1024, 0.5)
 
 
