@@ -200,6 +200,7 @@ def _journal_cursor(out: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_worker_death_mid_slide_resumes_on_another_worker(checkpoint: Path,
                                                           tmp_path: Path) -> None:
     """A worker process killed mid-slide: the scheduler retries the slide on a live worker, which waits for
