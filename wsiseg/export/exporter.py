@@ -14,7 +14,13 @@ import shapely
 
 from wsiseg.errors import ConfigError, OutputError
 from wsiseg.export._source import LabelSource, open_label_source
-from wsiseg.export.vectorize import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE, RegionBatch, vectorise_labels
+from wsiseg.export.vectorize import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_SPLIT_SIZE,
+    RegionBatch,
+    coverage_fractions,
+    vectorise_labels,
+)
 from wsiseg.io.frames import CoordinateFrame, SlideFrame
 from wsiseg.io.geojson_write import COORDINATE_DECIMALS, GeoJSONWriter, ObjectType
 
@@ -64,8 +70,16 @@ def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
 def _to_frame(batch: RegionBatch, source: LabelSource, frame: SlideFrame,
               check_all: bool) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Scale level pixels to slide level-0 pixels of ``frame`` (rounded to 0.01 px), clip to the frame's
-    extent, check validity of simplified and clipped geometries (all with ``check_all``) and repair the
-    invalid ones. Returns (geometries, non-empty mask, repaired, clipped)."""
+    extent, check validity of simplified geometries (all with ``check_all``) and repair the invalid ones.
+    Returns (geometries, non-empty mask, repaired, clipped).
+
+    Clipping: pixels wholly outside the extent were not traced (:func:`_coverage`), so a pixel-edge
+    polygon reaches at most into the pixels the extent's border cuts, and clamping its coordinates to
+    the extent is its exact intersection with it: the clamp is strictly increasing on the coordinates
+    present (every kept pixel keeps a positive width), so the polygon stays valid, and it costs one pass
+    over the coordinates where a GEOS overlay of a slide-wide region with thousands of holes costs
+    minutes. Simplified polygons (slanted edges) are intersected with the extent by GEOS, snapped to the
+    0.01 px grid and checked."""
     scale = np.array([source.downsample_x, source.downsample_y])
     shift = np.array(frame.origin, dtype=np.float64)
     geometries = np.asarray(shapely.transform(
@@ -76,12 +90,16 @@ def _to_frame(batch: RegionBatch, source: LabelSource, frame: SlideFrame,
         x0, y0, x1, y1 = frame.extent
         bounds = shapely.bounds(geometries)
         outside = (bounds[:, 0] < x0) | (bounds[:, 1] < y0) | (bounds[:, 2] > x1) | (bounds[:, 3] > y1)
-        if outside.any():
-            cut = shapely.intersection(geometries[outside], shapely.box(x0, y0, x1, y1))
+        exact = outside & ~batch.from_shapely
+        if exact.any():
+            low, high = np.array([x0, y0]), np.array([x1, y1])
+            geometries[exact] = shapely.transform(geometries[exact], lambda c: np.clip(c, low, high))
+        slanted = outside & batch.from_shapely
+        if slanted.any():
+            cut = shapely.intersection(geometries[slanted], shapely.box(x0, y0, x1, y1))
             cut = shapely.set_precision(cut, 10.0**-COORDINATE_DECIMALS)
-            geometries[outside] = [_polygonal(g) for g in cut]
-            check |= outside
-            n_clipped = int(outside.sum())
+            geometries[slanted] = [_polygonal(g) for g in cut]
+        n_clipped = int(outside.sum())
     repaired = 0
     indices = np.flatnonzero(check)
     if len(indices):
@@ -89,6 +107,23 @@ def _to_frame(batch: RegionBatch, source: LabelSource, frame: SlideFrame,
             geometries[i] = _polygonal(shapely.make_valid(geometries[i]))
             repaired += 1
     return geometries, ~shapely.is_empty(geometries), repaired, n_clipped
+
+
+def _coverage(frame: SlideFrame, source: LabelSource) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per column and per row of the traced level: the fraction inside the frame's extent, measured
+    between pixel edges placed exactly as :func:`_to_frame` writes them (scaled, shifted, rounded), so a
+    pixel counted as partly inside keeps at least 0.01 px after clamping. None when all are inside."""
+    if frame.extent is None:
+        return None
+    x0, y0, x1, y1 = frame.extent
+    fractions = []
+    for n, downsample, shift, low, high in ((source.width, source.downsample_x, frame.origin[0], x0, x1),
+                                            (source.height, source.downsample_y, frame.origin[1], y0, y1)):
+        edges = np.round(np.arange(n + 1, dtype=np.float64) * downsample - float(shift), COORDINATE_DECIMALS)
+        fractions.append(coverage_fractions(edges, low, high))
+    if all(bool((f == 1).all()) for f in fractions):
+        return None
+    return fractions[0], fractions[1]
 
 
 def _selected_values(source: LabelSource, classes: Sequence[str] | None) -> list[int]:
@@ -157,16 +192,6 @@ def _frame(value: CoordinateFrame | str) -> CoordinateFrame:
         raise ConfigError(f"coordinate frame must be one of {choices}, got {value!r}") from None
 
 
-def _level_extent(frame: SlideFrame, source: LabelSource) -> tuple[float, float, float, float] | None:
-    """The frame's extent in pixels of the traced level (None when unknown)."""
-    if frame.extent is None:
-        return None
-    x0, y0, x1, y1 = frame.extent
-    ox, oy = frame.origin
-    return ((x0 + ox) / source.downsample_x, (y0 + oy) / source.downsample_y,
-            (x1 + ox) / source.downsample_x, (y1 + oy) / source.downsample_y)
-
-
 def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_um: float = 0.0,
                         min_area_um2: float = 0.0, classes: Sequence[str] | None = None,
                         object_type: ObjectType | str = ObjectType.ANNOTATION, split_regions: bool = False,
@@ -201,7 +226,7 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
         for batch in vectorise_labels(source.labels, probabilities=source.probabilities, values=values,
                                       block_size=block_size, simplify_px=simplify_px,
                                       split_size=split_size if tiled else 0,
-                                      extent=_level_extent(slide_frame, source)):
+                                      coverage=_coverage(slide_frame, source)):
             area_um2 = batch.area * pixel_area_um2
             keep = (batch.area > 0) & ((area_um2 >= min_area_um2) | batch.split)
             if not keep.any():

@@ -56,8 +56,8 @@ class RegionBatch:
     ``from_shapely``: True where the geometry came out of coverage simplification, which the exporter
     re-checks with ``is_valid``. Exact pixel-edge polygons are valid by construction: GDAL's, and merged
     ones whose unioned outline is checked here (their holes are GDAL's, unchanged); the tests check it.
-    ``area``: pixels of the region inside ``extent`` (fractions for pixels the extent cuts; equal to
-    ``pixel_count`` without an extent), and ``probability_sum`` is weighted the same way;
+    ``area``: pixels of the region weighted by ``coverage`` (the part inside the exported area; equal
+    to ``pixel_count`` without coverage), and ``probability_sum`` is weighted the same way;
     ``split``: True for a piece of a region that continues in a neighbouring split tile; ``tile``: the
     ``(y, x)`` origin of the split tile the batch belongs to (batches come tile by tile).
     """
@@ -113,7 +113,7 @@ class _BlockPieces:
     pixel_count: np.ndarray
     probability_sum: np.ndarray | None
     first_key: np.ndarray  # y * key_stride + x of the first pixel (global coordinates)
-    area: np.ndarray  # pixels inside the extent (float)
+    area: np.ndarray  # pixels weighted by coverage (float)
 
 
 @dataclass
@@ -160,7 +160,7 @@ def _vectorise_block(labels: np.ndarray, probabilities: np.ndarray | None, x: in
                      weights: np.ndarray | None) -> tuple[np.ndarray, _BlockPieces]:
     """Components and polygons of one block at (x, y) of the level. Returns (component ids, pieces).
 
-    ``weights``: ``(h, w)`` fraction of each pixel inside the extent, or None (all inside)."""
+    ``weights``: ``(h, w)`` fraction of each pixel inside the exported area, or None (all inside)."""
     components = connected_components(labels, background=-1, connectivity=1).astype(np.int32)
     n = int(components.max())
     flat = components.ravel()
@@ -213,10 +213,12 @@ def _links(ids_a: np.ndarray, values_a: np.ndarray, ids_b: np.ndarray, values_b:
     return np.unique(np.stack([ids_a[same], ids_b[same]], axis=1), axis=0)
 
 
-def _coverage(start: int, length: int, low: float, high: float) -> np.ndarray:
-    """Fraction of each of the pixels ``start .. start + length - 1`` (along one axis) inside [low, high]."""
-    edges = np.arange(start, start + length + 1, dtype=np.float64)
-    fraction: np.ndarray = np.clip(np.minimum(edges[1:], high) - np.maximum(edges[:-1], low), 0.0, 1.0)
+def coverage_fractions(edges: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Fraction inside ``[low, high]`` of each pixel along one axis, given its ``n + 1`` pixel-edge
+    positions (increasing, in any unit): ``(n,)`` floats 0..1."""
+    start, end = edges[:-1], edges[1:]
+    inside = np.minimum(end, high) - np.maximum(start, low)
+    fraction: np.ndarray = np.clip(inside / np.maximum(end - start, 1e-300), 0.0, 1.0)
     return fraction
 
 
@@ -241,7 +243,7 @@ class _Tile:
 def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = None,
                      values: Sequence[int] | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
                      simplify_px: float = 0.0, split_size: int = 0,
-                     extent: tuple[float, float, float, float] | None = None) -> Iterator[RegionBatch]:
+                     coverage: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[RegionBatch]:
     """Yield every 4-connected region of equal non-zero label value as one polygon, in batches.
 
     ``labels``: ``(H, W)`` integer array (zarr or numpy; read in blocks); ``probabilities``: optional
@@ -256,15 +258,19 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
     most one tile's regions, whatever the slide size and however far a class percolates; without it a
     slide-wide region is held whole until its last block row. Pieces do not depend on ``block_size``.
 
-    ``extent``: ``(min_x, min_y, max_x, max_y)`` in pixels of this map (fractions allowed): regions are
-    measured inside it only (``RegionBatch.area``, ``probability_sum`` weighted by the part of each
-    pixel inside); blocks entirely outside are not traced. Geometries are not cut here.
+    ``coverage``: ``(per column (W,), per row (H,))`` fractions 0..1 of each pixel inside the area to
+    export (e.g. the slide, which the label grid overhangs): a pixel's weight is their product. Regions
+    are measured with these weights (``RegionBatch.area``, ``probability_sum``) and pixels of weight 0
+    are not traced, so polygons reach at most into the partly covered pixels; geometries are not cut
+    here (the exporter clamps them).
     """
     if block_size < 2:
         raise ValueError("block_size must be at least 2")
     if split_size < 0:
         raise ValueError("split_size must be 0 (no split) or positive")
     height, width = int(labels.shape[0]), int(labels.shape[1])
+    if coverage is not None and (len(coverage[0]) != width or len(coverage[1]) != height):
+        raise ValueError("coverage must hold one fraction per column and one per row")
     selected = np.zeros(256, dtype=bool)
     selected[list(values) if values is not None else list(range(1, 256))] = True
     selected[0] = False
@@ -273,12 +279,12 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
         for tx in range(0, width, side):
             tile = _Tile(ty, tx, min(side, height - ty), min(side, width - tx))
             yield from _vectorise_tile(labels, probabilities, tile, (height, width), selected,
-                                       min(block_size, side), simplify_px, extent)
+                                       min(block_size, side), simplify_px, coverage)
 
 
 def _vectorise_tile(labels: BlockArray, probabilities: BlockArray | None, tile: _Tile,
                     shape: tuple[int, int], selected: np.ndarray, block_size: int, simplify_px: float,
-                    extent: tuple[float, float, float, float] | None) -> Iterator[RegionBatch]:
+                    coverage: tuple[np.ndarray, np.ndarray] | None) -> Iterator[RegionBatch]:
     """The regions of one split tile (see :func:`vectorise_labels`); coordinates stay global."""
     key_stride = shape[1] + 1
     uf = _UnionFind()
@@ -293,19 +299,17 @@ def _vectorise_tile(labels: BlockArray, probabilities: BlockArray | None, tile: 
         bottom_ids = np.zeros(tile.width, dtype=np.int64)
         bottom_values = np.zeros(tile.width, dtype=np.int64)
         left_ids = left_values = None
-        cover_y = None if extent is None else _coverage(y, h, extent[1], extent[3])
         for x in range(tile.x, tile.right, block_size):
             w = min(block_size, tile.right - x)
             block = np.asarray(labels[y:y + h, x:x + w])
             if block.dtype != np.uint8:
                 block = block.astype(np.uint8)
             weights = None
-            if extent is not None and cover_y is not None:
-                cover_x = _coverage(x, w, extent[0], extent[2])
-                if not (cover_x.any() and cover_y.any()):
-                    block = np.zeros_like(block)  # entirely outside: nothing of it is written
-                elif (cover_x < 1).any() or (cover_y < 1).any():
+            if coverage is not None:
+                cover_x, cover_y = coverage[0][x:x + w], coverage[1][y:y + h]
+                if (cover_x < 1).any() or (cover_y < 1).any():
                     weights = cover_y[:, None] * cover_x[None, :]
+                    block = np.where(weights > 0, block, 0).astype(np.uint8)  # outside: not traced
             probs = None if probabilities is None else np.asarray(probabilities[:, y:y + h, x:x + w])
             components, pieces = _vectorise_block(block, probs, x, y, selected, simplify_px, key_stride,
                                                   weights)
