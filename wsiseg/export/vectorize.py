@@ -10,14 +10,19 @@ which never reach a block border, are carried over unchanged. Memory is bounded 
 label values the width of the slide, and the regions that cross the current block-row border (a
 slide-wide region is held until its last block row: it is one polygon of the output).
 
+With ``split_size`` the map is first cut into split tiles, traced one after the other as independent
+maps (blocks start at each tile's corner; nothing is joined across tile borders). A region larger than
+a tile then comes out as one piece per tile, flagged ``split``, and memory holds at most the open
+regions of one tile: a class percolating through a 40k x 40k map no longer has to be held whole.
+
 Optional simplification (``simplify_px`` > 0) runs per block on the whole coverage of the block (all
 regions, including value 0) with :func:`shapely.coverage_simplify` and the block outline kept fixed, so
 neighbouring regions keep identical shared edges (no gaps, no overlaps) and pieces still join exactly at
 block borders. Its tolerance is that of coverage simplification (Visvalingam-Whyatt): roughly the square
 root of the area of the triangles removed, in pixels of the traced level.
 
-All coordinates here are pixels of the traced level; :mod:`wsiseg.io.geojson_write` scales them to
-slide level 0.
+All coordinates here are pixels of the traced level; :mod:`wsiseg.export.exporter` scales, shifts and
+clips them to the chosen frame of slide level 0 (``coverage`` tells which pixels lie inside).
 """
 
 from __future__ import annotations
@@ -224,7 +229,7 @@ def coverage_fractions(edges: np.ndarray, low: float, high: float) -> np.ndarray
 
 @dataclass(frozen=True)
 class _Tile:
-    """One split tile: origin, size, and what is read around it."""
+    """One split tile: origin and size in pixels of the level."""
 
     y: int
     x: int
