@@ -2,12 +2,15 @@
 
 Writes a synthetic wsiseg OME-Zarr segmentation (default 20480 x 20480 labels, three classes plus
 "not analysed", regions ~10-60 px across, so tens of thousands of regions; ``--pattern tissue`` makes
-classes percolate into slide-wide regions with many holes) block by block, then runs
-``export_geojson`` in a fresh child process and reports its wall time, regions/s, label MB/s (1 byte per
-label pixel), output MB/s and the child's peak RSS (ru_maxrss). Memory stays bounded by the block size,
-not the slide: compare ``--size 10240`` with the default.
+classes percolate into slide-wide regions with many holes) chunk by chunk (the benchmark itself stays
+small at any size), then runs ``export_geojson`` in a fresh child process and reports its wall time,
+regions/s, label MB/s (1 byte per label pixel), output MB/s and the child's peak RSS (ru_maxrss).
+The synthetic slide is 3 level-0 pixels smaller than the label grid covers, so the export clips.
+Memory stays bounded by the block and split-tile sizes, not the slide: give several sizes, e.g.
+``--size 20480 40960 --pattern tissue`` (each its own map and child process, one after the other).
 
-    .venv/bin/python benchmarks/bench_export.py [--size 20480] [--block-size 2048] [--split-regions]
+    .venv/bin/python benchmarks/bench_export.py [--size 20480 ...] [--pattern islands|tissue]
+        [--block-size 2048] [--split-size 8192] [--split-regions] [--simplify UM] [--gz]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import zarr
 from scipy import ndimage
 
 from wsiseg.classes import ClassList
+from wsiseg.export import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE
 
 CLASSES = ClassList.from_names(["stroma", "tumour", "necrosis"])
 MPP = 0.5
@@ -74,8 +78,9 @@ def write_synthetic(path: Path, size: int, cell: float, pattern: str = "islands"
     root.attrs.update({
         "multiscales": [{"version": "0.4", "axes": [{"name": "c", "type": "channel"}, *space],
                          "datasets": [{"path": "0", "coordinateTransformations": scale}]}],
-        "wsiseg": {"slide": {"path": "synthetic.svs", "mpp": [MPP / 2, MPP / 2], "sha256_head": "bench"},
-                   "classes": CLASSES.to_dict(), "mpp": MPP},
+        "wsiseg": {"slide": {"path": "synthetic.svs", "mpp": [MPP / 2, MPP / 2], "sha256_head": "bench",
+                             "width0": 2 * size - 3, "height0": 2 * size - 3},
+                   "classes": CLASSES.to_dict(), "mpp": MPP, "run_id": f"bench{seed:04x}"},
     })
     root["labels"].attrs.update({"labels": ["classes"]})
     root["labels/classes"].attrs.update({"multiscales": [{
@@ -90,47 +95,61 @@ def _export_child(zarr_path: str, out: str, kwargs: dict[str, Any], queue: Any) 
     result = export_geojson(zarr_path, out, **kwargs)
     queue.put({"n_regions": result.n_regions, "n_features": result.n_features,
                "n_vertices": result.n_vertices, "n_bytes": result.n_bytes,
-               "seconds": result.seconds, "n_repaired": result.n_repaired,
+               "seconds": result.seconds, "n_repaired": result.n_repaired, "n_clipped": result.n_clipped,
+               "n_split": result.n_split,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=20480, help="label map side in pixels")
-    parser.add_argument("--cell", type=float, default=24.0, help="feature scale of the random field (px)")
-    parser.add_argument("--pattern", choices=sorted(PATTERNS), default="islands")
-    parser.add_argument("--block-size", type=int, default=2048)
-    parser.add_argument("--split-regions", action="store_true")
-    parser.add_argument("--simplify", type=float, default=0.0, help="simplification tolerance, um")
-    parser.add_argument("--gz", action="store_true", help="write .geojson.gz")
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args(argv)
-
+def run_one(args: argparse.Namespace, size: int) -> dict[str, Any]:
+    """Write the map of one size, export it in a child process, return the report."""
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         seg = Path(tmp) / "bench.zarr"
         t0 = time.perf_counter()
-        n_pixels = write_synthetic(seg, args.size, args.cell, args.pattern)
-        print(f"synthetic {args.size}x{args.size} segmentation written in {time.perf_counter() - t0:.1f} s",
+        n_pixels = write_synthetic(seg, size, args.cell, args.pattern)
+        print(f"synthetic {size}x{size} segmentation written in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)
         out = Path(tmp) / ("bench.geojson.gz" if args.gz else "bench.geojson")
         kwargs = {"block_size": args.block_size, "split_regions": args.split_regions,
-                  "simplify_um": args.simplify}
+                  "simplify_um": args.simplify, "split_size": args.split_size}
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         child = ctx.Process(target=_export_child, args=(str(seg), str(out), kwargs, queue))
         child.start()
-        stats = queue.get()
+        stats: dict[str, Any] | None = None
+        while stats is None:
+            try:
+                stats = queue.get(timeout=1.0)
+            except Exception:  # queue.Empty: still running, or dead without a result
+                if not child.is_alive():
+                    raise SystemExit(f"export child failed (exit code {child.exitcode})") from None
         child.join()
-    report = {
-        "size": args.size, "pattern": args.pattern, "block_size": args.block_size,
+    return {
+        "size": size, "pattern": args.pattern, "block_size": args.block_size, "split_size": args.split_size,
         "split_regions": args.split_regions, "simplify_um": args.simplify, "gz": args.gz, **stats,
         "regions_per_s": stats["n_regions"] / stats["seconds"],
         "label_mb_per_s": n_pixels / 1e6 / stats["seconds"],
         "output_mb": stats["n_bytes"] / 1e6,
         "output_mb_per_s": stats["n_bytes"] / 1e6 / stats["seconds"],
     }
-    print(json.dumps(report, indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, nargs="+", default=[20480],
+                        help="label map side(s) in pixels; several sizes run one after the other")
+    parser.add_argument("--cell", type=float, default=24.0, help="feature scale of the random field (px)")
+    parser.add_argument("--pattern", choices=sorted(PATTERNS), default="islands")
+    parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE)
+    parser.add_argument("--split-size", type=int, default=DEFAULT_SPLIT_SIZE,
+                        help="split tile side in pixels (0 = none: slide-wide regions held whole)")
+    parser.add_argument("--split-regions", action="store_true")
+    parser.add_argument("--simplify", type=float, default=0.0, help="simplification tolerance, um")
+    parser.add_argument("--gz", action="store_true", help="write .geojson.gz")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    for size in args.size:
+        print(json.dumps(run_one(args, size), indent=1), flush=True)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,12 @@ OUT_MPP = 0.5
 
 def write_segmentation(path: Path, labels: np.ndarray, probabilities: np.ndarray | None, *,
                        classes: ClassList = CLASSES, out_mpp: float = OUT_MPP, slide_mpp: float = SLIDE_MPP,
-                       n_levels: int = 2, zarr_format: int = 2, chunk: int = 64) -> Path:
+                       n_levels: int = 2, zarr_format: int = 2, chunk: int = 64,
+                       slide: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None) -> Path:
     """A wsiseg-style OME-Zarr: image ``0..n`` (c, y, x) uint8 probabilities, ``labels/classes/0..n``
-    (y, x) uint8 labels (nearest-neighbour 2x pyramid), multiscales scales in um, root attrs ``wsiseg``."""
+    (y, x) uint8 labels (nearest-neighbour 2x pyramid), multiscales scales in um, root attrs ``wsiseg``.
+    ``slide``: entries replacing or adding to ``wsiseg.slide`` (width0, height0, bounds, ...); ``attrs``:
+    top-level ``wsiseg`` entries (run_id, started, ...)."""
     root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)  # type: ignore[arg-type]
     label_group = root.require_group("labels").require_group("classes")
     image_datasets: list[dict[str, Any]] = []
@@ -46,14 +49,12 @@ def write_segmentation(path: Path, labels: np.ndarray, probabilities: np.ndarray
                  "axes": [{"name": "c", "type": "channel"}, *space], "datasets": image_datasets}]
     label_ms = [{"version": "0.4", "name": "classes", "axes": space, "datasets": label_datasets}]
     height, width = labels.shape
-    meta = {
-        "version": "0.1.0",
-        "slide": {"path": "/slides/case-17.svs", "width0": round(width * out_mpp / slide_mpp),
-                  "height0": round(height * out_mpp / slide_mpp), "mpp": [slide_mpp, slide_mpp],
-                  "sha256_head": "feedc0ffee"},
-        "classes": classes.to_dict(),
-        "mpp": out_mpp,
-    }
+    slide_info: dict[str, Any] = {
+        "path": "/slides/case-17.svs", "width0": round(width * out_mpp / slide_mpp),
+        "height0": round(height * out_mpp / slide_mpp), "mpp": [slide_mpp, slide_mpp],
+        "sha256_head": "feedc0ffee", **(slide or {})}
+    meta: dict[str, Any] = {"version": "0.1.0", "slide": slide_info, "classes": classes.to_dict(),
+                            "mpp": out_mpp, **(attrs or {})}
     colors = [{"label-value": i + 1, "rgba": [*c.color, 255]} for i, c in enumerate(classes)]
     label_attrs = {"multiscales": label_ms, "image-label": {"version": "0.4", "colors": colors}}
     if zarr_format == 2:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import shapely
+from shapely.geometry import shape
 
 from wsiseg.cli import main
 
@@ -52,3 +56,23 @@ def test_missing_segmentation(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code = run("export", str(tmp_path / "none.zarr"), "--geojson", str(tmp_path / "x.geojson"))
     err = capsys.readouterr().err.strip()
     assert code != 0 and "does not exist" in err and "\n" not in err
+
+
+def test_export_frame_option(make_segmentation: Callable[..., Path], label_map: np.ndarray, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--frame qupath (default) shifts by the slide's bounds corner and says so; openslide does not."""
+    seg = make_segmentation(label_map, slide={"bounds": {"x": 37, "y": 21, "width": 400, "height": 300}})
+    qupath, openslide = tmp_path / "q.geojson", tmp_path / "o.geojson"
+    assert run("export", str(seg), "--geojson", str(qupath), "--split-size", "128") == 0
+    assert "qupath frame (OpenSlide level 0 minus (37, 21))" in capsys.readouterr().out
+    assert run("export", str(seg), "--geojson", str(openslide), "--frame", "openslide") == 0
+    assert "openslide frame" in capsys.readouterr().out
+    q = json.loads(qupath.read_text())
+    o = json.loads(openslide.read_text())
+    assert q["properties"]["wsiseg"]["frame"] == "qupath"
+    assert o["properties"]["wsiseg"]["frame"] == "openslide"
+    xq = np.concatenate([shapely.get_coordinates(shape(f["geometry"])) for f in q["features"]])
+    xo = np.concatenate([shapely.get_coordinates(shape(f["geometry"])) for f in o["features"]])
+    assert xq.min(axis=0).tolist() == [0, 0] and xq.max(axis=0).tolist() == [400, 300]
+    assert xo.min(axis=0).tolist() == [37, 21] and xo.max(axis=0).tolist() == [437, 321]
+    assert run("export", str(seg), "--geojson", str(qupath), "--frame", "napari") != 0

@@ -31,7 +31,7 @@ def _regions(labels: np.ndarray, block_size: int) -> dict[tuple[int, int], tuple
 def test_regions_match_connected_components(monkeypatch: pytest.MonkeyPatch, dissolve: str) -> None:
     """Border pieces are joined by the numpy stitcher; buffer(0) and union_all are its fallbacks."""
     if dissolve != "stitch":
-        monkeypatch.setattr(vectorize, "stitch", lambda outlines, block_size: None)
+        monkeypatch.setattr(vectorize, "stitch", lambda outlines, block_size, origin: None)
     if dissolve == "union_all":
         monkeypatch.setattr(vectorize, "_BUFFER_MAX_VERTICES", 0)
     labels = make_label_map(160, 200, seed=3)
@@ -66,9 +66,9 @@ def test_stitch_equals_geos_union_on_pixel_noise() -> None:
     seen: list[list[object]] = []
     original = vectorize._dissolve
 
-    def spy(outlines: list[object], block_size: int, simplified: bool) -> object:
+    def spy(outlines: list[object], block_size: int, simplified: bool, origin: tuple[int, int]) -> object:
         seen.append(list(outlines))
-        return original(outlines, block_size, simplified)
+        return original(outlines, block_size, simplified, origin)
 
     vectorize._dissolve = spy  # type: ignore[assignment]
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from wsiseg.export import DEFAULT_BLOCK_SIZE, ObjectType, export_geojson
+from wsiseg.export import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE, CoordinateFrame, ObjectType, export_geojson
 
 
 def _class_names(values: tuple[str, ...]) -> list[str] | None:
@@ -18,7 +18,12 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
 @click.argument("segmentation", type=click.Path(path_type=Path))
 @click.option("--geojson", "geojson_path", required=True, type=click.Path(path_type=Path),
               help="Output file (.geojson, .json, or .geojson.gz for gzip); coordinates in slide level-0 "
-                   "pixels.")
+                   "pixels of --frame, clipped to the slide.")
+@click.option("--frame", type=click.Choice([f.value for f in CoordinateFrame]), default="qupath",
+              show_default=True,
+              help="Coordinate frame: QuPath's (OpenSlide level 0 minus the corner of the slide's "
+                   "openslide.bounds rectangle, which QuPath crops to) or OpenSlide's uncropped level 0. "
+                   "The same for slides without bounds.")
 @click.option("--level", type=int, default=None, help="Pyramid level to trace (default 0, the exact labels).")
 @click.option("--mpp", type=float, default=None,
               help="Trace the coarsest level not coarser than this many microns per pixel.")
@@ -33,24 +38,34 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
               show_default=True, help="QuPath object type of the features.")
 @click.option("--split-regions", is_flag=True,
               help="One feature per connected region instead of one MultiPolygon per class.")
+@click.option("--split-size", type=int, default=DEFAULT_SPLIT_SIZE, show_default=True,
+              help="Trace the map in independent tiles of this many pixels (0 = one tile): a region larger "
+                   "than a tile is written as one piece per tile, cut along tile borders; bounds memory.")
 @click.option("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, show_default=True,
               help="Block side in pixels read at a time (memory ~ block-size^2 x (classes + 13) bytes).")
 @click.option("--check-validity", is_flag=True,
               help="Run shapely's is_valid on every geometry (exact polygons are valid by construction).")
-def command(segmentation: Path, geojson_path: Path, level: int | None, mpp: float | None, simplify_um: float,
-            min_area_um2: float, class_names: tuple[str, ...], object_type: str, split_regions: bool,
-            block_size: int, check_validity: bool) -> None:
+def command(segmentation: Path, geojson_path: Path, frame: str, level: int | None, mpp: float | None,
+            simplify_um: float, min_area_um2: float, class_names: tuple[str, ...], object_type: str,
+            split_regions: bool, split_size: int, block_size: int, check_validity: bool) -> None:
     """Export the class regions of SEGMENTATION (an OME-Zarr written by `wsiseg segment`) as GeoJSON
     that QuPath imports (File > Import objects, or drag and drop)."""
     result = export_geojson(
         segmentation, geojson_path, level=level, mpp=mpp, simplify_um=simplify_um, min_area_um2=min_area_um2,
         classes=_class_names(class_names), object_type=ObjectType(object_type), split_regions=split_regions,
-        block_size=block_size, check_validity=check_validity,
+        block_size=block_size, check_validity=check_validity, frame=CoordinateFrame(frame),
+        split_size=split_size,
     )
     per_class = ", ".join(f"{name} {n}" for name, n in result.regions_per_class.items())
+    ox, oy = result.origin
+    where = (f"{result.frame.value} frame (OpenSlide level 0 minus ({ox}, {oy}))" if (ox, oy) != (0, 0)
+             else f"{result.frame.value} frame (= OpenSlide level 0)")
+    notes = [f"{result.n_clipped} clipped to the slide" if result.n_clipped else "",
+             f"{result.n_split} region pieces cut at {result.split_size} px tiles" if result.n_split else "",
+             f"{result.n_repaired} geometries repaired" if result.n_repaired else ""]
     click.echo(
         f"wrote {result.path}: {result.n_features} features, {result.n_regions} regions ({per_class}), "
         f"{result.n_vertices} vertices, {result.n_bytes / 1e6:.2f} MB from level {result.level} "
-        f"({result.mpp:.4g} um/px) in {result.seconds:.1f} s"
-        + (f"; {result.n_repaired} geometries repaired" if result.n_repaired else "")
+        f"({result.mpp:.4g} um/px) in {result.seconds:.1f} s; coordinates in the {where}"
+        + "".join(f"; {n}" for n in notes if n)
     )

@@ -3,23 +3,29 @@
 No torch here. Public API:
 
 - :func:`export_geojson` / :class:`ExportResult` / :class:`ObjectType`: label pyramid of a wsiseg
-  OME-Zarr -> GeoJSON FeatureCollection in slide level-0 pixels (``wsiseg export``, ``segment --geojson``).
+  OME-Zarr -> GeoJSON FeatureCollection in slide level-0 pixels of a :class:`CoordinateFrame` (QuPath's
+  by default), clipped to the slide (``wsiseg export``, ``segment --geojson``).
 - :func:`vectorise_labels`: the block-wise vectoriser on any ``(H, W)`` label array.
 """
 
 from wsiseg.errors import GeoJSONError
 from wsiseg.export._source import LabelSource, open_label_source
 from wsiseg.export.exporter import ExportResult, export_geojson, export_label_source
-from wsiseg.export.vectorize import DEFAULT_BLOCK_SIZE, RegionBatch, vectorise_labels
+from wsiseg.export.vectorize import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE, RegionBatch, vectorise_labels
+from wsiseg.io.frames import CoordinateFrame, SlideBounds, SlideFrame
 from wsiseg.io.geojson_write import ObjectType
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_SPLIT_SIZE",
+    "CoordinateFrame",
     "ExportResult",
     "GeoJSONError",
     "LabelSource",
     "ObjectType",
     "RegionBatch",
+    "SlideBounds",
+    "SlideFrame",
     "export_geojson",
     "export_label_source",
     "open_label_source",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import ConfigError
+from wsiseg.io.frames import SlideBounds
 
 if TYPE_CHECKING:
     from wsiseg.io.omezarr import Segmentation
@@ -36,7 +37,12 @@ class LabelSource:
     ``probabilities`` the ``(c, y, x)`` uint8 array (0..255 per class) of the same level, or ``None``.
     ``mpp_x``/``mpp_y`` are um/px of this level; ``downsample_x``/``downsample_y`` are slide level-0 pixels
     per pixel of this level (multiply level coordinates by them to get level-0 coordinates).
-    ``slide_id`` identifies the slide for stable feature ids.
+    ``slide_id`` identifies the slide and ``run_key`` the segmentation run (its ``run_id``; for outputs
+    written before run ids, its start time) for feature ids that are stable across re-exports of one
+    output and differ between two segmentations of the same slide (:attr:`identity`).
+    ``width0``/``height0``: the slide's OpenSlide level-0 size, ``bounds``: its ``openslide.bounds-*``
+    rectangle; exported geometries are clipped to the bounds, else to the slide (None: unknown, the
+    label grid is used as it is).
     """
 
     labels: BlockArray
@@ -49,6 +55,15 @@ class LabelSource:
     downsample_x: float
     downsample_y: float
     slide_id: str
+    run_key: str = ""
+    width0: int | None = None
+    height0: int | None = None
+    bounds: SlideBounds | None = None
+
+    @property
+    def identity(self) -> str:
+        """What feature ids are derived from: the slide and the run."""
+        return f"{self.slide_id}|{self.run_key}" if self.run_key else self.slide_id
 
     @property
     def height(self) -> int:
@@ -97,9 +112,20 @@ def open_label_source(zarr_path: str | Path, *, level: int | None = None,
     slide = seg.attrs.get("slide") if isinstance(seg.attrs.get("slide"), dict) else {}
     assert isinstance(slide, dict)
     slide_id = str(slide.get("sha256_head") or Path(str(slide.get("path") or seg.path)).name)
+    run_id, started = seg.attrs.get("run_id"), seg.attrs.get("started")
+    run_key = (f"run {run_id}" if isinstance(run_id, str) and run_id
+               else f"started {started}" if isinstance(started, str) and started else "")
     downsample_x, downsample_y = seg.downsample0(chosen)
     return LabelSource(
         labels=labels, probabilities=probabilities, classes=seg.classes, level=chosen, n_levels=seg.n_levels,
         mpp_x=seg.mpp[chosen], mpp_y=seg.mpp[chosen], downsample_x=downsample_x, downsample_y=downsample_y,
-        slide_id=slide_id,
+        slide_id=slide_id, run_key=run_key, width0=_size(slide.get("width0")),
+        height0=_size(slide.get("height0")), bounds=SlideBounds.from_attrs(slide.get("bounds")),
     )
+
+
+def _size(value: Any) -> int | None:
+    """A recorded level-0 size, or None when absent or not a positive whole number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(value) if value > 0 else None

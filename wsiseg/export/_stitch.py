@@ -25,9 +25,9 @@ def _signed_area(ring: np.ndarray) -> float:
     return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
 
 
-def _edges(outlines: list[Any], block_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _edges(outlines: list[Any], block_size: int, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Directed edges (start, end) ``(n, 2)`` each, int64, interior on the left; border-line segments
-    split into unit edges."""
+    (``origin + k * block_size``) split into unit edges."""
     starts, ends = [], []
     for outline in outlines:
         ring = np.asarray(outline.exterior.coords)
@@ -36,7 +36,8 @@ def _edges(outlines: list[Any], block_size: int) -> tuple[np.ndarray, np.ndarray
         ring = np.rint(ring).astype(np.int64)
         a, b = ring[:-1], ring[1:]
         vertical = a[:, 0] == b[:, 0]
-        on_border = np.where(vertical, a[:, 0] % block_size == 0, a[:, 1] % block_size == 0)
+        on_border = np.where(vertical, (a[:, 0] - origin[0]) % block_size == 0,
+                             (a[:, 1] - origin[1]) % block_size == 0)
         length = np.abs(b - a).sum(axis=1)
         split = on_border & (length > 1)
         keep = ~split
@@ -52,11 +53,11 @@ def _edges(outlines: list[Any], block_size: int) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(starts), np.concatenate(ends)
 
 
-def stitch(outlines: list[Any], block_size: int) -> Any | None:
+def stitch(outlines: list[Any], block_size: int, origin: tuple[int, int] = (0, 0)) -> Any | None:
     """The union of hole-free, non-overlapping integer polygons that share edges only on block-border
-    lines (multiples of ``block_size``), as a Polygon; None when it is not a single valid polygon (the
-    caller then falls back to a GEOS union)."""
-    start, end = _edges(outlines, block_size)
+    lines (``origin + k * block_size`` along each axis; ``origin`` = (x, y)), as a Polygon; None when it
+    is not a single valid polygon (the caller then falls back to a GEOS union)."""
+    start, end = _edges(outlines, block_size, origin)
     span = int(max(start.max(), end.max())) + 2
     lo = np.minimum(start[:, 0] * span + start[:, 1], end[:, 0] * span + end[:, 1])
     axis = (start[:, 0] == end[:, 0]).astype(np.int64)

@@ -10,14 +10,19 @@ which never reach a block border, are carried over unchanged. Memory is bounded 
 label values the width of the slide, and the regions that cross the current block-row border (a
 slide-wide region is held until its last block row: it is one polygon of the output).
 
+With ``split_size`` the map is first cut into split tiles, traced one after the other as independent
+maps (blocks start at each tile's corner; nothing is joined across tile borders). A region larger than
+a tile then comes out as one piece per tile, flagged ``split``, and memory holds at most the open
+regions of one tile: a class percolating through a 40k x 40k map no longer has to be held whole.
+
 Optional simplification (``simplify_px`` > 0) runs per block on the whole coverage of the block (all
 regions, including value 0) with :func:`shapely.coverage_simplify` and the block outline kept fixed, so
 neighbouring regions keep identical shared edges (no gaps, no overlaps) and pieces still join exactly at
 block borders. Its tolerance is that of coverage simplification (Visvalingam-Whyatt): roughly the square
 root of the area of the triangles removed, in pixels of the traced level.
 
-All coordinates here are pixels of the traced level; :mod:`wsiseg.io.geojson_write` scales them to
-slide level 0.
+All coordinates here are pixels of the traced level; :mod:`wsiseg.export.exporter` scales, shifts and
+clips them to the chosen frame of slide level 0 (``coverage`` tells which pixels lie inside).
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from wsiseg.export._stitch import stitch
 
 #: Default block side in pixels of the traced level.
 DEFAULT_BLOCK_SIZE = 2048
+#: Default side of the split tiles of ``export_geojson`` in pixels of the traced level: larger regions
+#: are written as one piece per tile (16 mm at the usual 2 um/px output), which bounds export memory.
+DEFAULT_SPLIT_SIZE = 8192
 #: Regions whose pieces have more vertices are dissolved with union_all instead of buffer(0).
 _BUFFER_MAX_VERTICES = 250_000
 
@@ -53,6 +61,10 @@ class RegionBatch:
     ``from_shapely``: True where the geometry came out of coverage simplification, which the exporter
     re-checks with ``is_valid``. Exact pixel-edge polygons are valid by construction: GDAL's, and merged
     ones whose unioned outline is checked here (their holes are GDAL's, unchanged); the tests check it.
+    ``area``: pixels of the region weighted by ``coverage`` (the part inside the exported area; equal
+    to ``pixel_count`` without coverage), and ``probability_sum`` is weighted the same way;
+    ``split``: True for a piece of a region that continues in a neighbouring split tile; ``tile``: the
+    ``(y, x)`` origin of the split tile the batch belongs to (batches come tile by tile).
     """
 
     geometries: np.ndarray
@@ -61,6 +73,16 @@ class RegionBatch:
     probability_sum: np.ndarray | None
     first_pixel: np.ndarray
     from_shapely: np.ndarray
+    area: np.ndarray
+    split: np.ndarray
+    tile: tuple[int, int] = (0, 0)
+
+    def select(self, keep: np.ndarray) -> RegionBatch:
+        """The regions where ``keep`` (a boolean mask or indices)."""
+        return RegionBatch(self.geometries[keep], self.values[keep], self.pixel_count[keep],
+                           None if self.probability_sum is None else self.probability_sum[keep],
+                           self.first_pixel[keep], self.from_shapely[keep], self.area[keep], self.split[keep],
+                           self.tile)
 
     def __len__(self) -> int:
         return len(self.geometries)
@@ -84,6 +106,8 @@ class _Group:
     pixel_count: int
     probability_sum: float
     first_key: int
+    area: float
+    split: bool
 
 
 @dataclass
@@ -94,6 +118,7 @@ class _BlockPieces:
     pixel_count: np.ndarray
     probability_sum: np.ndarray | None
     first_key: np.ndarray  # y * key_stride + x of the first pixel (global coordinates)
+    area: np.ndarray  # pixels weighted by coverage (float)
 
 
 @dataclass
@@ -136,19 +161,24 @@ def _first_keys(geometries: np.ndarray, key_stride: int) -> np.ndarray:
 
 
 def _vectorise_block(labels: np.ndarray, probabilities: np.ndarray | None, x: int, y: int,
-                     selected: np.ndarray, simplify_px: float,
-                     key_stride: int) -> tuple[np.ndarray, _BlockPieces]:
-    """Components and polygons of one block at (x, y) of the level. Returns (component ids, pieces)."""
+                     selected: np.ndarray, simplify_px: float, key_stride: int,
+                     weights: np.ndarray | None) -> tuple[np.ndarray, _BlockPieces]:
+    """Components and polygons of one block at (x, y) of the level. Returns (component ids, pieces).
+
+    ``weights``: ``(h, w)`` fraction of each pixel inside the exported area, or None (all inside)."""
     components = connected_components(labels, background=-1, connectivity=1).astype(np.int32)
     n = int(components.max())
     flat = components.ravel()
     pixel_count = np.bincount(flat, minlength=n + 1)
+    area = (pixel_count.astype(np.float64) if weights is None
+            else np.bincount(flat, weights=weights.ravel(), minlength=n + 1))
     probability_sum = None
     if probabilities is not None:
         own = np.zeros(labels.shape, dtype=np.uint8)  # each pixel's probability of its own class
         for c in range(min(probabilities.shape[0], 255)):
             np.copyto(own, probabilities[c], where=labels == c + 1)
-        probability_sum = np.bincount(flat, weights=own.ravel(), minlength=n + 1)
+        own_weighted = own.ravel() if weights is None else own.ravel() * weights.ravel()
+        probability_sum = np.bincount(flat, weights=own_weighted, minlength=n + 1)
 
     keep = selected[labels]
     mask = None if simplify_px > 0 else keep
@@ -156,7 +186,8 @@ def _vectorise_block(labels: np.ndarray, probabilities: np.ndarray | None, x: in
                                            transform=Affine.translation(x, y)))
     if not shapes:
         empty = np.empty(0, dtype=np.int64)
-        return components, _BlockPieces(empty, np.empty(0, dtype=object), empty, empty, None, empty)
+        return components, _BlockPieces(empty, np.empty(0, dtype=object), empty, empty, None, empty,
+                                        np.empty(0, dtype=np.float64))
     ids = np.fromiter((int(v) for _, v in shapes), np.int64, len(shapes))
     geometries = _polygons_from_shapes(shapes)
     if len(np.unique(ids)) != len(ids):  # GDAL split a 4-connected component (not expected): rejoin it
@@ -174,6 +205,7 @@ def _vectorise_block(labels: np.ndarray, probabilities: np.ndarray | None, x: in
     return components, _BlockPieces(
         ids=ids, geometries=geometries, values=values, pixel_count=pixel_count[ids],
         probability_sum=None if probability_sum is None else probability_sum[ids], first_key=first_key,
+        area=area[ids],
     )
 
 
@@ -186,9 +218,37 @@ def _links(ids_a: np.ndarray, values_a: np.ndarray, ids_b: np.ndarray, values_b:
     return np.unique(np.stack([ids_a[same], ids_b[same]], axis=1), axis=0)
 
 
+def coverage_fractions(edges: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Fraction inside ``[low, high]`` of each pixel along one axis, given its ``n + 1`` pixel-edge
+    positions (increasing, in any unit): ``(n,)`` floats 0..1."""
+    start, end = edges[:-1], edges[1:]
+    inside = np.minimum(end, high) - np.maximum(start, low)
+    fraction: np.ndarray = np.clip(inside / np.maximum(end - start, 1e-300), 0.0, 1.0)
+    return fraction
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """One split tile: origin and size in pixels of the level."""
+
+    y: int
+    x: int
+    height: int
+    width: int
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.height
+
+    @property
+    def right(self) -> int:
+        return self.x + self.width
+
+
 def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = None,
                      values: Sequence[int] | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
-                     simplify_px: float = 0.0) -> Iterator[RegionBatch]:
+                     simplify_px: float = 0.0, split_size: int = 0,
+                     coverage: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[RegionBatch]:
     """Yield every 4-connected region of equal non-zero label value as one polygon, in batches.
 
     ``labels``: ``(H, W)`` integer array (zarr or numpy; read in blocks); ``probabilities``: optional
@@ -196,48 +256,87 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
     ``values``: label values to trace (default: all non-zero values up to 255); ``block_size``: block
     side in pixels (the result does not depend on it without simplification); ``simplify_px``: coverage
     simplification tolerance in pixels (0 = exact pixel edges).
+
+    ``split_size`` (pixels, 0 = never): the map is traced in independent split tiles of this side,
+    row by row, each in blocks starting at its own corner, and a region that crosses a tile border is
+    yielded as one piece per tile (``RegionBatch.split``), cut along that border. Memory then holds at
+    most one tile's regions, whatever the slide size and however far a class percolates; without it a
+    slide-wide region is held whole until its last block row. Pieces do not depend on ``block_size``.
+
+    ``coverage``: ``(per column (W,), per row (H,))`` fractions 0..1 of each pixel inside the area to
+    export (e.g. the slide, which the label grid overhangs): a pixel's weight is their product. Regions
+    are measured with these weights (``RegionBatch.area``, ``probability_sum``) and pixels of weight 0
+    are not traced, so polygons reach at most into the partly covered pixels; geometries are not cut
+    here (the exporter clamps them).
     """
     if block_size < 2:
         raise ValueError("block_size must be at least 2")
+    if split_size < 0:
+        raise ValueError("split_size must be 0 (no split) or positive")
     height, width = int(labels.shape[0]), int(labels.shape[1])
+    if coverage is not None and (len(coverage[0]) != width or len(coverage[1]) != height):
+        raise ValueError("coverage must hold one fraction per column and one per row")
     selected = np.zeros(256, dtype=bool)
     selected[list(values) if values is not None else list(range(1, 256))] = True
     selected[0] = False
-    key_stride = width + 1
+    side = split_size if split_size > 0 else max(height, width, 1)
+    for ty in range(0, height, side):
+        for tx in range(0, width, side):
+            tile = _Tile(ty, tx, min(side, height - ty), min(side, width - tx))
+            yield from _vectorise_tile(labels, probabilities, tile, (height, width), selected,
+                                       min(block_size, side), simplify_px, coverage)
+
+
+def _vectorise_tile(labels: BlockArray, probabilities: BlockArray | None, tile: _Tile,
+                    shape: tuple[int, int], selected: np.ndarray, block_size: int, simplify_px: float,
+                    coverage: tuple[np.ndarray, np.ndarray] | None) -> Iterator[RegionBatch]:
+    """The regions of one split tile (see :func:`vectorise_labels`); coordinates stay global."""
+    key_stride = shape[1] + 1
     uf = _UnionFind()
     groups: dict[int, _Group] = {}
     next_id = 0
-    prev_bottom_ids = np.zeros(width, dtype=np.int64)
-    prev_bottom_values = np.zeros(width, dtype=np.int64)
+    prev_bottom_ids = np.zeros(tile.width, dtype=np.int64)
+    prev_bottom_values = np.zeros(tile.width, dtype=np.int64)
+    origin = (tile.x, tile.y)
 
-    for y in range(0, height, block_size):
-        h = min(block_size, height - y)
-        bottom_ids = np.zeros(width, dtype=np.int64)
-        bottom_values = np.zeros(width, dtype=np.int64)
+    for y in range(tile.y, tile.bottom, block_size):
+        h = min(block_size, tile.bottom - y)
+        bottom_ids = np.zeros(tile.width, dtype=np.int64)
+        bottom_values = np.zeros(tile.width, dtype=np.int64)
         left_ids = left_values = None
-        for x in range(0, width, block_size):
-            w = min(block_size, width - x)
+        for x in range(tile.x, tile.right, block_size):
+            w = min(block_size, tile.right - x)
             block = np.asarray(labels[y:y + h, x:x + w])
             if block.dtype != np.uint8:
                 block = block.astype(np.uint8)
+            weights = None
+            if coverage is not None:
+                cover_x, cover_y = coverage[0][x:x + w], coverage[1][y:y + h]
+                if (cover_x < 1).any() or (cover_y < 1).any():
+                    weights = cover_y[:, None] * cover_x[None, :]
+                    block = np.where(weights > 0, block, 0).astype(np.uint8)  # outside: not traced
             probs = None if probabilities is None else np.asarray(probabilities[:, y:y + h, x:x + w])
-            components, pieces = _vectorise_block(block, probs, x, y, selected, simplify_px, key_stride)
+            components, pieces = _vectorise_block(block, probs, x, y, selected, simplify_px, key_stride,
+                                                  weights)
             base = next_id
 
             def global_ids(edge: np.ndarray, base: int = base) -> np.ndarray:
                 return edge.astype(np.int64) + base
             next_id += int(components.max()) + 1
 
-            inner = np.zeros(int(components.max()) + 1, dtype=bool)
-            if x > 0:
+            n_local = int(components.max()) + 1
+            inner = np.zeros(n_local, dtype=bool)
+            if x > tile.x:
                 inner[components[:, 0]] = True
-            if x + w < width:
+            if x + w < tile.right:
                 inner[components[:, -1]] = True
-            if y > 0:
+            if y > tile.y:
                 inner[components[0, :]] = True
-            if y + h < height:
+            if y + h < tile.bottom:
                 inner[components[-1, :]] = True
             at_border = inner[pieces.ids]
+            crosses = _crossing(labels, block, components, n_local, x, y, tile, shape, selected)
+            split = crosses[pieces.ids]
 
             done = ~at_border
             if done.any():
@@ -247,6 +346,7 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
                     probability_sum=None if pieces.probability_sum is None else pieces.probability_sum[done],
                     first_pixel=np.stack(np.divmod(pieces.first_key[done], key_stride), axis=1),
                     from_shapely=np.full(int(done.sum()), simplify_px > 0),
+                    area=pieces.area[done], split=split[done], tile=(tile.y, tile.x),
                 )
             sums = pieces.probability_sum
             for i in np.flatnonzero(at_border):
@@ -258,27 +358,27 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
                     outlines=[shapely.Polygon(piece.exterior)], holes=list(piece.interiors), original=piece,
                     pixel_count=int(pieces.pixel_count[i]),
                     probability_sum=0.0 if sums is None else float(sums[i]),
-                    first_key=int(pieces.first_key[i]),
+                    first_key=int(pieces.first_key[i]), area=float(pieces.area[i]), split=bool(split[i]),
                 )
 
             links = []
-            if x > 0 and left_ids is not None and left_values is not None:
+            if x > tile.x and left_ids is not None and left_values is not None:
                 links.append(_links(left_ids, left_values, global_ids(components[:, 0]),
                                     block[:, 0].astype(np.int64), selected))
-            if y > 0:
-                links.append(_links(prev_bottom_ids[x:x + w], prev_bottom_values[x:x + w],
-                                    global_ids(components[0, :]),
-                                    block[0, :].astype(np.int64), selected))
+            if y > tile.y:
+                links.append(_links(prev_bottom_ids[x - tile.x:x - tile.x + w],
+                                    prev_bottom_values[x - tile.x:x - tile.x + w],
+                                    global_ids(components[0, :]), block[0, :].astype(np.int64), selected))
             for pairs in links:
                 for a, b in pairs.tolist():
                     _union(uf, groups, a, b)
 
             left_ids, left_values = global_ids(components[:, -1]), block[:, -1].astype(np.int64)
-            bottom_ids[x:x + w] = global_ids(components[-1, :])
-            bottom_values[x:x + w] = block[-1, :]
+            bottom_ids[x - tile.x:x - tile.x + w] = global_ids(components[-1, :])
+            bottom_values[x - tile.x:x - tile.x + w] = block[-1, :]
 
         # Regions that reach the bottom border of this block row may still grow; the rest are complete.
-        last_row = y + h >= height
+        last_row = y + h >= tile.bottom
         open_roots: set[int] = set()
         if not last_row:
             crossing = selected[bottom_values]
@@ -291,9 +391,33 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
             for group in done_groups:
                 for gid in group.members:
                     del uf.parent[gid]
-            yield _finish_groups(done_groups, probabilities is not None, key_stride, simplify_px > 0,
-                                 block_size)
+            batch = _finish_groups(done_groups, probabilities is not None, key_stride, simplify_px > 0,
+                                   block_size, origin)
+            batch.tile = (tile.y, tile.x)
+            yield batch
         prev_bottom_ids, prev_bottom_values = bottom_ids, bottom_values
+
+
+def _crossing(labels: BlockArray, block: np.ndarray, components: np.ndarray, n_local: int, x: int, y: int,
+              tile: _Tile, shape: tuple[int, int], selected: np.ndarray) -> np.ndarray:
+    """Per local component: does it continue into a neighbouring split tile (same selected value on the
+    other side of a tile border)? Reads the one-pixel strip beyond each tile border the block lies on."""
+    crosses = np.zeros(n_local, dtype=bool)
+    h, w = block.shape
+    height, width = shape
+    strips: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (edge values, neighbours, edge ids)
+    if x == tile.x and x > 0:
+        strips.append((block[:, 0], np.asarray(labels[y:y + h, x - 1]), components[:, 0]))
+    if x + w == tile.right and tile.right < width:
+        strips.append((block[:, -1], np.asarray(labels[y:y + h, x + w]), components[:, -1]))
+    if y == tile.y and y > 0:
+        strips.append((block[0, :], np.asarray(labels[y - 1, x:x + w]), components[0, :]))
+    if y + h == tile.bottom and tile.bottom < height:
+        strips.append((block[-1, :], np.asarray(labels[y + h, x:x + w]), components[-1, :]))
+    for edge, neighbours, ids in strips:
+        same = (edge == neighbours.astype(edge.dtype)) & selected[edge]
+        crosses[ids[same]] = True
+    return crosses
 
 
 def _union(uf: _UnionFind, groups: dict[int, _Group], a: int, b: int) -> None:
@@ -311,10 +435,12 @@ def _union(uf: _UnionFind, groups: dict[int, _Group], a: int, b: int) -> None:
     ga.pixel_count += gb.pixel_count
     ga.probability_sum += gb.probability_sum
     ga.first_key = min(ga.first_key, gb.first_key)
+    ga.area += gb.area
+    ga.split = ga.split or gb.split
     del groups[rb]
 
 
-def _dissolve(outlines: list[Any], block_size: int, simplified: bool) -> Any:
+def _dissolve(outlines: list[Any], block_size: int, simplified: bool, origin: tuple[int, int]) -> Any:
     """Union of edge-sharing, non-overlapping polygons. Exact pixel-edge outlines are stitched in numpy
     (:mod:`wsiseg.export._stitch`: linear, where GEOS places holes quadratically). Otherwise, up to
     :data:`_BUFFER_MAX_VERTICES`, GEOS buffer(0) of their collection dissolves the shared edges several
@@ -322,7 +448,7 @@ def _dissolve(outlines: list[Any], block_size: int, simplified: bool) -> Any:
     if len(outlines) == 1:
         return outlines[0]
     if not simplified:
-        stitched = stitch(outlines, block_size)
+        stitched = stitch(outlines, block_size, origin)
         if stitched is not None:
             return stitched
     array = np.array(outlines, dtype=object)
@@ -335,14 +461,14 @@ def _dissolve(outlines: list[Any], block_size: int, simplified: bool) -> Any:
     return dissolved
 
 
-def _merge(group: _Group, simplified: bool, block_size: int) -> Any:
+def _merge(group: _Group, simplified: bool, block_size: int, origin: tuple[int, int]) -> Any:
     """The region of a group: the union of its outlines (they share exact edges on block borders) with
     the pieces' holes put back. On pixel edges the collinear vertices left where pieces met are dropped
     (so the result does not depend on the block size); simplified coverages keep them, because a
     neighbour may share such a vertex and dropping it on one side only opens slivers once coordinates are
     rounded. Valid by construction (GEOS buffer output; removing a vertex inside a straight run keeps the
     point set); ``export_label_source(check_validity=True)`` verifies it."""
-    outline = _dissolve(group.outlines, block_size, simplified)
+    outline = _dissolve(group.outlines, block_size, simplified, origin)
     if not isinstance(outline, shapely.Polygon):  # not expected (pieces share edges); the general way
         holes = shapely.union_all(shapely.polygons(np.array(group.holes, dtype=object)))
         return shapely.difference(shapely.union_all(group.outlines), holes)
@@ -363,13 +489,13 @@ def _drop_collinear(ring: np.ndarray) -> np.ndarray:
 
 
 def _finish_groups(finished: list[_Group], with_probabilities: bool, key_stride: int,
-                   simplified: bool, block_size: int) -> RegionBatch:
+                   simplified: bool, block_size: int, origin: tuple[int, int]) -> RegionBatch:
     geometries = np.empty(len(finished), dtype=object)
     for i, group in enumerate(finished):
         if group.original is not None:
             geometries[i] = group.original
         else:
-            geometries[i] = _merge(group, simplified, block_size)
+            geometries[i] = _merge(group, simplified, block_size, origin)
     return RegionBatch(
         geometries=geometries,
         values=np.array([g.value for g in finished], dtype=np.int64),
@@ -379,4 +505,6 @@ def _finish_groups(finished: list[_Group], with_probabilities: bool, key_stride:
                              axis=1),
         # merged pixel-edge regions were checked in _merge (outline) and hold GDAL's holes unchanged
         from_shapely=np.full(len(finished), simplified),
+        area=np.array([g.area for g in finished], dtype=np.float64),
+        split=np.array([g.split for g in finished], dtype=bool),
     )

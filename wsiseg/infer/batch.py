@@ -183,7 +183,7 @@ def _segment_one(job: _Job, model: Predictor, progress: bool, options: SegmentOp
         from wsiseg.export import export_geojson
 
         job.geojson.parent.mkdir(parents=True, exist_ok=True)
-        export_geojson(job.out, job.geojson)
+        export_geojson(job.out, job.geojson, frame=options.geojson_frame)
     return result
 
 

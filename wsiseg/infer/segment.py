@@ -29,6 +29,7 @@ from wsiseg.infer.output import existing_attrs, prepare, preview_path
 from wsiseg.infer.pipeline import StageTimes
 from wsiseg.infer.run import Checkpointer, SegmentationRun
 from wsiseg.infer.stitch import Layout, Stitcher
+from wsiseg.io.frames import SlideFrame
 from wsiseg.io.omezarr import SegmentationWriter
 from wsiseg.predictor import Predictor
 from wsiseg.slide import Slide, TissueMask, detect_tissue, make_tile_grid, open_slide, tissue_mask_from_image
@@ -117,8 +118,7 @@ def region_to_analyse(slide: Slide, options: SegmentOptions) -> TissueMask | Non
 
         w0, h0 = slide.dimensions
         downsample = max(1.0, max(w0, h0) / float(ROI_RASTER_PX))
-        bounds = slide.bounds
-        origin = options.geojson_frame.offset(None if bounds is None else (bounds.x, bounds.y))
+        origin = SlideFrame.of(options.geojson_frame, width0=w0, height0=h0, bounds=slide.bounds).origin
         arr = geojson_to_mask(path, int(np.ceil(w0 / downsample)), int(np.ceil(h0 / downsample)), downsample,
                               origin=origin)
         return TissueMask(arr, slide.mpp[0] * downsample, slide.mpp)
@@ -129,7 +129,7 @@ def _slide_info(slide: Slide, path: Path) -> dict[str, Any]:
     w0, h0 = slide.dimensions
     info: dict[str, Any] = {"name": path.name, "path": str(path.resolve()), "width0": w0, "height0": h0,
                             "mpp": list(slide.mpp), "vendor": slide.vendor,
-                            "bounds": None if slide.bounds is None else slide.bounds.to_dict()}
+                            "bounds": None if slide.bounds is None else slide.bounds.as_dict()}
     try:
         info["sha256_head"] = sha256_head(path) if path.is_file() else None
     except OSError as exc:

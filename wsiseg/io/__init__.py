@@ -4,6 +4,7 @@
   reader.
 - :mod:`wsiseg.io.geojson_read`: GeoJSON in (QuPath annotations -> regions, masks, label maps).
 - :mod:`wsiseg.io.geojson_write`: GeoJSON out (regions -> QuPath-ready features, streamed).
+- :mod:`wsiseg.io.frames`: slide coordinate frames (OpenSlide level 0, QuPath's bounds-cropped one).
 - :mod:`wsiseg.io.atomic`: files that appear whole or not at all.
 
 Import the submodule you need: this face imports nothing, so ``import wsiseg.io.atomic`` does not load

@@ -5,11 +5,10 @@ Frames: ``x0, y0`` are level-0 pixels, ``x_t, y_t, width_t`` pixels at the targe
 """
 
 from wsiseg.slide.grid import Tile, TileGrid, make_tile_grid
-from wsiseg.slide.reader import Bounds, Slide, open_slide
+from wsiseg.slide.reader import Slide, open_slide
 from wsiseg.slide.tissue import TissueMask, detect_tissue, tissue_mask_from_image
 
 __all__ = [
-    "Bounds",
     "Slide",
     "Tile",
     "TileGrid",

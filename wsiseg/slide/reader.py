@@ -7,7 +7,6 @@ Frames: ``x0, y0`` are level-0 pixels; ``width_t, height_t`` are pixels at the t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from wsiseg.errors import MissingMppError, SlideError
+from wsiseg.io.frames import SlideBounds
 from wsiseg.slide._backends import (
     PLAIN_IMAGE_SUFFIXES,
     _Backend,
@@ -39,19 +39,6 @@ def _copy_into(out: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """``pixels`` copied into ``out`` (same shape); returns ``out``."""
     out[...] = pixels
     return out
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """A rectangle of level 0: top-left ``(x, y)`` and size, in level-0 pixels."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {"x": self.x, "y": self.y, "width": self.width, "height": self.height}
 
 
 class Slide:
@@ -105,7 +92,7 @@ class Slide:
         return dict(self._backend.properties)
 
     @property
-    def bounds(self) -> Bounds | None:
+    def bounds(self) -> SlideBounds | None:
         """The rectangle of level 0 that holds image data, when the format records one (OpenSlide's
         ``openslide.bounds-x/-y/-width/-height``: MIRAX, some Hamamatsu and 3DHistech files), else None.
         QuPath shows such slides cropped to it, so its pixel coordinates are level 0 minus ``(x, y)``."""
@@ -116,7 +103,7 @@ class Slide:
             return None
         if values[2] <= 0 or values[3] <= 0:
             return None
-        return Bounds(*values)
+        return SlideBounds(*values)
 
     @property
     def associated_images(self) -> list[str]:
@@ -271,7 +258,7 @@ class Slide:
                     zip(self.level_dimensions, self.level_downsamples, strict=True))
             ],
             "associated_images": self.associated_images,
-            "bounds": None if self.bounds is None else self.bounds.to_dict(),
+            "bounds": None if self.bounds is None else self.bounds.as_dict(),
         }
 
 
