@@ -52,6 +52,15 @@ def glas_dir(shared_data: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def glas_full(shared_data: Path) -> Path:
+    """``glas-full/`` with ``train/`` (85 GlaS training pairs) and ``testA/`` (60 Test A pairs)."""
+    path = shared_data / "glas-full"
+    if not all((path / split / "images").is_dir() for split in ("train", "testA")):
+        pytest.skip(f"{path}/train or {path}/testA not found")
+    return path
+
+
 class Planted:
     """A pickle payload: unpickling it calls ``open(marker, "w")``, creating the marker file (tests that no
     reader of wsiseg ever runs code from a file)."""
