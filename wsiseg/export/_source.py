@@ -10,23 +10,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import ConfigError
+from wsiseg.io.arrays import LevelArray
 from wsiseg.io.frames import SlideBounds
 
 if TYPE_CHECKING:
     from wsiseg.io.omezarr import Segmentation
-
-
-class BlockArray(Protocol):
-    """The part of a zarr/numpy array used here: a shape and numpy slicing."""
-
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-
-    def __getitem__(self, key: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -45,8 +37,8 @@ class LabelSource:
     label grid is used as it is).
     """
 
-    labels: BlockArray
-    probabilities: BlockArray | None
+    labels: LevelArray
+    probabilities: LevelArray | None
     classes: ClassList
     level: int
     n_levels: int

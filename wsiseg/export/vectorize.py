@@ -38,8 +38,8 @@ import shapely
 from affine import Affine
 from skimage.measure import label as connected_components
 
-from wsiseg.export._source import BlockArray
 from wsiseg.export._stitch import stitch
+from wsiseg.io.arrays import LevelArray
 
 #: Default block side in pixels of the traced level.
 DEFAULT_BLOCK_SIZE = 2048
@@ -245,7 +245,7 @@ class _Tile:
         return self.x + self.width
 
 
-def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = None,
+def vectorise_labels(labels: LevelArray, *, probabilities: LevelArray | None = None,
                      values: Sequence[int] | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
                      simplify_px: float = 0.0, split_size: int = 0,
                      coverage: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[RegionBatch]:
@@ -287,7 +287,7 @@ def vectorise_labels(labels: BlockArray, *, probabilities: BlockArray | None = N
                                        min(block_size, side), simplify_px, coverage)
 
 
-def _vectorise_tile(labels: BlockArray, probabilities: BlockArray | None, tile: _Tile,
+def _vectorise_tile(labels: LevelArray, probabilities: LevelArray | None, tile: _Tile,
                     shape: tuple[int, int], selected: np.ndarray, block_size: int, simplify_px: float,
                     coverage: tuple[np.ndarray, np.ndarray] | None) -> Iterator[RegionBatch]:
     """The regions of one split tile (see :func:`vectorise_labels`); coordinates stay global."""
@@ -398,7 +398,7 @@ def _vectorise_tile(labels: BlockArray, probabilities: BlockArray | None, tile: 
         prev_bottom_ids, prev_bottom_values = bottom_ids, bottom_values
 
 
-def _crossing(labels: BlockArray, block: np.ndarray, components: np.ndarray, n_local: int, x: int, y: int,
+def _crossing(labels: LevelArray, block: np.ndarray, components: np.ndarray, n_local: int, x: int, y: int,
               tile: _Tile, shape: tuple[int, int], selected: np.ndarray) -> np.ndarray:
     """Per local component: does it continue into a neighbouring split tile (same selected value on the
     other side of a tile border)? Reads the one-pixel strip beyond each tile border the block lies on."""

@@ -6,6 +6,7 @@
 - :mod:`wsiseg.io.geojson_write`: GeoJSON out (regions -> QuPath-ready features, streamed).
 - :mod:`wsiseg.io.frames`: slide coordinate frames (OpenSlide level 0, QuPath's bounds-cropped one).
 - :mod:`wsiseg.io.atomic`: files that appear whole or not at all.
+- :mod:`wsiseg.io.arrays`: ``LevelArray``, the array interface the reader hands out and the exporter reads.
 
 Import the submodule you need: this face imports nothing, so ``import wsiseg.io.atomic`` does not load
 zarr, and ``wsiseg.export``/``wsiseg.slide`` load zarr only when they open a segmentation.

@@ -23,7 +23,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import numcodecs
 import numpy as np
@@ -31,6 +31,7 @@ import zarr
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import OutputError
+from wsiseg.io.arrays import LevelArray
 from wsiseg.io.atomic import write_bytes
 
 #: Coarsest levels stop once the whole image fits in this many pixels per side.
@@ -373,16 +374,6 @@ class SegmentationWriter:
 
 
 # -- reader ------------------------------------------------------------------------------------------
-
-
-class LevelArray(Protocol):
-    """One lazily read pyramid level (a zarr array): its shape and numpy-style slicing."""
-
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-
-    def __getitem__(self, key: Any) -> Any: ...
-
 
 
 @dataclass(frozen=True)
