@@ -67,6 +67,19 @@ def test_variants_build_and_forward(variant: Variant, channels: int) -> None:
     torch.testing.assert_close(single[0], logits[1], rtol=1e-4, atol=1e-4)
 
 
+def test_mini_preset_is_the_deeper_cpu_training_model() -> None:
+    """``mini`` (glas-cpu.yaml's model): 4-block encoders, 96 + 64 channels into R, the tiny preset's
+    decoder; 256-px input gives a 16 x 16 token grid and 64 x 64 logits."""
+    model = SamPath(ModelConfig.from_preset("mini", 2, train_encoders=True))
+    assert model.input_size == 256 and model.feature_channels == 96 + 64
+    assert model.sam_encoder is not None and model.pathology_encoder is not None
+    assert len(model.sam_encoder.blocks) == 4 and len(model.pathology_encoder.blocks) == 4
+    assert n_params(model.mask_decoder) == n_params(tiny(k=2).mask_decoder)
+    with torch.no_grad():
+        logits, iou = model(torch.randn(1, 3, 256, 256))
+    assert logits.shape == (1, 3, 64, 64) and iou.shape == (1, 3)
+
+
 def test_encode_concatenates_fs_then_fp() -> None:
     model = tiny()
     x = torch.randn(1, 3, 128, 128)
