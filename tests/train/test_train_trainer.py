@@ -104,7 +104,7 @@ def test_recipes_load_with_the_paper_hyper_parameters() -> None:
     assert (crag.epochs, crag.batch_size, crag.alpha, crag.beta, crag.amp.value) == (3, 6, 0.125, 0.0, "off")
     assert (crag.whole_image, crag.patch_size, crag.input_size) == (True, 1536, 1024)
     glas = TrainConfig.from_file(REPO / "pipelines" / "glas-cpu.yaml")
-    assert Path(glas.class_map or "").is_file() and glas.preset == "tiny"
+    assert Path(glas.class_map or "").is_file() and glas.preset == "mini"
 
 
 def test_config_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
