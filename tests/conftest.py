@@ -52,6 +52,25 @@ def glas_dir(shared_data: Path) -> Path:
     return path
 
 
+#: ``folder_subset(src, names, dst)``: see :func:`folder_subset`
+FolderSubset = Callable[[Path, list[str], Path], Path]
+
+
+@pytest.fixture
+def folder_subset() -> FolderSubset:
+    """Makes a folder data set ``dst`` of the image/label pairs ``names`` of the folder data set ``src``
+    (``images/`` and ``labels/``; symlinks, nothing copied) and returns ``dst``."""
+
+    def make(src: Path, names: list[str], dst: Path) -> Path:
+        for sub in ("images", "labels"):
+            (dst / sub).mkdir(parents=True)
+            for name in names:
+                (dst / sub / name).symlink_to(src / sub / name)
+        return dst
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def glas_full(shared_data: Path) -> Path:
     """``glas-full/`` with ``train/`` (85 GlaS training pairs) and ``testA/`` (60 Test A pairs)."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import FolderSubset
 from wsiseg.model import load_model, read_checkpoint
 from wsiseg.train.config import TrainConfig
 from wsiseg.train.datasets import build_dataset
@@ -37,18 +38,10 @@ def test_tiny_model_learns_synthetic_patches_from_the_cache(synthetic_folder: Pa
     assert report.scores.micro_dice > 0.9
 
 
-def _subset(src: Path, names: list[str], dst: Path) -> Path:
-    """A folder data set of the image/label pairs ``names`` of ``src`` (symlinks, nothing copied)."""
-    for sub in ("images", "labels"):
-        (dst / sub).mkdir(parents=True)
-        for name in names:
-            (dst / sub / name).symlink_to(src / sub / name)
-    return dst
-
-
 @pytest.mark.slow
 @pytest.mark.shared
-def test_glas_recipe_learns_glands_on_unseen_test_a(glas_full: Path, tmp_path: Path) -> None:
+def test_glas_recipe_learns_glands_on_unseen_test_a(glas_full: Path, tmp_path: Path,
+                                                    folder_subset: FolderSubset) -> None:
     """The GlaS CPU recipe (pipelines/glas-cpu.yaml, shortened to CI's budget: 24 training images, 6 epochs,
     the tiny preset instead of the recipe's mini, ~1.5x cheaper per step) segments 20 unseen Test A images
     clearly better than predicting "all gland" or "all background" (micro Dice), and finds the glands (gland
@@ -62,8 +55,8 @@ def test_glas_recipe_learns_glands_on_unseen_test_a(glas_full: Path, tmp_path: P
                 class_map=REPO / "pipelines" / "glas-classes.yaml")
     train_names = [f"train_{i}.png" for i in range(1, 25)]
     test_names = [f"testA_{i}.png" for i in range(41, 61)]
-    train_dir = _subset(glas_full / "train", train_names, tmp_path / "train")
-    test_dir = _subset(glas_full / "testA", test_names, tmp_path / "test")
+    train_dir = folder_subset(glas_full / "train", train_names, tmp_path / "train")
+    test_dir = folder_subset(glas_full / "testA", test_names, tmp_path / "test")
     train = build_dataset("folder", train_dir, "all", **opts)
     test = build_dataset("folder", test_dir, "all", **opts)
     assert (len(train.groups), len(test.groups)) == (24, 20)
