@@ -97,6 +97,7 @@ def test_compare_rejects_other_files(tmp_path: Path, capsys: pytest.CaptureFixtu
     (["--method", "sam-points", "--model", "m.wsiseg"], "--model is a SAM-Path checkpoint"),
     (["--method", "sam-points", "--points-per-side", "4"], "--points-per-side is for --method sam-every"),
     (["--method", "sam-points"], "needs its official weights: pass --sam-checkpoint sam_vit_b_01ec64.pth"),
+    (["--method", "sam-everything", "--per-image"], "--per-image is for --method sampath"),
 ])
 def test_misuse_gives_one_line_errors(args: list[str], message: str, crag_like: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -143,6 +143,13 @@ def test_cli_train_then_evaluate(tiny_folder: Path, tmp_path: Path,
     assert rep["images"] == 6 and rep["labelled_pixels"] == 6 * 64 * 64
     assert sum(map(sum, rep["confusion_matrix"]["counts"])) == 6 * 64 * 64
     assert len(list((tmp_path / "pred").glob("*.png"))) == 6
+    # 48-px patches overlap (starts 0 and 16): per patch 6 x 4 x 48^2 pixels count, per image 6 x 64^2
+    for scoring, pixels in (("--per-patch", 6 * 4 * 48 * 48), ("--per-image", 6 * 64 * 64)):
+        main(["evaluate", "--model", str(out / "best.wsiseg"), "--dataset", "folder", "--patch-size", "48",
+              "--data-dir", str(tiny_folder), "--split", "all", "--device", "cpu", "--json", str(report),
+              "--quiet", scoring])
+        assert json.loads(report.read_text())["labelled_pixels"] == pixels
+    assert "each image pixel counted once" in capsys.readouterr().out
     # a model with 2 classes cannot be scored against a 3-class data set
     three = tmp_path / "three"
     three.mkdir()

@@ -40,6 +40,11 @@ _DATA_KEYS = ("class_map", "mapping", "split_file", "source_mpp", "val_fraction"
 @click.option("--whole-image/--patches", default=None,
               help="crag: whole images resized to the model's tile size (the paper's set-up) or patches "
                    "[default: as the model was trained].")
+@click.option("--per-image/--per-patch", default=False, show_default=True,
+              help="sampath on patch data sets: predict all patches of each image, average their class "
+                   "probabilities where they overlap and count every image pixel once (the whole-image "
+                   "figure usual for GlaS); --per-patch scores each patch on its own, so pixels in the "
+                   "overlap of two patches count twice (the reference code's way, for BCSS).")
 @click.option("--paper-convention", type=click.Choice(["bcss", "crag"]),
               help="How the paper's numbers are computed: crag leaves background out (gland Dice, gland "
                    "recall as 'IoU') [default: crag for --dataset crag, else bcss].")
@@ -66,7 +71,7 @@ _DATA_KEYS = ("class_map", "mapping", "split_file", "source_mpp", "val_fraction"
 @click.option("--hipt-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="HIPT weights a slim checkpoint needs [default: the registered file].")
 @click.option("--save-predictions", type=click.Path(file_okay=False, path_type=Path),
-              help="Write one colour PNG per patch here.")
+              help="Write one colour PNG per patch (per image with --per-image) here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report as JSON here.")
 @click.option("--quiet", is_flag=True)
@@ -106,7 +111,7 @@ def _sampath(method: str, dataset: str, data_dir: Path, split: str, options: dic
     from wsiseg.model import load_model
     from wsiseg.registry import resolve_model
     from wsiseg.train.datasets import build_dataset
-    from wsiseg.train.evaluate import evaluate
+    from wsiseg.train.evaluate import Scoring, evaluate
     from wsiseg.train.metrics import PaperConvention
 
     model = resolve_model(flags["model_spec"], sam_checkpoint=flags["sam_checkpoint"],
@@ -123,7 +128,8 @@ def _sampath(method: str, dataset: str, data_dir: Path, split: str, options: dic
     convention = flags["paper_convention"]
     report = evaluate(predictor, data, batch_size=flags["batch_size"],
                       save_predictions=flags["save_predictions"], split=split, progress=not flags["quiet"],
-                      paper=PaperConvention(convention) if convention else None)
+                      paper=PaperConvention(convention) if convention else None,
+                      scoring=Scoring.IMAGES if flags["per_image"] else Scoring.PATCHES)
     click.echo(report.format())
     return report
 
@@ -131,6 +137,8 @@ def _sampath(method: str, dataset: str, data_dir: Path, split: str, options: dic
 def _vanilla_sam(method: str, dataset: str, data_dir: Path, split: str, options: dict[str, Any],
                  flags: dict[str, Any]) -> Any:
     """``--method sam-points|sam-everything``: vanilla SAM scored by the same evaluation as SAM-Path."""
+    if flags["per_image"]:
+        raise ConfigError(f"--per-image is for --method sampath; {method} prompts and scores each patch")
     if flags["model_spec"] is not None:
         raise ConfigError(f"--model is a SAM-Path checkpoint; {method} uses vanilla SAM: give its official "
                           "weights with --sam-checkpoint")

@@ -7,25 +7,55 @@ patches; time is measured per image (model prediction only, excluding file readi
 :func:`evaluate_with` is the one loop over a data set (reading, scoring, timing, the report); the
 prediction step is pluggable, so SAM-Path (:func:`evaluate`) and the vanilla-SAM baselines
 (:mod:`wsiseg.baselines`) are scored by the same code.
+
+Two ways of counting (:class:`Scoring`): ``PATCHES`` scores every patch on its own, so where the patches of
+an image overlap, those pixels count once per patch (as the reference code scores BCSS's overlapping
+patch files); ``IMAGES`` predicts all patches of a source file, averages their class probabilities where
+they overlap and scores the file's pixels once each (the whole-image Dice usual for GlaS-style data).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from wsiseg.errors import ClassMismatchError, OutputError
+from wsiseg.classes import ClassList
+from wsiseg.errors import ClassMismatchError, ConfigError, DatasetError, OutputError
 from wsiseg.model import Predictor
 from wsiseg.train.datasets import PatchDataset
 from wsiseg.train.metrics import ConfusionMatrix, PaperConvention, PaperScores, SegmentationScores
+
+
+class Scoring(str, enum.Enum):
+    """How pixels are counted: once per patch that holds them, or once per source image (module docstring)."""
+
+    PATCHES = "patches"
+    IMAGES = "images"
+
+
+class ScoredSamples(Protocol):
+    """What :func:`evaluate_with` reads of a data set: ``(image uint8 (H, W, 3), labels uint8 (H, W))``
+    samples of one size per batch (a :class:`PatchDataset`'s patches, or whole source files one at a time)."""
+
+    name: str
+    classes: ClassList
+    patch_size: int
+    mpp: float | None
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def sample_id(self, index: int) -> str: ...
 
 
 @dataclass
@@ -65,8 +95,10 @@ class EvaluationReport:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
     def format(self) -> str:
+        per_image = self.dataset.get("scoring") == Scoring.IMAGES.value
         head = (f"{self.images} images, {self.seconds_per_image:.3f} s/image "
-                f"({self.dataset.get('name', '?')}, split {self.dataset.get('split', '?')})")
+                f"({self.dataset.get('name', '?')}, split {self.dataset.get('split', '?')}"
+                f"{', each image pixel counted once' if per_image else ''})")
         text = head + "\n" + self.scores.format_table()
         if self.paper is not None:
             p = self.paper
@@ -91,32 +123,108 @@ def paper_convention(dataset_name: str) -> PaperConvention:
 
 def evaluate(predictor: Predictor, dataset: PatchDataset, *, batch_size: int = 4,
              save_predictions: Path | str | None = None, split: str = "", progress: bool = True,
-             paper: PaperConvention | None = None) -> EvaluationReport:
+             paper: PaperConvention | None = None, scoring: Scoring = Scoring.PATCHES) -> EvaluationReport:
     """Predict every patch of ``dataset`` with ``predictor`` and score it against the labels.
 
-    ``save_predictions``: a folder receiving one colour PNG per patch (class colours of the class list).
-    ``paper``: the convention of the paper's numbers (default: :func:`paper_convention` of the data set).
-    Raises :class:`ClassMismatchError` when the model and the data set have different class counts.
+    ``scoring``: count pixels per patch or per source image (:class:`Scoring`; a whole-image data set
+    has one sample per image already and takes only ``PATCHES``). ``save_predictions``: a folder
+    receiving one colour PNG per scored sample (class colours of the class list). ``paper``: the
+    convention of the paper's numbers (default: :func:`paper_convention` of the data set). Raises
+    :class:`ClassMismatchError` when the model and the data set have different class counts.
     """
     model = f"the model ({', '.join(predictor.classes.names)}), for the {dataset.name} data set,"
     dataset.classes.require_count(len(predictor.classes), model)
+    scoring = Scoring(scoring)
+    if scoring is Scoring.IMAGES:
+        return _evaluate_images(predictor, dataset, batch_size=batch_size, save_predictions=save_predictions,
+                                split=split, progress=progress, paper=paper)
 
     def predict_labels(tiles: np.ndarray, labels: np.ndarray, indices: list[int]) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
         pred = predictor.predict(tiles).argmax(axis=1).astype(np.uint8)
         return pred, time.perf_counter() - t0
 
-    return evaluate_with(predict_labels, dataset, model=predictor.provenance(), batch_size=batch_size,
-                         save_predictions=save_predictions, split=split, progress=progress, paper=paper)
+    report = evaluate_with(predict_labels, dataset, model=predictor.provenance(), batch_size=batch_size,
+                           save_predictions=save_predictions, split=split, progress=progress, paper=paper)
+    report.dataset["scoring"] = scoring.value
+    return report
 
 
-def evaluate_with(predict_labels: BatchLabeller, dataset: PatchDataset, *, model: dict[str, Any],
+class _SourceFiles:
+    """The source files of a patch data set as samples: ``(image (H, W, 3), labels (H, W))`` each, at the
+    data set's resolution; :attr:`members` lists the patches cut from each."""
+
+    def __init__(self, data: PatchDataset) -> None:
+        self.data = data
+        self.members = data.files()
+        self.name, self.classes = data.name, data.classes
+        self.patch_size, self.mpp = data.patch_size, data.mpp
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.data.source(self.members[index][0])
+
+    def sample_id(self, index: int) -> str:
+        return self.data.patches[self.members[index][0]].image_path.stem
+
+
+def _evaluate_images(predictor: Predictor, dataset: PatchDataset, *, batch_size: int,
+                     save_predictions: Path | str | None, split: str, progress: bool,
+                     paper: PaperConvention | None) -> EvaluationReport:
+    """:func:`evaluate` with :attr:`Scoring.IMAGES`: one prediction per source file, from its patches."""
+    if dataset.whole_image:
+        raise ConfigError("per-image scoring is for data sets cut into patches; this one already has one "
+                          "sample per image (--whole-image)")
+    files = _SourceFiles(dataset)
+
+    def predict_file(images: np.ndarray, labels: np.ndarray, indices: list[int]) -> tuple[np.ndarray, float]:
+        probs, spent = stitched_probs(predictor, dataset, files.members[indices[0]],
+                                      (int(labels.shape[1]), int(labels.shape[2])),
+                                      batch_size)
+        return probs.argmax(axis=0)[None].astype(np.uint8), spent
+
+    report = evaluate_with(predict_file, files, model=predictor.provenance(), batch_size=1,
+                           save_predictions=save_predictions, split=split, progress=progress, paper=paper)
+    report.dataset.update(scoring=Scoring.IMAGES.value, images=len(files), patches=len(dataset))
+    return report
+
+
+def stitched_probs(predictor: Predictor, dataset: PatchDataset, members: list[int], size: tuple[int, int],
+                   batch_size: int) -> tuple[np.ndarray, float]:
+    """Class probabilities ``(k, H, W)`` float32 of one source file of ``size = (H, W)`` pixels at the data
+    set's resolution: each pixel's mean over the patches ``members`` (indices into ``dataset``, all cut
+    from that file) that cover it; with the model's seconds spent. Padding beyond the file is dropped."""
+    h, w = size
+    p = dataset.patch_size
+    total = np.zeros((len(predictor.classes), h, w), dtype=np.float32)
+    hits = np.zeros((h, w), dtype=np.float32)
+    spent = 0.0
+    for start in range(0, len(members), batch_size):
+        chunk = members[start:start + batch_size]
+        tiles = np.stack([dataset[i][0] for i in chunk])
+        t0 = time.perf_counter()
+        probs = predictor.predict(tiles)
+        spent += time.perf_counter() - t0
+        for i, prob in zip(chunk, probs, strict=True):
+            ref = dataset.patches[i]
+            ph, pw = min(p, h - ref.y_t), min(p, w - ref.x_t)
+            total[:, ref.y_t:ref.y_t + ph, ref.x_t:ref.x_t + pw] += prob[:, :ph, :pw]
+            hits[ref.y_t:ref.y_t + ph, ref.x_t:ref.x_t + pw] += 1.0
+    if not hits.all():
+        path = dataset.patches[members[0]].image_path
+        raise DatasetError(f"per-image scoring needs every patch of {path.name}; this split holds only some")
+    return total / hits, spent
+
+
+def evaluate_with(predict_labels: BatchLabeller, dataset: ScoredSamples, *, model: dict[str, Any],
                   batch_size: int = 4, save_predictions: Path | str | None = None, split: str = "",
                   progress: bool = True, paper: PaperConvention | None = None) -> EvaluationReport:
-    """Score ``predict_labels`` (see :data:`BatchLabeller`) on every patch of ``dataset``.
+    """Score ``predict_labels`` (see :data:`BatchLabeller`) on every sample of ``dataset``.
 
     ``model``: the provenance recorded in the report. ``save_predictions``: a folder receiving one colour
-    PNG per patch (class colours of the class list). Seconds per image = the sum of the seconds
+    PNG per sample (class colours of the class list). Seconds per image = the sum of the seconds
     ``predict_labels`` reports over the number of patches. ``paper``: as :func:`evaluate` (the crag
     convention needs two classes, background first).
     """

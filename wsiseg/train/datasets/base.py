@@ -254,6 +254,13 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
     def sample_id(self, index: int) -> str:
         return self.patches[index].sample_id
 
+    def files(self) -> list[list[int]]:
+        """The indices of the patches cut from each source file, files in order of first appearance."""
+        by_file: dict[Path, list[int]] = {}
+        for i, ref in enumerate(self.patches):
+            by_file.setdefault(ref.image_path, []).append(i)
+        return list(by_file.values())
+
     @property
     def groups(self) -> list[str]:
         """The distinct source files (ROIs/images) in this data set, sorted."""
