@@ -105,6 +105,7 @@ def test_recipes_load_with_the_paper_hyper_parameters() -> None:
     assert (crag.whole_image, crag.patch_size, crag.input_size) == (True, 1536, 1024)
     glas = TrainConfig.from_file(REPO / "pipelines" / "glas-cpu.yaml")
     assert Path(glas.class_map or "").is_file() and glas.preset == "mini"
+    assert (glas.epochs, glas.milestones, glas.mpp, glas.input_size) == (28, [22.0], 1.24, 256)
 
 
 def test_config_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
