@@ -12,7 +12,7 @@ from PIL import Image
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import ConfigError, DatasetError
-from wsiseg.train.datasets import build_dataset
+from wsiseg.train.datasets import PatchDataset, build_dataset
 from wsiseg.train.evaluate import Scoring, evaluate, stitched_probs
 
 P = 16  # patch side (pixels)
@@ -63,6 +63,11 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
+def _members(data: PatchDataset, name: str) -> list[int]:
+    """The patch indices of source file ``name`` (looked up by name, not by list position)."""
+    return next(m for m in data.files() if data.patches[m[0]].image_path.stem == name)
+
+
 def _masks(root: Path) -> dict[str, np.ndarray]:
     return {name: np.asarray(Image.open(root / "masks" / f"{name}.png")) // 255 for name in SIZES}
 
@@ -88,7 +93,7 @@ def test_overlapping_patches_are_averaged(folder: Path) -> None:
     """Each pixel's probability is the mean over the patches covering it: with the ramp model, column X
     covered by patches starting at s gets mean((X - s) / 15) over those s."""
     data = build_dataset("folder", folder, "all", patch_size=P)
-    members = data.files()[data.groups.index("wide")]
+    members = _members(data, "wide")
     probs, _ = stitched_probs(RampModel(data.classes), data, members, (30, 40), batch_size=4)
     starts = [0, 12, 24]  # patch_starts(40, 16), by hand
     expected = np.array([np.mean([(x - s) / 15 for s in starts if s <= x < s + P]) for x in range(40)])
@@ -114,6 +119,6 @@ def test_per_image_scoring_refuses_whole_image_sets_and_partial_files(folder: Pa
     whole.whole_image = True  # as CRAG's --whole-image builds it: one resized sample per file
     with pytest.raises(ConfigError, match="one sample per image"):
         evaluate(ConstantModel(data.classes), whole, progress=False, scoring=Scoring.IMAGES)
-    members = data.files()[data.groups.index("wide")]
+    members = _members(data, "wide")
     with pytest.raises(DatasetError, match=r"every patch of wide\.png"):
         stitched_probs(ConstantModel(data.classes), data, members[:-1], (30, 40), batch_size=4)
