@@ -4,13 +4,15 @@ Writes a synthetic wsiseg OME-Zarr segmentation (default 20480 x 20480 labels, t
 "not analysed", regions ~10-60 px across, so tens of thousands of regions; ``--pattern tissue`` makes
 classes percolate into slide-wide regions with many holes) chunk by chunk (the benchmark itself stays
 small at any size), then runs ``export_geojson`` in a fresh child process and reports its wall time,
-regions/s, label MB/s (1 byte per label pixel), output MB/s and the child's peak RSS (ru_maxrss).
+regions/s, label MB/s (1 byte per label pixel), output MB/s, the files written (an export larger than
+``--max-file-mb`` continues in further files) and the child's peak RSS (ru_maxrss).
 The synthetic slide is 3 level-0 pixels smaller than the label grid covers, so the export clips.
 Memory stays bounded by the block and split-tile sizes, not the slide: give several sizes, e.g.
 ``--size 20480 40960 --pattern tissue`` (each its own map and child process, one after the other).
 
     .venv/bin/python benchmarks/bench_export.py [--size 20480 ...] [--pattern islands|tissue]
         [--block-size 2048] [--split-size 8192] [--split-regions] [--simplify UM] [--gz]
+        [--max-parts 10000] [--max-file-mb 100]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import zarr
 from scipy import ndimage
 
 from wsiseg.classes import ClassList
-from wsiseg.export import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE
+from wsiseg.export import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_BYTES, DEFAULT_MAX_PARTS, DEFAULT_SPLIT_SIZE
 
 CLASSES = ClassList.from_names(["stroma", "tumour", "necrosis"])
 MPP = 0.5
@@ -96,7 +98,8 @@ def _export_child(zarr_path: str, out: str, kwargs: dict[str, Any], queue: Any) 
     queue.put({"n_regions": result.n_regions, "n_features": result.n_features,
                "n_vertices": result.n_vertices, "n_bytes": result.n_bytes,
                "seconds": result.seconds, "n_repaired": result.n_repaired, "n_clipped": result.n_clipped,
-               "n_split": result.n_split,
+               "n_split": result.n_split, "n_files": len(result.paths),
+               "largest_file_mb": max(p.stat().st_size for p in result.paths) / 1e6,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
@@ -110,7 +113,8 @@ def run_one(args: argparse.Namespace, size: int) -> dict[str, Any]:
               file=sys.stderr)
         out = Path(tmp) / ("bench.geojson.gz" if args.gz else "bench.geojson")
         kwargs = {"block_size": args.block_size, "split_regions": args.split_regions,
-                  "simplify_um": args.simplify, "split_size": args.split_size}
+                  "simplify_um": args.simplify, "split_size": args.split_size,
+                  "max_parts": args.max_parts, "max_bytes": round(args.max_file_mb * 1e6)}
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         child = ctx.Process(target=_export_child, args=(str(seg), str(out), kwargs, queue))
@@ -146,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split-regions", action="store_true")
     parser.add_argument("--simplify", type=float, default=0.0, help="simplification tolerance, um")
     parser.add_argument("--gz", action="store_true", help="write .geojson.gz")
+    parser.add_argument("--max-parts", type=int, default=DEFAULT_MAX_PARTS,
+                        help="polygons per feature at most")
+    parser.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_BYTES / 1e6,
+                        help="uncompressed MB per file at most (0 = no limit)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     for size in args.size:

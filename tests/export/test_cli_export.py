@@ -37,6 +37,24 @@ def test_export_command_writes_geojson(segmentation: Path, tmp_path: Path,
     assert all(f["properties"]["measurements"]["Area um^2"] >= 1 for f in features)
 
 
+def test_export_command_bounds_parts_and_file_size(segmentation: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "slide.geojson"
+    assert run("export", str(segmentation), "--geojson", str(out), "--max-parts", "4",
+               "--max-file-mb", "0.004") == 0
+    stdout = capsys.readouterr().out
+    parts = sorted(tmp_path.glob("slide*.geojson"))
+    assert len(parts) > 2 and f"{len(parts)} files of at most 0.004 MB" in stdout
+    assert "slide-002.geojson" in stdout
+    features = [f for p in parts for f in json.loads(p.read_text())["features"]]
+    assert all(len(f["geometry"]["coordinates"]) <= 4 for f in features
+               if f["geometry"]["type"] == "MultiPolygon")
+    assert all(p.stat().st_size <= 4000 or len(json.loads(p.read_text())["features"]) == 1 for p in parts)
+    for option, value in (("--max-parts", "0"), ("--max-file-mb", "-1")):  # Click's own usage error
+        assert run("export", str(segmentation), "--geojson", str(out), option, value) == 2
+        assert f"Invalid value for '{option}'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--classes", "fat"], "unknown class 'fat'"),
     (["--level", "9"], "level 9 does not exist"),

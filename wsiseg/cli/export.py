@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from wsiseg.export import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE, CoordinateFrame, ObjectType, export_geojson
+from wsiseg.export import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PARTS,
+    DEFAULT_SPLIT_SIZE,
+    CoordinateFrame,
+    ObjectType,
+    export_geojson,
+)
 
 
 def _class_names(values: tuple[str, ...]) -> list[str] | None:
@@ -43,18 +51,28 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
                    "than a tile is written as one piece per tile, cut along tile borders; bounds memory.")
 @click.option("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, show_default=True,
               help="Block side in pixels read at a time (memory ~ block-size^2 x (classes + 13) bytes).")
+@click.option("--max-parts", type=click.IntRange(min=1), default=DEFAULT_MAX_PARTS, show_default=True,
+              help="Polygons per class feature at most; a class with more regions in one split tile "
+                   "is "
+                   "written as several features (QuPath imports several features faster than one huge one).")
+@click.option("--max-file-mb", type=click.FloatRange(min=0), default=DEFAULT_MAX_BYTES / 1e6,
+              show_default=True,
+              help="Uncompressed megabytes per file at most (0 = no limit); a larger export continues in "
+                   "<name>-002.geojson, ... (QuPath holds a whole file in memory while importing it).")
 @click.option("--check-validity", is_flag=True,
-              help="Run shapely's is_valid on every geometry (exact polygons are valid by construction).")
+              help="Run shapely's is_valid on every geometry and on every feature as assembled (exact "
+                   "polygons are valid by construction).")
 def command(segmentation: Path, geojson_path: Path, frame: str, level: int | None, mpp: float | None,
             simplify_um: float, min_area_um2: float, class_names: tuple[str, ...], object_type: str,
-            split_regions: bool, split_size: int, block_size: int, check_validity: bool) -> None:
+            split_regions: bool, split_size: int, block_size: int, max_parts: int, max_file_mb: float,
+            check_validity: bool) -> None:
     """Export the class regions of SEGMENTATION (an OME-Zarr written by `wsiseg segment`) as GeoJSON
     that QuPath imports (File > Import objects, or drag and drop)."""
     result = export_geojson(
         segmentation, geojson_path, level=level, mpp=mpp, simplify_um=simplify_um, min_area_um2=min_area_um2,
         classes=_class_names(class_names), object_type=ObjectType(object_type), split_regions=split_regions,
         block_size=block_size, check_validity=check_validity, frame=CoordinateFrame(frame),
-        split_size=split_size,
+        split_size=split_size, max_parts=max_parts, max_bytes=round(max_file_mb * 1e6),
     )
     per_class = ", ".join(f"{name} {n}" for name, n in result.regions_per_class.items())
     ox, oy = result.origin
@@ -63,8 +81,11 @@ def command(segmentation: Path, geojson_path: Path, frame: str, level: int | Non
     notes = [f"{result.n_clipped} clipped to the slide" if result.n_clipped else "",
              f"{result.n_split} region pieces cut at {result.split_size} px tiles" if result.n_split else "",
              f"{result.n_repaired} geometries repaired" if result.n_repaired else ""]
+    files = (f" (and {', '.join(p.name for p in result.paths[1:])}: {len(result.paths)} files of at most "
+             f"{max_file_mb:g} MB; import them all)" if len(result.paths) > 1 else "")
     click.echo(
-        f"wrote {result.path}: {result.n_features} features, {result.n_regions} regions ({per_class}), "
+        f"wrote {result.path}{files}: {result.n_features} features, {result.n_regions} regions "
+        f"({per_class}), "
         f"{result.n_vertices} vertices, {result.n_bytes / 1e6:.2f} MB from level {result.level} "
         f"({result.mpp:.4g} um/px) in {result.seconds:.1f} s; coordinates in the {where}"
         + "".join(f"; {n}" for n in notes if n)

@@ -13,10 +13,12 @@ from wsiseg.export._source import LabelSource, open_label_source
 from wsiseg.export.exporter import ExportResult, export_geojson, export_label_source
 from wsiseg.export.vectorize import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE, RegionBatch, vectorise_labels
 from wsiseg.io.frames import CoordinateFrame, SlideBounds, SlideFrame
-from wsiseg.io.geojson_write import ObjectType
+from wsiseg.io.geojson_write import DEFAULT_MAX_BYTES, DEFAULT_MAX_PARTS, ObjectType
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PARTS",
     "DEFAULT_SPLIT_SIZE",
     "CoordinateFrame",
     "ExportResult",

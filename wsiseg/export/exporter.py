@@ -22,7 +22,13 @@ from wsiseg.export.vectorize import (
     vectorise_labels,
 )
 from wsiseg.io.frames import CoordinateFrame, SlideFrame
-from wsiseg.io.geojson_write import COORDINATE_DECIMALS, GeoJSONWriter, ObjectType
+from wsiseg.io.geojson_write import (
+    COORDINATE_DECIMALS,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PARTS,
+    GeoJSONWriter,
+    ObjectType,
+)
 
 
 @dataclass
@@ -37,7 +43,8 @@ class ExportResult:
     ``(0, 0)`` (the slide's bounds corner in the QuPath frame, else ``(0, 0)``), ``extent``: the
     rectangle geometries were clipped to, in that frame (None: unknown slide size, not clipped);
     ``n_clipped``: regions cut by it; ``split_size``/``n_split``: the split tile side (pixels of the
-    level, 0 = none) and the pieces written of regions that cross a split-tile border.
+    level, 0 = none) and the pieces written of regions that cross a split-tile border. ``paths``: every
+    file written, ``path`` first (more than one when the export passed ``max_bytes``).
     """
 
     path: Path
@@ -56,6 +63,7 @@ class ExportResult:
     n_clipped: int = 0
     split_size: int = 0
     n_split: int = 0
+    paths: list[Path] = field(default_factory=list)
 
 
 def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
@@ -138,7 +146,8 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
                    object_type: ObjectType | str = ObjectType.ANNOTATION, split_regions: bool = False,
                    block_size: int = DEFAULT_BLOCK_SIZE, check_validity: bool = False,
                    frame: CoordinateFrame | str = CoordinateFrame.QUPATH,
-                   split_size: int = DEFAULT_SPLIT_SIZE) -> ExportResult:
+                   split_size: int = DEFAULT_SPLIT_SIZE, max_parts: int = DEFAULT_MAX_PARTS,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> ExportResult:
     """Export the class regions of a wsiseg OME-Zarr segmentation as QuPath GeoJSON.
 
     ``level`` (pyramid level) or ``mpp`` (um/px; the finest level at least that coarse) choose the
@@ -158,19 +167,26 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
     ``block_size**2 * (classes + 13)`` bytes). A ``.gz`` suffix gzip-compresses. ``check_validity``: run
     shapely's ``is_valid`` on every written geometry, not only on simplified and clipped ones (exact
     pixel-edge polygons are valid by construction; this costs ~30% more time and proves it:
-    ``ExportResult.n_repaired`` counts the geometries that needed ``make_valid``).
+    ``ExportResult.n_repaired`` counts the geometries that needed ``make_valid``); it also parses every
+    class feature back and checks its whole geometry, not only its parts.
+
+    What QuPath imports (:class:`wsiseg.io.geojson_write.GeoJSONWriter`): one polygon is written as a
+    ``Polygon``, two or more as a ``MultiPolygon``; ``max_parts``: polygons per class feature at most (a
+    class with more regions in one split tile gets several features); ``max_bytes``: uncompressed bytes
+    per file at most (0 = no limit): larger exports continue in ``<name>-002.geojson``, ... (listed in
+    ``ExportResult.paths``).
     """
     start = time.perf_counter()
-    _check_options(Path(out_path), simplify_um, min_area_um2, block_size, split_size)
+    _check_options(Path(out_path), simplify_um, min_area_um2, block_size, split_size, max_parts, max_bytes)
     source = open_label_source(zarr_path, level=level, mpp=mpp)
     return export_label_source(source, out_path, simplify_um=simplify_um, min_area_um2=min_area_um2,
                                classes=classes, object_type=object_type, split_regions=split_regions,
                                block_size=block_size, check_validity=check_validity, frame=frame,
-                               split_size=split_size, _start=start)
+                               split_size=split_size, max_parts=max_parts, max_bytes=max_bytes, _start=start)
 
 
 def _check_options(out: Path, simplify_um: float, min_area_um2: float, block_size: int,
-                   split_size: int) -> None:
+                   split_size: int, max_parts: int, max_bytes: int) -> None:
     if not (math.isfinite(simplify_um) and simplify_um >= 0):
         raise ConfigError(f"--simplify must be a non-negative number of micrometres, got {simplify_um}")
     if not (math.isfinite(min_area_um2) and min_area_um2 >= 0):
@@ -180,6 +196,10 @@ def _check_options(out: Path, simplify_um: float, min_area_um2: float, block_siz
         raise ConfigError(f"block size must be at least 16 pixels, got {block_size}")
     if split_size != 0 and split_size < 16:
         raise ConfigError(f"split size must be 0 (no split) or at least 16 pixels, got {split_size}")
+    if max_parts < 1:
+        raise ConfigError(f"polygons per feature must be at least 1, got {max_parts}")
+    if max_bytes < 0:
+        raise ConfigError(f"file size limit must be 0 (no limit) or positive, got {max_bytes} bytes")
     if not out.parent.is_dir():
         raise OutputError(f"output folder does not exist: {out.parent}")
 
@@ -197,11 +217,12 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
                         object_type: ObjectType | str = ObjectType.ANNOTATION, split_regions: bool = False,
                         block_size: int = DEFAULT_BLOCK_SIZE, check_validity: bool = False,
                         frame: CoordinateFrame | str = CoordinateFrame.QUPATH,
-                        split_size: int = DEFAULT_SPLIT_SIZE, _start: float | None = None) -> ExportResult:
+                        split_size: int = DEFAULT_SPLIT_SIZE, max_parts: int = DEFAULT_MAX_PARTS,
+                        max_bytes: int = DEFAULT_MAX_BYTES, _start: float | None = None) -> ExportResult:
     """:func:`export_geojson` for an already opened :class:`LabelSource` (e.g. arrays in memory)."""
     start = time.perf_counter() if _start is None else _start
     out = Path(out_path)
-    _check_options(out, simplify_um, min_area_um2, block_size, split_size)
+    _check_options(out, simplify_um, min_area_um2, block_size, split_size, max_parts, max_bytes)
     try:
         kind = ObjectType(object_type)
     except ValueError:
@@ -221,7 +242,8 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
 
     writer = GeoJSONWriter(out, source.classes, source.identity, source.level, kind, split_regions,
                            has_probabilities=source.probabilities is not None, tiled=tiled,
-                           collection_properties={"wsiseg": header})
+                           collection_properties={"wsiseg": header}, max_parts=max_parts,
+                           max_bytes=max_bytes, check_assembled=check_validity)
     with writer:
         for batch in vectorise_labels(source.labels, probabilities=source.probabilities, values=values,
                                       block_size=block_size, simplify_px=simplify_px,
@@ -239,7 +261,7 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
                 kept, geometries = kept.select(written), geometries[written]
             mean = None if kept.probability_sum is None else kept.probability_sum / kept.area / 255.0
             writer.add(geometries, kept.values - 1, kept.area, kept.area * pixel_area_um2, mean,
-                       kept.first_pixel, kept.tile)
+                       kept.first_pixel, kept.tile, _tile_bounds(kept.tile, split_size, source, slide_frame))
             n_regions += len(kept)
             n_split += int(kept.split.sum())
             n_vertices += int(shapely.get_num_coordinates(geometries).sum())
@@ -247,9 +269,26 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
 
     return ExportResult(
         path=out, n_features=writer.n_features, n_regions=n_regions, n_vertices=n_vertices,
-        n_bytes=out.stat().st_size, level=source.level, mpp=source.mpp_x,
-        seconds=time.perf_counter() - start, n_repaired=n_repaired,
+        n_bytes=sum(p.stat().st_size for p in writer.paths), level=source.level, mpp=source.mpp_x,
+        seconds=time.perf_counter() - start, n_repaired=n_repaired + writer.n_repaired,
         regions_per_class={source.classes.names[v - 1]: int(per_class[v - 1]) for v in values},
         frame=slide_frame.frame, origin=slide_frame.origin, extent=slide_frame.extent, n_clipped=n_clipped,
-        split_size=split_size if tiled else 0, n_split=n_split,
+        split_size=split_size if tiled else 0, n_split=n_split, paths=list(writer.paths),
     )
+
+
+def _tile_bounds(tile: tuple[int, int], split_size: int, source: LabelSource,
+                 frame: SlideFrame) -> tuple[float, float, float, float]:
+    """The rectangle ``(x0, y0, x1, y1)`` of split tile ``tile`` (its ``(y, x)`` origin in pixels of the
+    level) in the frame's level-0 pixels, within the frame's extent."""
+    ty, tx = tile
+    side = split_size if split_size > 0 else max(source.width, source.height)
+    x1, y1 = min(tx + side, source.width), min(ty + side, source.height)
+    rect = [tx * source.downsample_x - frame.origin[0], ty * source.downsample_y - frame.origin[1],
+            x1 * source.downsample_x - frame.origin[0], y1 * source.downsample_y - frame.origin[1]]
+    if frame.extent is not None:
+        low_x, low_y, high_x, high_y = frame.extent
+        rect = [min(max(rect[0], low_x), high_x), min(max(rect[1], low_y), high_y),
+                min(max(rect[2], low_x), high_x), min(max(rect[3], low_y), high_y)]
+    x0, y0, x1f, y1f = (round(v, COORDINATE_DECIMALS) for v in rect)
+    return x0, y0, x1f, y1f

@@ -32,6 +32,7 @@ from typing import IO, Any, cast
 
 import numpy as np
 import shapely
+from shapely.geometry import shape
 
 from wsiseg.classes import ClassList
 
@@ -39,6 +40,10 @@ from wsiseg.classes import ClassList
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/wsiseg/wsiseg/geojson")
 #: Decimals kept for level-0 pixel coordinates (0.01 px; monotone rounding keeps pixel-edge polygons valid).
 COORDINATE_DECIMALS = 2
+#: Polygons per class feature at most (chosen from QuPath's import times, docs/qupath-import.md).
+DEFAULT_MAX_PARTS = 10_000
+#: Uncompressed bytes per GeoJSON file at most (chosen from QuPath's import memory, docs/qupath-import.md).
+DEFAULT_MAX_BYTES = 100_000_000
 AREA_MEASUREMENT = "Area um^2"
 PROBABILITY_MEASUREMENT = "Mean probability"
 
@@ -95,9 +100,39 @@ def _integral(geometry_json: str) -> str:
     return geometry_json.replace(".0,", ",").replace(".0]", "]")
 
 
+def part_path(path: Path, number: int) -> Path:
+    """File ``number`` (1-based) of an export to ``path``: ``path`` itself, then ``<name>-002<ext>``,
+    ``<name>-003<ext>``, ... (``ext``: ``.geojson``, ``.json``, optionally with ``.gz``)."""
+    if number == 1:
+        return path
+    lower = path.name.lower()
+    ext = next((e for e in _EXTENSIONS if lower.endswith(e)), "")
+    base = path.name[:len(path.name) - len(ext)]
+    return path.with_name(f"{base}-{number:03d}{path.name[len(base):]}")
+
+
+_EXTENSIONS = (".geojson.gz", ".json.gz", ".geojson", ".json", ".gz")
+#: How every file this writer produces begins (before ``"wsiseg"``'s contents): how a stale part of an
+#: earlier export is recognised before it is removed.
+_HEAD = '{"type":"FeatureCollection","properties":{"wsiseg":'
+
+
+def _written_by_wsiseg(path: Path) -> bool:
+    """Does ``path`` hold a GeoJSON file this writer wrote (checked on its first bytes)?"""
+    try:
+        with open_text(path, "r", gzipped=is_gzip_name(path)) as fh:
+            return fh.read(len(_HEAD)) == _HEAD
+    except (OSError, EOFError, UnicodeDecodeError):
+        return False
+
+
 @dataclass
 class _ClassAccumulator:
-    n_regions: int = 0
+    """The polygons of one class waiting in its spool file for the current split tile."""
+
+    n_parts: int = 0
+    n_chars: int = 0
+    chunk: int = 1
     weight: float = 0.0
     probability_sum: float = 0.0
     area_um2: float = 0.0
@@ -108,12 +143,24 @@ class _ClassAccumulator:
 class GeoJSONWriter:
     """Writes a FeatureCollection to ``path`` (atomically: ``<path>.partial`` then renamed on close).
 
-    ``split_regions``: one Polygon feature per region, written as soon as it is added; otherwise one
-    MultiPolygon feature per class and split tile (``tiled``; one per class when the map is one tile),
-    whose polygons are spooled to a temporary file per class (next to the output) and written when the
-    tile is done (regions arrive tile by tile), so memory never holds more than one batch.
-    ``identity``: slide and run, for the ids; ``collection_properties``: written as the
-    FeatureCollection's top-level ``properties`` when given.
+    ``split_regions``: one feature per region, written as soon as it is added; otherwise one feature per
+    class and split tile (``tiled``; one per class when the map is one tile) whose polygons are spooled to
+    a temporary file per class (next to the output) and written when the tile is done (regions arrive
+    tile by tile), so memory never holds more than one batch. ``identity``: slide and run, for the ids;
+    ``collection_properties``: written as the FeatureCollection's top-level ``properties`` when given.
+
+    What QuPath can import (REFERENCE.md section 11, measured with its own import code in
+    docs/qupath-import.md): a geometry of one polygon is written as ``Polygon`` (QuPath 0.5 fails the
+    whole file on a one-part ``MultiPolygon``), ``MultiPolygon`` only for two or more. A class feature
+    holds at most ``max_parts`` polygons: a class with more regions in one split tile is written as
+    several features (``metadata`` ``wsiseg.part`` 2, 3, ...; one region is never divided, and regions
+    are one polygon except where clipping cut one into a few). ``max_bytes`` (0 = no limit) bounds the
+    uncompressed size of one file: when the next feature would pass it, the file is closed and the export
+    goes on in ``part_path(path, 2)``, ``3``, ... (a single larger feature has a file to itself); every
+    file is a complete FeatureCollection whose ``properties.wsiseg.file`` numbers it. ``paths`` lists
+    the files written; files of an earlier export to the same ``path`` beyond them are removed.
+    ``check_assembled``: parse each written class feature back and check its whole geometry with
+    shapely's ``is_valid`` (repairing it with ``make_valid`` if needed, counted in ``n_repaired``).
     """
 
     path: Path
@@ -125,22 +172,33 @@ class GeoJSONWriter:
     has_probabilities: bool = True
     tiled: bool = False
     collection_properties: dict[str, Any] | None = None
+    max_parts: int = DEFAULT_MAX_PARTS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    check_assembled: bool = False
     n_features: int = 0
+    n_repaired: int = 0
+    paths: list[Path] = field(default_factory=list)
     _out: IO[str] | None = None
+    _file_chars: int = 0
+    _file_features: int = 0
     _spool: tempfile.TemporaryDirectory[str] | None = None
     _per_class: dict[int, _ClassAccumulator] = field(default_factory=dict)
     _tile: tuple[int, int] | None = None
+    _tile_bounds: tuple[float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_parts < 1:
+            raise ValueError("max_parts must be at least 1")
+        if self.max_bytes < 0:
+            raise ValueError("max_bytes must be 0 (no limit) or positive")
 
     @property
     def partial_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".partial")
+        """Where the first file is written until the export completes."""
+        return _partial(self.path)
 
     def __enter__(self) -> GeoJSONWriter:
-        self._out = open_text(self.partial_path, "w", gzipped=is_gzip_name(self.path))
-        self._out.write('{"type":"FeatureCollection",')
-        if self.collection_properties is not None:
-            self._out.write(f'"properties":{json.dumps(self.collection_properties)},')
-        self._out.write('"features":[\n')
+        self._begin_file()
         if not self.split_regions:
             self._spool = tempfile.TemporaryDirectory(prefix=".wsiseg-export-", dir=self.path.parent)
         return self
@@ -149,7 +207,9 @@ class GeoJSONWriter:
                  tb: TracebackType | None) -> None:
         try:
             if exc_type is None:
-                self._finish()
+                if not self.split_regions:
+                    self._flush_tile()
+                self._end_file()
         finally:
             for acc in self._per_class.values():
                 if acc.handle is not None:
@@ -159,76 +219,175 @@ class GeoJSONWriter:
             if self._spool is not None:
                 self._spool.cleanup()
             if exc_type is None:
-                self.partial_path.replace(self.path)
+                for path in self.paths:
+                    _partial(path).replace(path)
+                self._remove_stale_parts()
             else:
-                self.partial_path.unlink(missing_ok=True)
+                for path in self.paths:
+                    _partial(path).unlink(missing_ok=True)
 
-    def _write_feature(self, text: str) -> None:
+    def _begin_file(self) -> None:
+        path = part_path(self.path, len(self.paths) + 1)
+        self.paths.append(path)
+        self._out = open_text(_partial(path), "w", gzipped=is_gzip_name(self.path))
+        head = '{"type":"FeatureCollection",'
+        if self.collection_properties is not None:
+            props = dict(self.collection_properties)
+            if isinstance(props.get("wsiseg"), dict):
+                props["wsiseg"] = {**props["wsiseg"], "file": len(self.paths)}
+            head += f'"properties":{json.dumps(props)},'
+        head += '"features":[\n'
+        self._out.write(head)
+        self._file_chars, self._file_features = len(head), 0
+
+    def _end_file(self) -> None:
         assert self._out is not None
-        if self.n_features:
+        self._out.write("\n]}\n")
+        self._out.close()
+        self._out = None
+
+    def _remove_stale_parts(self) -> None:
+        """Remove the further files of an earlier, larger export to the same path (only files this writer
+        wrote: recognised by their first bytes), so a directory never mixes two exports."""
+        number = len(self.paths) + 1
+        while (stale := part_path(self.path, number)).is_file() and _written_by_wsiseg(stale):
+            stale.unlink()
+            number += 1
+
+    def _start_feature(self, n_chars: int) -> IO[str]:
+        """Place the next feature (``n_chars`` long): in a new file when it would take the current one past
+        ``max_bytes`` (never leaving a file empty). Returns the handle to write it to."""
+        if self._file_features and self.max_bytes and self._file_chars + n_chars + 2 > self.max_bytes:
+            self._end_file()
+            self._begin_file()
+        assert self._out is not None
+        if self._file_features:
             self._out.write(",\n")
-        self._out.write(text)
+            self._file_chars += 2
+        self._file_chars += n_chars
+        self._file_features += 1
         self.n_features += 1
+        return self._out
 
     def add(self, geometries: np.ndarray, class_indices: np.ndarray, weight: np.ndarray,
             area_um2: np.ndarray, mean_probability: np.ndarray | None, first_pixel: np.ndarray,
-            tile: tuple[int, int] = (0, 0)) -> None:
+            tile: tuple[int, int] = (0, 0), tile_bounds: tuple[float, float, float, float] | None = None,
+            ) -> None:
         """Add regions: geometries (in the output frame), class indices, weights of their mean
         probabilities (pixels measured), areas, mean probabilities (0..1, or None), first pixels ``(n, 2)``
-        ``(y, x)`` at the traced level and the split tile ``(y, x)`` they come from. Class features of a
-        tile are written when regions of another tile arrive, or on close."""
+        ``(y, x)`` at the traced level and the split tile ``(y, x)`` they come from, with its rectangle
+        ``(x0, y0, x1, y1)`` in the output frame (recorded in the features' ``metadata``). Class features
+        of a tile are written when regions of another tile arrive, or on close."""
         if self._tile is not None and tile != self._tile and not self.split_regions:
             self._flush_tile()
-        self._tile = tile
-        texts = shapely.to_geojson(geometries)
-        for i, geojson_text in enumerate(texts.tolist()):
+        self._tile, self._tile_bounds = tile, tile_bounds
+        geometries = _single_polygons_unwrapped(geometries)
+        texts = shapely.to_geojson(geometries).tolist()
+        n_parts = shapely.get_num_geometries(geometries)
+        for i, geojson_text in enumerate(texts):
             text = _integral(geojson_text)
-            cls = self.classes.classes[int(class_indices[i])]
+            index = int(class_indices[i])
             if self.split_regions:
+                cls = self.classes.classes[index]
                 fy, fx = int(first_pixel[i, 0]), int(first_pixel[i, 1])
                 props = properties(cls.name, cls.color, self.object_type, float(area_um2[i]),
                                    None if mean_probability is None else float(mean_probability[i]))
                 fid = feature_id(self.identity, cls.name, self.level, f"{fy},{fx}")
-                self._write_feature(
-                    f'{{"type":"Feature","id":"{fid}","geometry":{text},"properties":{json.dumps(props)}}}')
-            else:
-                acc = self._per_class.setdefault(int(class_indices[i]), _ClassAccumulator())
-                if acc.handle is None:
-                    assert self._spool is not None
-                    spool_file = Path(self._spool.name) / f"{int(class_indices[i])}.part"
-                    acc.handle = open(spool_file, "w+", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
-                if acc.n_regions:
-                    acc.handle.write(",")
-                acc.handle.write(_coordinates_json(text))
-                acc.n_regions += 1
-                acc.weight += float(weight[i])
-                acc.area_um2 += float(area_um2[i])
-                if mean_probability is not None:
-                    acc.probability_sum += float(mean_probability[i]) * float(weight[i])
+                feature = (f'{{"type":"Feature","id":"{fid}","geometry":{text},'
+                           f'"properties":{json.dumps(props)}}}')
+                self._start_feature(len(feature)).write(feature)
+                continue
+            acc = self._per_class.setdefault(index, _ClassAccumulator())
+            if acc.n_parts and acc.n_parts + int(n_parts[i]) > self.max_parts:
+                self._flush_class(index, acc)
+            if acc.handle is None:
+                assert self._spool is not None
+                spool_file = Path(self._spool.name) / f"{index}.part"
+                acc.handle = open(spool_file, "w+", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+            items = _coordinates_json(text)
+            if acc.n_parts:
+                items = "," + items
+            acc.handle.write(items)
+            acc.n_chars += len(items)
+            acc.n_parts += int(n_parts[i])
+            acc.weight += float(weight[i])
+            acc.area_um2 += float(area_um2[i])
+            if mean_probability is not None:
+                acc.probability_sum += float(mean_probability[i]) * float(weight[i])
 
     def _flush_tile(self) -> None:
         """Write the class features of the current tile and empty the spools for the next one."""
-        assert self._out is not None
-        region = "all" if not self.tiled or self._tile is None else f"tile{self._tile[0]},{self._tile[1]}"
         for index in sorted(self._per_class):
-            acc = self._per_class[index]
-            if acc.handle is None or acc.n_regions == 0:
-                continue
-            cls = self.classes.classes[index]
-            mean = (acc.probability_sum / acc.weight if self.has_probabilities and acc.weight else None)
-            props = properties(cls.name, cls.color, self.object_type, acc.area_um2, mean)
-            fid = feature_id(self.identity, cls.name, self.level, region)
-            self._write_feature(f'{{"type":"Feature","id":"{fid}","properties":{json.dumps(props)},'
-                                '"geometry":{"type":"MultiPolygon","coordinates":[')
-            acc.handle.seek(0)
-            shutil.copyfileobj(acc.handle, self._out, length=1 << 20)
-            self._out.write("]}}")
-            acc.handle.seek(0)
-            acc.handle.truncate()
-            acc.n_regions, acc.weight, acc.probability_sum, acc.area_um2 = 0, 0.0, 0.0, 0.0
+            self._flush_class(index, self._per_class[index])
+            self._per_class[index].chunk = 1
 
-    def _finish(self) -> None:
-        assert self._out is not None
-        if not self.split_regions:
-            self._flush_tile()
-        self._out.write("\n]}\n")
+    def _flush_class(self, index: int, acc: _ClassAccumulator) -> None:
+        """Write the polygons spooled for class ``index`` as one feature and empty its spool."""
+        if acc.handle is None or acc.n_parts == 0:
+            return
+        cls = self.classes.classes[index]
+        mean = acc.probability_sum / acc.weight if self.has_probabilities and acc.weight else None
+        props = properties(cls.name, cls.color, self.object_type, acc.area_um2, mean)
+        metadata = {}
+        if self.tiled and self._tile_bounds is not None:
+            metadata["wsiseg.tile"] = ",".join(f"{v:g}" for v in self._tile_bounds)
+        if acc.chunk > 1:
+            metadata["wsiseg.part"] = str(acc.chunk)
+        if metadata:
+            props["metadata"] = metadata
+        region = "all" if not self.tiled or self._tile is None else f"tile{self._tile[0]},{self._tile[1]}"
+        if acc.chunk > 1:
+            region += f"|part{acc.chunk}"
+        fid = feature_id(self.identity, cls.name, self.level, region)
+        acc.handle.seek(0)
+        if self.check_assembled:
+            self._check_assembled(acc)
+        kind, open_, close = (("MultiPolygon", "[", "]") if acc.n_parts > 1 else ("Polygon", "", ""))
+        head = (f'{{"type":"Feature","id":"{fid}","properties":{json.dumps(props)},'
+                f'"geometry":{{"type":"{kind}","coordinates":{open_}')
+        out = self._start_feature(len(head) + acc.n_chars + len(close) + 2)
+        out.write(head)
+        shutil.copyfileobj(acc.handle, out, length=1 << 20)
+        out.write(close + "}}")
+        acc.handle.seek(0)
+        acc.handle.truncate()
+        acc.n_parts, acc.n_chars, acc.weight, acc.probability_sum, acc.area_um2 = 0, 0, 0.0, 0.0, 0.0
+        acc.chunk += 1
+
+    def _check_assembled(self, acc: _ClassAccumulator) -> None:
+        """Parse the spooled polygons as the feature's whole geometry; where it is not valid (parts that
+        overlap or share an edge, which the vectoriser never produces), replace it by its repair."""
+        assert acc.handle is not None
+        coordinates = json.loads(f"[{acc.handle.read()}]")
+        acc.handle.seek(0)
+        geometry = shape({"type": "MultiPolygon", "coordinates": coordinates})
+        if geometry.is_valid:
+            return
+        self.n_repaired += 1
+        repaired = _single_polygons_unwrapped(np.array([_polygonal_parts(shapely.make_valid(geometry))]))
+        items = _coordinates_json(_integral(shapely.to_geojson(repaired[0])))
+        acc.handle.truncate()
+        acc.handle.write(items)
+        acc.handle.seek(0)
+        acc.n_chars, acc.n_parts = len(items), int(shapely.get_num_geometries(repaired[0]))
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def _single_polygons_unwrapped(geometries: np.ndarray) -> np.ndarray:
+    """MultiPolygons of exactly one polygon replaced by that polygon (QuPath 0.5 cannot import them)."""
+    single = (shapely.get_type_id(geometries) == shapely.GeometryType.MULTIPOLYGON) & (
+        shapely.get_num_geometries(geometries) == 1)
+    if single.any():
+        geometries = geometries.copy()
+        geometries[single] = shapely.get_geometry(geometries[single], 0)
+    return geometries
+
+
+def _polygonal_parts(geometry: shapely.Geometry) -> shapely.MultiPolygon:
+    """The polygons of any geometry (lines and points of a repair dropped), as one MultiPolygon."""
+    polygons = [p for p in shapely.get_parts(shapely.get_parts(geometry))
+                if isinstance(p, shapely.Polygon) and not p.is_empty]
+    return shapely.MultiPolygon(polygons)
