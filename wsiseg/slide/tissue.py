@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from wsiseg.errors import SlideError
+from wsiseg.slide import morphology
 from wsiseg.slide.reader import Slide
 
 #: Saturation below this is never tissue (glass, dust, and blank slides whose Otsu split is noise).
@@ -125,12 +126,6 @@ def _otsu(hist: np.ndarray, edges: np.ndarray) -> float:
     mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
     between = w0 * w1 * (mu0 - mu1) ** 2
     return float(centres[int(np.argmax(between))])
-
-
-def _disk(radius: int) -> np.ndarray:
-    r = max(int(radius), 0)
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    return np.asarray(xx * xx + yy * yy <= r * r)
 
 
 def detect_tissue(slide: Slide, mpp: float = 8.0, *, min_area_um2: float = 20_000.0,
@@ -247,9 +242,9 @@ def tissue_from_rgb(rgb: np.ndarray, mpp: float, *, min_area_um2: float = 20_000
         mask = np.empty((h, w), bool)
         _threshold_mask(rgb, mask, min_saturation)
     else:
-        # Pad by replicating the edge so that tissue cut by the slide border is not eroded away. The mask is
-        # thresholded straight into the padded buffer, and closing and opening ping-pong between two buffers.
-        disk = _disk(radius)
+        # Pad by replicating the edge so that tissue cut by the slide border is not eroded away; closing
+        # and opening by distance transforms (wsiseg.slide.morphology), whose cost does not grow with
+        # the radius.
         pad = 2 * radius
         a = np.empty((h + 2 * pad, w + 2 * pad), bool)
         _threshold_mask(rgb, a[pad:-pad, pad:-pad], min_saturation)
@@ -257,12 +252,8 @@ def tissue_from_rgb(rgb: np.ndarray, mpp: float, *, min_area_um2: float = 20_000
         a[-pad:, pad:-pad] = a[-pad - 1, pad:-pad]
         a[:, :pad] = a[:, pad:pad + 1]
         a[:, -pad:] = a[:, -pad - 1:-pad]
-        b = np.empty_like(a)
-        ndimage.binary_dilation(a, structure=disk, output=b)  # closing = dilation, erosion
-        ndimage.binary_erosion(b, structure=disk, output=a)
-        ndimage.binary_erosion(a, structure=disk, output=b)  # opening = erosion, dilation
-        ndimage.binary_dilation(b, structure=disk, output=a)
-        del b
+        a = morphology.close(a, radius)
+        a = morphology.open_(a, radius)  # one result at a time: a few bytes per pixel at most
         mask = a[pad:-pad, pad:-pad].copy()
         del a
     _fill_small_holes(mask, max_hole_um2 / (mpp * mpp))
