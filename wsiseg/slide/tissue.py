@@ -128,6 +128,16 @@ def _otsu(hist: np.ndarray, edges: np.ndarray) -> float:
     return float(centres[int(np.argmax(between))])
 
 
+def thumbnail_mpp(slide: Slide, mpp: float) -> float:
+    """The resolution (um/px) a slide's thumbnail is analysed at for a target ``mpp``: at least
+    :data:`MIN_THUMBNAIL_PX` and at most :data:`MAX_THUMBNAIL_PX` pixels along the longer side, never finer
+    than level 0 (see :func:`detect_tissue`)."""
+    w0, h0 = slide.dimensions
+    long_um = max(w0 * slide.mpp[0], h0 * slide.mpp[1])
+    mpp = min(mpp, max(slide.mpp[0], long_um / MIN_THUMBNAIL_PX))
+    return max(mpp, long_um / MAX_THUMBNAIL_PX)
+
+
 def detect_tissue(slide: Slide, mpp: float = 8.0, *, min_area_um2: float = 20_000.0,
                   smooth_um: float = 16.0, max_hole_um2: float = 50_000.0,
                   min_saturation: float = MIN_SATURATION) -> TissueMask:
@@ -150,10 +160,7 @@ def detect_tissue(slide: Slide, mpp: float = 8.0, *, min_area_um2: float = 20_00
     table (5 bytes per pixel): about 50 MB at most, whatever the slide size. Reading the thumbnail
     (:meth:`Slide.thumbnail`, by blocks) has its own peak, also bounded by the cap.
     """
-    w0, h0 = slide.dimensions
-    long_um = max(w0 * slide.mpp[0], h0 * slide.mpp[1])
-    mpp = min(mpp, max(slide.mpp[0], long_um / MIN_THUMBNAIL_PX))
-    mpp = max(mpp, long_um / MAX_THUMBNAIL_PX)
+    mpp = thumbnail_mpp(slide, mpp)
     thumb = slide.thumbnail(mpp)
     mask = tissue_from_rgb(thumb, mpp, min_area_um2=min_area_um2, smooth_um=smooth_um,
                            max_hole_um2=max_hole_um2, min_saturation=min_saturation)

@@ -1,0 +1,125 @@
+"""Pen and marker ink on a slide thumbnail: colour evidence (:mod:`wsiseg.qc.colour`) decided spatially.
+
+Colour alone cannot separate every ink pixel from every tissue pixel: the faint edge of a red stroke has the
+colour of eosin-rich stroma, and dense overlapping strokes turn maroon. Ink differs from tissue in how its
+evidence is arranged: a stroke has a core whose colour only ink has. So, per ink colour:
+
+1. candidates: visible pixels (total OD > 0.15, averaged over ``smooth_um``) whose most likely ink is this
+   one and more likely than tissue (log likelihood ratio > 0);
+2. regions of connected candidates are kept when they are at least ``min_area_um2`` large and hold strong
+   evidence (ratio > ``strong_log_ratio``) over ``strong_share`` of that area; red regions also need a dense
+   core (total OD >= ``red_min_density`` averaged over ``density_window_um``), which red ink has and
+   eosin never reaches;
+3. kept regions grow up to ``grow_um`` into connected pixels with some evidence of the same ink (ratio >
+   ``grow_log_ratio``) or too pale to be much tissue (total OD < ``faint_density``): the stroke's edges
+   and halo;
+
+then holes inside ink smaller than ``max_hole_um2`` are filled and the ink widened by ``margin_um``.
+Memory: the per-pixel evidence is computed in strips of rows and kept as int8 (4 bytes per pixel) plus the
+total OD (4 bytes per pixel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from wsiseg.qc.colour import INKS, ColourModel, colour_features, optical_density
+from wsiseg.qc.settings import PenSettings
+from wsiseg.slide import morphology
+
+#: Total OD below which a pixel is glass (no colour to judge).
+VISIBLE_DENSITY = 0.15
+_STRIP_ROWS = 256
+
+
+def _evidence(rgb: np.ndarray, mpp: float, model: ColourModel,
+              smooth_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(ratios int8 (h, w, len(INKS)), total float32 (h, w))``: per ink the log likelihood ratio of ink over
+    tissue (rounded, clipped to +-127) and the total OD, of the OD averaged over ``smooth_um``."""
+    h, w = rgb.shape[:2]
+    window = max(1, round(smooth_um / mpp))
+    halo = window // 2 + 1
+    ratios = np.empty((h, w, len(INKS)), np.int8)
+    total = np.empty((h, w), np.float32)
+    for y in range(0, h, _STRIP_ROWS):
+        y1 = min(h, y + _STRIP_ROWS)
+        top, bottom = max(0, y - halo), min(h, y1 + halo)
+        od = optical_density(rgb[top:bottom])
+        if window > 1:
+            od = ndimage.uniform_filter(od, size=(window, window, 1), mode="nearest")
+        od = od[y - top:y1 - top]
+        features, strip_total = colour_features(od)
+        total[y:y1] = strip_total
+        r = model.log_ratios(features.reshape(-1, 3)).reshape(y1 - y, w, len(INKS))
+        ratios[y:y1] = np.clip(np.round(r), -127, 127).astype(np.int8)
+    return ratios, total
+
+
+def _regions_kept(candidates: np.ndarray, strong: np.ndarray, dense: np.ndarray | None, px_um2: float,
+                  settings: PenSettings) -> np.ndarray:
+    """The connected regions of ``candidates`` that are large enough and hold enough ``strong`` pixels (and a
+    ``dense`` pixel, when given), as a bool mask."""
+    labels, n = ndimage.label(candidates)
+    if n == 0:
+        return np.zeros(candidates.shape, bool)
+    index = np.arange(1, n + 1)
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:] * px_um2
+    strong_area = np.bincount(labels[strong], minlength=n + 1)[1:] * px_um2
+    keep = (area >= settings.min_area_um2) & (strong_area >= settings.strong_share * settings.min_area_um2)
+    if dense is not None:
+        keep &= np.bincount(labels[dense], minlength=n + 1)[1:] > 0
+    lookup = np.zeros(n + 1, bool)
+    lookup[index] = keep
+    return np.asarray(lookup[labels])
+
+
+def _grow(seed: np.ndarray, passable: np.ndarray, radius_px: float) -> np.ndarray:
+    """``seed`` plus the pixels of ``passable`` within ``radius_px`` of it that connect to it."""
+    reach = morphology.dilate(seed, radius_px) & (passable | seed)
+    labels, _ = ndimage.label(reach)
+    touched = np.unique(labels[seed])
+    return np.isin(labels, touched[touched > 0])
+
+
+def _fill_holes(mask: np.ndarray, max_hole_px: float) -> np.ndarray:
+    holes, n = ndimage.label(~mask)
+    if n == 0:
+        return mask
+    small = np.bincount(holes.ravel(), minlength=n + 1) < max_hole_px
+    small[0] = False
+    small[np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))] = False
+    return np.asarray(mask | small[holes])
+
+
+def detect_ink(rgb: np.ndarray, mpp: float, model: ColourModel, settings: PenSettings) -> np.ndarray:
+    """The pen-ink mask (bool ``(h, w)``) of an RGB uint8 thumbnail ``(h, w, 3)`` at ``mpp`` um/px (see the
+    module docstring)."""
+    h, w = rgb.shape[:2]
+    if h == 0 or w == 0:
+        return np.zeros((h, w), bool)
+    ratios, total = _evidence(rgb, mpp, model, settings.smooth_um)
+    visible = total > VISIBLE_DENSITY
+    best = ratios.argmax(axis=2)
+    top = ratios.max(axis=2)
+    px_um2 = mpp * mpp
+    window = max(1, round(settings.density_window_um / mpp))
+    ink = np.zeros((h, w), bool)
+    for i, name in enumerate(INKS):
+        candidates = visible & (best == i) & (top > 0)
+        if not candidates.any():
+            continue
+        strong = candidates & (top > settings.strong_log_ratio)
+        dense = None
+        if name == "red":
+            dense = candidates & (ndimage.uniform_filter(total, window, mode="nearest")
+                                  >= settings.red_min_density)
+        seed = _regions_kept(candidates, strong, dense, px_um2, settings)
+        if seed.any():
+            evidence = (ratios[..., i] > settings.grow_log_ratio) | (total < settings.faint_density)
+            passable = visible & evidence
+            ink |= _grow(seed, passable, settings.grow_um / mpp)
+    if not ink.any():
+        return ink
+    ink = _fill_holes(ink, settings.max_hole_um2 / px_um2)
+    return morphology.dilate(ink, settings.margin_um / mpp)
