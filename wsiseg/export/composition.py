@@ -21,6 +21,7 @@ import numpy as np
 
 from wsiseg.errors import OutputError, WsisegError, one_line
 from wsiseg.io.atomic import write_text
+from wsiseg.io.frames import edge_weights
 
 if TYPE_CHECKING:
     from wsiseg.io.omezarr import Segmentation
@@ -61,12 +62,6 @@ class Composition:
         return cls(tuple(classes), tuple(float(v["area_um2"]) for v in classes.values()))
 
 
-def _edge_weights(n: int, mpp: float, extent_um: float) -> np.ndarray:
-    """Length (um) of each of ``n`` output pixels of ``mpp`` inside ``[0, extent_um)``."""
-    starts = np.arange(n, dtype=np.float64) * mpp
-    return np.clip(extent_um - starts, 0.0, mpp)
-
-
 def composition(seg: Segmentation) -> Composition:
     """The tissue composition of ``seg`` from its level-0 labels (see the module docstring)."""
     labels = seg.labels[0]
@@ -78,7 +73,7 @@ def composition(seg: Segmentation) -> Composition:
         height_um = float(slide["height0"]) * float(slide["mpp"][1])
     except (KeyError, TypeError, IndexError, ValueError):
         width_um, height_um = width * mpp, height * mpp
-    wx, wy = _edge_weights(width, mpp, width_um), _edge_weights(height, mpp, height_um)
+    wx, wy = np.array(edge_weights(width, mpp, width_um)), np.array(edge_weights(height, mpp, height_um))
     k = len(seg.classes)
     totals = np.zeros(k + 1, np.float64)
     step = 1024

@@ -11,7 +11,7 @@ import dataclasses
 import enum
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from wsiseg.infer.blending import BlendWindow
 from wsiseg.io.frames import CoordinateFrame
 from wsiseg.io.omezarr import NgffVersion
 from wsiseg.predictor import Predictor
+from wsiseg.qc.settings import QCMode, QCSettings
 from wsiseg.slide.tissue import TissueMask
 from wsiseg.tiling import DEFAULT_CHUNK_SIZE, Tiling
 
@@ -51,6 +52,10 @@ class SegmentOptions:
     What to analyse: ``tissue`` skips tiles without tissue (detected on a thumbnail); ``mask`` (a
     :class:`~wsiseg.slide.TissueMask`, or a GeoJSON / mask image file) replaces tissue detection;
     ``min_tissue_fraction`` (0..1) of a tile must be tissue to keep it. Skipped area is "not analysed".
+    ``qc``: quality control (:class:`~wsiseg.qc.QCMode`: ``default`` leaves pen ink and blurred tissue out
+    of the analysis, ``report`` only records them, ``off`` detects tissue only) with ``qc_settings``
+    (:class:`~wsiseg.qc.QCSettings`, e.g. ``QCSettings.load("qc.yaml")``); a GeoJSON ``mask`` with
+    ``Artifact`` features carries reviewed artifacts instead (:mod:`wsiseg.infer.quality`).
     ``geojson_frame``: the frame of GeoJSON coordinates (a ``mask`` file and the ``--geojson`` export):
     QuPath's (level 0 minus the slide's bounds offset) or OpenSlide's level 0. ``on_read_error``: a tile
     that cannot be decoded is skipped (written as not analysed, listed in the metadata) or fails the slide.
@@ -72,6 +77,8 @@ class SegmentOptions:
     tissue: bool = True
     mask: Mask | None = None
     min_tissue_fraction: float = 0.0
+    qc: QCMode = QCMode.DEFAULT
+    qc_settings: QCSettings = field(default_factory=QCSettings)
     geojson_frame: CoordinateFrame = CoordinateFrame.QUPATH
     on_read_error: ReadErrorPolicy = ReadErrorPolicy.SKIP
     blend: BlendWindow = BlendWindow.COSINE
@@ -88,6 +95,7 @@ class SegmentOptions:
             object.__setattr__(self, "ngff_version", NgffVersion(self.ngff_version))
             object.__setattr__(self, "geojson_frame", CoordinateFrame(self.geojson_frame))
             object.__setattr__(self, "on_read_error", ReadErrorPolicy(self.on_read_error))
+            object.__setattr__(self, "qc", QCMode(self.qc))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         for name in ("batch_size", "read_workers", "write_workers", "preview_size"):
@@ -136,5 +144,6 @@ class SegmentOptions:
                 "overlap": tiling.overlap, "chunk_size": tiling.chunk_size, "tissue": self.tissue,
                 "blend": self.blend.value, "mask": mask,
                 "min_tissue_fraction": float(self.min_tissue_fraction),
-                "ngff_version": self.ngff_version.value,
+                "ngff_version": self.ngff_version.value, "qc": self.qc.value,
+                "qc_settings": None if self.qc is QCMode.OFF else self.qc_settings.to_dict(),
                 "geojson_frame": self.geojson_frame.value if isinstance(self.mask, (str, Path)) else None}

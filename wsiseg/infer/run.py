@@ -28,9 +28,11 @@ from wsiseg.errors import ConfigError, SlideError
 from wsiseg.infer.journal import Journal
 from wsiseg.infer.options import ReadErrorPolicy
 from wsiseg.infer.pipeline import StageTimes, run_pipeline
+from wsiseg.infer.quality import RunQC
 from wsiseg.infer.stitch import FinishedChunk, Stitcher
 from wsiseg.io.omezarr import SegmentationWriter
 from wsiseg.predictor import Predictor
+from wsiseg.qc import FocusGrid
 from wsiseg.slide.grid import Tile, TileGrid
 from wsiseg.slide.reader import Slide
 from wsiseg.tiling import Tiling
@@ -42,8 +44,8 @@ class ChunkWriter:
     read back only by the thread that writes it, and its buffer then goes back to the stitcher."""
 
     def __init__(self, writer: SegmentationWriter, stitcher: Stitcher, workers: int,
-                 times: StageTimes) -> None:
-        self._writer, self._stitcher, self._times = writer, stitcher, times
+                 times: StageTimes, qc: RunQC | None = None) -> None:
+        self._writer, self._stitcher, self._times, self._qc = writer, stitcher, times, qc
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="wsiseg-write")
         self._max_queued = 2 * max(1, workers)
         self._queued: list[Future[None]] = []
@@ -52,6 +54,9 @@ class ChunkWriter:
         t0 = time.perf_counter()
         probs = chunk.get()  # a spilled chunk is read back only now
         if probs is not None:
+            excluded = None if self._qc is None else self._qc.excluded(chunk.box)
+            if excluded is not None:  # artifacts: written as not analysed
+                probs[:, excluded[:probs.shape[1], :probs.shape[2]]] = 0
             self._writer.write_chunk(chunk.box, probs)
             self._stitcher.release(chunk)  # its buffer serves a later chunk (no fresh pages)
         self._times.add("write", time.perf_counter() - t0)
@@ -74,6 +79,11 @@ class ChunkWriter:
         self._pool.shutdown(wait=True)
 
 
+#: A saved state in flight: its chunks' write futures, the stitcher state, the unreadable tiles, the
+#: blurred blocks.
+_SavedState = tuple[list[Future[None]], dict[str, Any], list[dict[str, Any]], list[list[int]]]
+
+
 @dataclass
 class Checkpointer:
     """The commit protocol of a run (see the module docstring)."""
@@ -85,9 +95,11 @@ class Checkpointer:
     interval_s: float
     #: tiles that could not be read, in grid order (committed with the state; see SegmentationRun)
     unreadable: list[dict[str, Any]] = field(default_factory=list)
-    #: saved states whose chunks are being written: (their write futures, the state, the unreadable tiles)
-    _in_flight: list[tuple[list[Future[None]], dict[str, Any], list[dict[str, Any]]]] = field(
-        default_factory=list)
+    #: the run's focus grid, whose blurred blocks are committed with the state (None: no blur check)
+    focus: FocusGrid | None = None
+    #: saved states whose chunks are being written: (their write futures, the state, the unreadable tiles,
+    #: the blurred blocks)
+    _in_flight: list[_SavedState] = field(default_factory=list)
     _pending: list[Future[None]] = field(default_factory=list)  # chunk writes since the last save
     _unsaved: int = 0  # tiles stitched since the last save
     _last_save: float = field(default_factory=time.perf_counter)
@@ -108,7 +120,9 @@ class Checkpointer:
 
     def save(self) -> None:
         """Save the stitcher state (everything stitched so far) for commit once its chunks are written."""
-        self._in_flight.append((list(self._pending), self.stitcher.save_state(), list(self.unreadable)))
+        blurred = [] if self.focus is None else self.focus.blurred
+        self._in_flight.append((list(self._pending), self.stitcher.save_state(), list(self.unreadable),
+                                blurred))
         self._pending.clear()
         self._unsaved = 0
         self._last_save = time.perf_counter()
@@ -122,7 +136,7 @@ class Checkpointer:
             self._commit_oldest()
 
     def _commit_oldest(self) -> None:
-        futures, state, unreadable = self._in_flight.pop(0)
+        futures, state, unreadable, blurred = self._in_flight.pop(0)
         if self._failed:  # a later state must never be committed over chunks that were not written
             return
         try:
@@ -133,7 +147,7 @@ class Checkpointer:
             raise
         t0 = time.perf_counter()
         self.journal.commit({"fingerprint": self.fingerprint, "stitcher": state,
-                             "timings": self.times.as_dict(), "unreadable": unreadable})
+                             "timings": self.times.as_dict(), "unreadable": unreadable, "blurred": blurred})
         self.stitcher.collect_garbage(state)
         self.times.add("journal", time.perf_counter() - t0)
 
@@ -148,11 +162,11 @@ class SegmentationRun:
     def __init__(self, slide: Slide, model: Predictor, tiling: Tiling, grid: TileGrid, stitcher: Stitcher,
                  writer: SegmentationWriter, checkpointer: Checkpointer, *, batch_size: int,
                  read_workers: int, write_workers: int, progress: bool, name: str,
-                 on_read_error: ReadErrorPolicy = ReadErrorPolicy.SKIP) -> None:
+                 on_read_error: ReadErrorPolicy = ReadErrorPolicy.SKIP, qc: RunQC | None = None) -> None:
         self.slide, self.model, self.tiling, self.grid = slide, model, tiling, grid
-        self.stitcher, self.checkpointer = stitcher, checkpointer
+        self.stitcher, self.checkpointer, self.qc = stitcher, checkpointer, qc
         self.times = checkpointer.times
-        self.chunks = ChunkWriter(writer, stitcher, write_workers, self.times)
+        self.chunks = ChunkWriter(writer, stitcher, write_workers, self.times, qc)
         self.batch_size, self.read_workers = batch_size, read_workers
         self.remaining = [t for t in grid.tiles if t.index >= stitcher.cursor]
         self._k = len(model.classes)
@@ -193,6 +207,9 @@ class SegmentationRun:
             out.fill(255)  # predicted with the batch, never stitched
             with self._failed_lock:
                 self._failed[tile.index] = str(exc)
+            return
+        if self.qc is not None:  # in the reader thread: the focus check overlaps the model
+            self.qc.measure(tile, out)
 
     def _predict(self, tiles: np.ndarray) -> np.ndarray:
         tile_o = self.tiling.tile_o

@@ -12,6 +12,7 @@ import datetime as _dt
 import enum
 import hashlib
 import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,24 +22,23 @@ from typing import Any
 import numpy as np
 
 from wsiseg._version import __version__
-from wsiseg.errors import ConfigError, SlideError
+from wsiseg.errors import SlideError
 from wsiseg.infer.blending import blend_window
 from wsiseg.infer.journal import WORK_DIR, Journal
 from wsiseg.infer.options import SegmentOptions
 from wsiseg.infer.output import existing_attrs, prepare, preview_path
 from wsiseg.infer.pipeline import StageTimes
+from wsiseg.infer.quality import plan_region
 from wsiseg.infer.run import Checkpointer, SegmentationRun
 from wsiseg.infer.stitch import Layout, Stitcher
-from wsiseg.io.frames import SlideFrame
 from wsiseg.io.omezarr import SegmentationWriter
 from wsiseg.predictor import Predictor
-from wsiseg.slide import Slide, TissueMask, detect_tissue, make_tile_grid, open_slide, tissue_mask_from_image
+from wsiseg.qc import QCAreas
+from wsiseg.slide import Slide, make_tile_grid, open_slide
 from wsiseg.slide.grid import TileGrid
 
 #: Bytes of the slide file hashed for the provenance checksum.
 HEAD_BYTES = 1 << 20
-#: Longest side (level-0 pixels / downsample) of the raster a GeoJSON ROI is drawn into.
-ROI_RASTER_PX = 4096
 
 
 class RunStatus(str, enum.Enum):
@@ -102,29 +102,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def region_to_analyse(slide: Slide, options: SegmentOptions) -> TissueMask | None:
-    """The tissue mask tiles are kept by: the user's ROI (a mask, or a GeoJSON / mask-image file in
-    level-0 coordinates), else detected tissue, else None (``tissue=False``: every tile)."""
-    mask = options.mask
-    if mask is None:
-        return detect_tissue(slide) if options.tissue else None
-    if isinstance(mask, TissueMask):
-        return mask
-    path = Path(mask)
-    if not path.is_file():
-        raise ConfigError(f"mask file not found: {path}")
-    if path.name.lower().endswith((".geojson", ".json", ".geojson.gz")):
-        from wsiseg.io.geojson_read import geojson_to_mask
-
-        w0, h0 = slide.dimensions
-        downsample = max(1.0, max(w0, h0) / float(ROI_RASTER_PX))
-        origin = SlideFrame.of(options.geojson_frame, width0=w0, height0=h0, bounds=slide.bounds).origin
-        arr = geojson_to_mask(path, int(np.ceil(w0 / downsample)), int(np.ceil(h0 / downsample)), downsample,
-                              origin=origin)
-        return TissueMask(arr, slide.mpp[0] * downsample, slide.mpp)
-    return tissue_mask_from_image(path, slide)
-
-
 def _slide_info(slide: Slide, path: Path) -> dict[str, Any]:
     w0, h0 = slide.dimensions
     info: dict[str, Any] = {"name": path.name, "path": str(path.resolve()), "width0": w0, "height0": h0,
@@ -176,8 +153,10 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path,
     with open_slide(slide_path, mpp=options.slide_mpp) as slide:  # its MissingMppError names --slide-mpp
         slide_info = _slide_info(slide, slide_path)
         provenance = model.provenance()
-        grid = make_tile_grid(slide, tiling, tissue=region_to_analyse(slide, options),
-                              min_tissue_fraction=options.min_tissue_fraction)
+        region, qc = plan_region(slide, options, tiling)
+        grid = make_tile_grid(slide, tiling, tissue=region, min_tissue_fraction=options.min_tissue_fraction)
+        if qc is not None:
+            qc.attach(grid)
         params = options.recorded(tiling)
         fingerprint = _fingerprint(slide_info, provenance, params, grid)
         journal = Journal(out)
@@ -203,14 +182,23 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path,
         if state is None:
             journal.commit({"fingerprint": fingerprint, "stitcher": stitcher.save_state(), "timings": {}})
         times = StageTimes()
+        focus = None if qc is None else qc.focus
+        if focus is not None:
+            focus.restore(committed.get("blurred", []))
         checkpointer = Checkpointer(journal, stitcher, fingerprint, times, options.checkpoint_s,
-                                    unreadable=list(committed.get("unreadable", [])))
+                                    unreadable=list(committed.get("unreadable", [])), focus=focus)
         run = SegmentationRun(slide, model, tiling, grid, stitcher, writer, checkpointer,
                               batch_size=options.batch_size, read_workers=read_workers,
                               write_workers=write_workers, progress=progress, name=slide_path.name,
-                              on_read_error=options.on_read_error)
+                              on_read_error=options.on_read_error, qc=qc)
         n_predicted = run.run()
         unreadable = checkpointer.unreadable
+        qc_record = None
+        if qc is not None:
+            areas = qc.write(writer, layout, (slide.dimensions[0] * slide.mpp[0],
+                                              slide.dimensions[1] * slide.mpp[1]))
+            qc_record = qc.record(areas)
+            _warn_if_mostly_artifact(slide_path.name, areas, options.qc_settings.warn_excluded_share)
         from wsiseg.export.composition import composition
         from wsiseg.io.omezarr import open_segmentation
 
@@ -225,13 +213,21 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path,
         if previous_timings:
             timings["previous_runs"] = previous_timings
         writer.set_provenance({**base_attrs, "timings": timings, "finished": _now(),
-                               "resumed": state is not None, "composition": tissue,
+                               "resumed": state is not None, "composition": tissue, "qc": qc_record,
                                "unreadable_tiles": {"count": len(unreadable), "tiles": unreadable}})
         journal.remove()
     status = RunStatus.RESUMED if state is not None else RunStatus.DONE
     return SegmentResult(slide_path, out, png, tiling.mpp, tiling.output_mpp, layout.width_o,
                          layout.height_o, len(grid.tiles), grid.n_total, n_predicted, status, timings,
                          len(unreadable))
+
+
+def _warn_if_mostly_artifact(name: str, areas: QCAreas, share: float) -> None:
+    """A ``wsiseg: warning:`` line when artifacts cover more than ``share`` of the slide's tissue."""
+    if areas.tissue_um2 > 0 and areas.excluded_share > share:
+        parts = ", ".join(f"{k} {areas.share(k):.0%}" for k, v in areas.excluded_um2.items() if v > 0)
+        print(f"wsiseg: warning: {name}: artifacts cover {areas.excluded_share:.0%} of the tissue ({parts}); "
+              "check the slide and its QC overlay (the preview, labels/qc)", file=sys.stderr)
 
 
 def _skipped(slide_path: Path, out: Path, attrs: dict[str, Any]) -> SegmentResult:
@@ -249,5 +245,5 @@ def _skipped(slide_path: Path, out: Path, attrs: dict[str, Any]) -> SegmentResul
                          int(attrs.get("unreadable_tiles", {}).get("count", 0)))
 
 
-__all__ = ["WORK_DIR", "RunStatus", "SegmentResult", "preview_path", "region_to_analyse", "segment_slide",
+__all__ = ["WORK_DIR", "RunStatus", "SegmentResult", "plan_region", "preview_path", "segment_slide",
            "sha256_head"]

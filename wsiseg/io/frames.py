@@ -105,3 +105,9 @@ class SlideFrame:
         """What the GeoJSON FeatureCollection records about its coordinates."""
         return {"frame": self.frame.value, "origin_openslide": list(self.origin),
                 "extent": None if self.extent is None else list(self.extent)}
+
+
+def edge_weights(n: int, mpp: float, extent_um: float) -> list[float]:
+    """Length (um) of each of ``n`` pixels of ``mpp`` um inside ``[0, extent_um)``: ``mpp`` for pixels wholly
+    inside, less for the one the extent's end cuts, 0 beyond (a pixel grid that reaches past the slide)."""
+    return [min(max(extent_um - i * mpp, 0.0), mpp) for i in range(n)]

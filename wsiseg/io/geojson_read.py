@@ -128,7 +128,16 @@ def geojson_to_mask(path: str | Path, width: int, height: int,
     file's coordinate origin (the slide's bounds offset for a QuPath export of a cropped slide, see
     :mod:`wsiseg.io.frames`).
     """
-    regions = read_geojson_regions(path)
+    return regions_to_mask(read_geojson_regions(path), width, height, downsample, origin=origin)
+
+
+def regions_to_mask(regions: list[GeoJSONRegion], width: int, height: int,
+                    downsample: float | tuple[float, float] = 1.0, *,
+                    origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Rasterise ``regions`` into a ``(height, width)`` bool mask (pixel geometry and ``origin`` as in
+    :func:`geojson_to_mask`); no regions: all False."""
+    if not regions:
+        return np.zeros((int(height), int(width)), bool)
     transform = Affine.translation(-origin[0], -origin[1]) @ _transform(downsample)
     mask = rasterio.features.rasterize(
         ((r.geometry, 1) for r in regions), out_shape=(int(height), int(width)),

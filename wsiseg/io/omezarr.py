@@ -21,7 +21,8 @@ from __future__ import annotations
 import enum
 import math
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -167,6 +168,15 @@ def _fast(array: Any) -> Any:
     return array.with_config({"write_empty_chunks": True})
 
 
+@dataclass(frozen=True)
+class LabelValue:
+    """One value of a label image: its number, name and display colour (RGBA 0..255)."""
+
+    value: int
+    name: str
+    rgba: tuple[int, int, int, int]
+
+
 class SegmentationWriter:
     """Create (or reopen, to resume) a segmentation store and write finished chunks into it.
 
@@ -261,6 +271,41 @@ class SegmentationWriter:
             "multiscales": [_multiscale("classes", list(_SPACE), self.n_levels, self.mpp, False, v)],
             "image-label": image_label,
         })
+
+    def write_label_image(self, name: str, values: list[LabelValue],
+                          chunks: Iterable[tuple[tuple[int, int, int, int], np.ndarray]]) -> None:
+        """Write (or rewrite) the label image ``labels/<name>`` beside ``labels/classes``: the same grid and
+        pyramid, uint8, ``values`` naming and colouring its label values (NGFF ``image-label``), filled from
+        ``chunks`` of ``(level-0 box (y0, y1, x0, x1), labels (h, w))`` whose boxes are ``chunk_size``
+        aligned and cover the image. Coarser levels take the top-left pixel of each 2 x 2 square (labels
+        are not averaged). Single-threaded; a few MB per chunk."""
+        labels_group = cast(zarr.Group, self._root["labels"])
+        if name in labels_group:
+            del labels_group[name]
+        group = labels_group.create_group(name)
+        for level in range(self.n_levels):
+            c = level_chunk(self.chunk_size, level)
+            self._array(group, str(level), self.level_shape(level), (c, c), ["y", "x"])
+        image_label: dict[str, Any] = {
+            "colors": [{"label-value": v.value, "rgba": list(v.rgba)} for v in values],
+            "properties": [{"label-value": v.value, "class": v.name} for v in values],
+            "source": {"image": "../../"},
+        }
+        if self.version is NgffVersion.V04:
+            image_label = {"version": "0.4", **image_label}
+        _put_ome(group, self.version, {
+            "multiscales": [_multiscale(name, list(_SPACE), self.n_levels, self.mpp, False, self.version)],
+            "image-label": image_label,
+        })
+        names = list(_ome_attrs(labels_group).get("labels", ["classes"]))
+        _put_ome(labels_group, self.version, {"labels": [*names, name] if name not in names else names})
+        arrays = [cast("zarr.Array[Any]", group[str(level)]) for level in range(self.n_levels)]
+        for (y0, _, x0, _), data in chunks:
+            for level, array in enumerate(arrays):
+                f = 1 << level
+                piece = data[::f, ::f]
+                ly, lx = -(-y0 // f), -(-x0 // f)
+                array[ly:ly + piece.shape[0], lx:lx + piece.shape[1]] = piece
 
     def level_shape(self, level: int) -> tuple[int, int]:
         """``(height, width)`` of pyramid ``level`` in its own pixels."""
@@ -394,6 +439,15 @@ class Segmentation:
     mpp: list[float]
     slide_mpp: tuple[float, float]
     attrs: dict[str, Any]
+    label_images: dict[str, tuple[list[LevelArray], list[LabelValue]]] = field(default_factory=dict)
+
+    def label_image(self, name: str) -> tuple[list[LevelArray], list[LabelValue]]:
+        """The pyramid and values of ``labels/<name>`` other than ``classes`` (e.g. ``qc``); OutputError when
+        the segmentation has none of that name."""
+        if name not in self.label_images:
+            have = ", ".join(sorted(self.label_images)) or "none"
+            raise OutputError(f"{self.path} has no label image {name!r} (it has: {have})")
+        return self.label_images[name]
 
     @property
     def n_levels(self) -> int:
@@ -448,4 +502,31 @@ def open_segmentation(path: Path | str) -> Segmentation:
     except (KeyError, IndexError, TypeError) as exc:
         raise OutputError(f"{path}: malformed wsiseg segmentation metadata ({exc})") from exc
     return Segmentation(path, version, classes, probs, labels, mpp,  # type: ignore[arg-type]
-                        (slide_mpp[0], slide_mpp[1]), info)
+                        (slide_mpp[0], slide_mpp[1]), info, _other_label_images(root, path))
+
+
+def _rgba(values: Any) -> tuple[int, int, int, int]:
+    r, g, b, a = (int(v) for v in values)
+    return r, g, b, a
+
+
+def _other_label_images(root: zarr.Group, path: Path) -> dict[str, tuple[list[LevelArray], list[LabelValue]]]:
+    """The label images of ``labels/`` other than ``classes``: their pyramids and values."""
+    out: dict[str, tuple[list[LevelArray], list[LabelValue]]] = {}
+    labels_group = cast(zarr.Group, root["labels"])
+    for name in _ome_attrs(labels_group).get("labels", []):
+        if name == "classes":
+            continue
+        try:
+            group = cast(zarr.Group, labels_group[name])
+            meta = _ome_attrs(group)
+            arrays = [group[d["path"]] for d in meta["multiscales"][0]["datasets"]]
+            image_label = meta["image-label"]
+            colours = {int(c["label-value"]): _rgba(c["rgba"]) for c in image_label["colors"]}
+            values = [LabelValue(int(p["label-value"]), str(p["class"]),
+                                 colours.get(int(p["label-value"]), (0, 0, 0, 255)))
+                      for p in image_label["properties"]]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise OutputError(f"{path}: malformed label image {name!r} ({exc})") from exc
+        out[str(name)] = (arrays, values)  # type: ignore[assignment]
+    return out

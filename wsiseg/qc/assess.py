@@ -7,7 +7,6 @@ probabilities and the QC areas are made of.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ from wsiseg.qc.colour import ColourModel
 from wsiseg.qc.focus import FocusGrid
 from wsiseg.qc.ink import detect_ink
 from wsiseg.qc.labels import ARTIFACTS, QCLabel
-from wsiseg.qc.settings import QCSettings
+from wsiseg.qc.settings import QCSettings, TissueSettings
 from wsiseg.slide.reader import Slide
 from wsiseg.slide.tissue import TissueMask, thumbnail_mpp, tissue_from_rgb
 
@@ -65,12 +64,16 @@ class QCMap:
         return np.asarray(index)
 
 
+def tissue_of(rgb: np.ndarray, mpp: float, settings: TissueSettings) -> np.ndarray:
+    """The tissue mask (bool ``(h, w)``) of an RGB uint8 thumbnail at ``mpp`` um/px with these settings."""
+    return tissue_from_rgb(rgb, mpp, min_area_um2=settings.min_area_um2, smooth_um=settings.smooth_um,
+                           max_hole_um2=settings.max_hole_um2, min_saturation=settings.min_saturation)
+
+
 def assess_thumbnail(rgb: np.ndarray, mpp: float, slide_mpp: tuple[float, float], settings: QCSettings,
                      model: ColourModel | None = None) -> QCMap:
     """The :class:`QCMap` of an RGB uint8 thumbnail ``(h, w, 3)`` at ``mpp`` um/px."""
-    t = settings.tissue
-    tissue = tissue_from_rgb(rgb, mpp, min_area_um2=t.min_area_um2, smooth_um=t.smooth_um,
-                             max_hole_um2=t.max_hole_um2, min_saturation=t.min_saturation)
+    tissue = tissue_of(rgb, mpp, settings.tissue)
     labels = tissue.astype(np.uint8) * np.uint8(QCLabel.TISSUE)
     if settings.pen.enabled:
         pen = detect_ink(rgb, mpp, model or ColourModel.load(), settings.pen)
@@ -136,20 +139,3 @@ class QCAreas:
     def __add__(self, other: QCAreas) -> QCAreas:
         names = {*self.areas_um2, *other.areas_um2}
         return QCAreas({n: self.areas_um2.get(n, 0.0) + other.areas_um2.get(n, 0.0) for n in names})
-
-
-def edge_weights(n: int, mpp: float, extent_um: float) -> np.ndarray:
-    """Length (um) of each of ``n`` pixels of ``mpp`` inside ``[0, extent_um)`` (the last ones of a grid
-    that reaches past the slide count only inside it)."""
-    starts = np.arange(n, dtype=np.float64) * mpp
-    return np.clip(extent_um - starts, 0.0, mpp)
-
-
-def extent_um(slide_dimensions: tuple[int, int], slide_mpp: tuple[float, float]) -> tuple[float, float]:
-    """The slide's width and height in micrometres."""
-    return slide_dimensions[0] * slide_mpp[0], slide_dimensions[1] * slide_mpp[1]
-
-
-def grid_size(extent: tuple[float, float], mpp: float) -> tuple[int, int]:
-    """``(width, height)`` in pixels of a grid of ``mpp`` um/px covering ``extent`` (um)."""
-    return math.ceil(extent[0] / mpp - 1e-9), math.ceil(extent[1] / mpp - 1e-9)

@@ -28,6 +28,9 @@ from wsiseg.qc.settings import BlurSettings
 #: Scales (pixels averaged, each twice the last) at which the re-blur ratio is measured; blocks are a
 #: multiple of the largest.
 SCALES = (1, 2, 4)
+#: A coarser scale is used only while a block still spans this many of its pixels; blocks are at least twice
+#: this (when the tile step allows).
+MIN_SCALED_BLOCK = 16
 #: A pixel is tissue for the blur check when its darkest channel is below this (anything absorbing).
 TISSUE_BELOW = 215
 #: Blocks whose mean squared Laplacian (8-bit units) is below this are flat (glass, saturated): not judged.
@@ -36,8 +39,9 @@ MIN_ENERGY = 0.01
 
 def block_size(step: int, mpp: float, block_um: float, multiple: int = 1) -> int:
     """The block side in analysis pixels: the multiple of ``multiple`` and of the largest of :data:`SCALES`
-    that divides ``step``, closest to ``block_um`` microns (``step`` itself when none does)."""
-    target = block_um / mpp
+    that divides ``step``, closest to ``block_um`` microns but at least ``2 * MIN_SCALED_BLOCK`` pixels
+    (``step`` itself when none does)."""
+    target = max(block_um / mpp, 2 * MIN_SCALED_BLOCK)
     unit = math.lcm(multiple, SCALES[-1])
     candidates = [b for b in range(unit, step + 1, unit) if step % b == 0]
     return int(min(candidates, key=lambda b: (abs(math.log(b / target)), b))) if candidates else step
@@ -102,9 +106,11 @@ def focus_ratios(tile: np.ndarray, block: int, ny: int, nx: int) -> tuple[np.nda
     ratio = np.zeros((ny, nx), np.float32)
     energy = np.zeros((ny, nx), np.float32)
     for scale in SCALES:
-        if scale > 1:
-            green = _halve(green)
         size = block // scale
+        if scale > 1:
+            if size < MIN_SCALED_BLOCK:  # too few pixels for a ratio (and the blur reaches across)
+                break
+            green = _halve(green)
         e0 = _block_sums(_laplacian_energy(green), size, ny, nx)
         e1 = _block_sums(_laplacian_energy(_binomial(green)), size, ny, nx)
         np.maximum(ratio, e1 / np.maximum(e0, np.float32(1e-6)), out=ratio)
