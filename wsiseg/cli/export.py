@@ -32,6 +32,10 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
               help="Coordinate frame: QuPath's (OpenSlide level 0 minus the corner of the slide's "
                    "openslide.bounds rectangle, which QuPath crops to) or OpenSlide's uncropped level 0. "
                    "The same for slides without bounds.")
+@click.option("--labels", "label_image", type=click.Choice(["classes", "qc"]), default="classes",
+              show_default=True,
+              help="What to export: the classes, or the QC artifacts (annotations 'Artifact: pen', "
+                   "'Artifact: blur' to review in QuPath; `segment --mask` takes the edited file back).")
 @click.option("--level", type=int, default=None, help="Pyramid level to trace (default 0, the exact labels).")
 @click.option("--mpp", type=float, default=None,
               help="Trace the coarsest level not coarser than this many microns per pixel.")
@@ -65,14 +69,14 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
 def command(segmentation: Path, geojson_path: Path, frame: str, level: int | None, mpp: float | None,
             simplify_um: float, min_area_um2: float, class_names: tuple[str, ...], object_type: str,
             split_regions: bool, split_size: int, block_size: int, max_parts: int, max_file_mb: float,
-            check_validity: bool) -> None:
+            check_validity: bool, label_image: str) -> None:
     """Export the class regions of SEGMENTATION (an OME-Zarr written by `wsiseg segment`) as GeoJSON
     that QuPath imports (File > Import objects, or drag and drop)."""
     result = export_geojson(
         segmentation, geojson_path, level=level, mpp=mpp, simplify_um=simplify_um, min_area_um2=min_area_um2,
         classes=_class_names(class_names), object_type=ObjectType(object_type), split_regions=split_regions,
         block_size=block_size, check_validity=check_validity, frame=CoordinateFrame(frame),
-        split_size=split_size, max_parts=max_parts, max_bytes=round(max_file_mb * 1e6),
+        split_size=split_size, max_parts=max_parts, max_bytes=round(max_file_mb * 1e6), labels=label_image,
     )
     per_class = ", ".join(f"{name} {n}" for name, n in result.regions_per_class.items())
     ox, oy = result.origin

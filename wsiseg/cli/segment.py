@@ -11,6 +11,7 @@ import click
 from wsiseg.errors import SlideError
 from wsiseg.infer.options import ReadErrorPolicy
 from wsiseg.io.frames import CoordinateFrame
+from wsiseg.qc.settings import QCMode, QCSettings
 
 #: File endings treated as slides when a directory is given.
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".bif", ".svslide",
@@ -61,7 +62,14 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
               help="Skip tiles without tissue (their area is written as 'not analysed', label 0).")
 @click.option("--mask", type=click.Path(path_type=Path),
               help="Analyse only this ROI: a GeoJSON (e.g. exported from QuPath; see --geojson-frame) or a "
-                   "mask image.")
+                   "mask image. Features classified 'Artifact' or 'Artifact: <kind>' (a reviewed QC export) "
+                   "are left out instead, and replace the automatic QC.")
+@click.option("--qc", "qc_mode", type=click.Choice([m.value for m in QCMode]), default="default",
+              show_default=True,
+              help="Quality control: default = leave pen ink and blurred tissue out of the analysis; report "
+                   "= detect and record them, analyse everything; off = tissue detection only.")
+@click.option("--qc-config", type=click.Path(path_type=Path),
+              help="QC settings YAML (overrides of wsiseg/qc/default.yaml; see README, Quality control).")
 @click.option("--geojson", type=click.Path(path_type=Path),
               help="Also export QuPath GeoJSON (a file for one slide, a directory for several).")
 @click.option("--geojson-frame", type=click.Choice([f.value for f in CoordinateFrame]), default="qupath",
@@ -91,8 +99,8 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
 def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: float | None,
             output_mpp: float | None, tile_size: int | None, overlap: int | None, batch_size: int,
             device: str, precision: str, compile_model: bool, read_workers: int | None,
-            write_workers: int | None, tissue: bool,
-            mask: Path | None, geojson: Path | None, geojson_frame: str, on_read_error: str,
+            write_workers: int | None, tissue: bool, mask: Path | None, qc_mode: str,
+            qc_config: Path | None, geojson: Path | None, geojson_frame: str, on_read_error: str,
             overwrite: bool, quiet: bool, sam_checkpoint: Path | None, hipt_checkpoint: Path | None,
             ngff_version: str, slide_mpp: float | None, preview: bool, preview_size: int,
             scheduler: str | None) -> None:
@@ -115,7 +123,8 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
                              tissue=tissue, mask=mask, overwrite=overwrite, slide_mpp=slide_mpp,
                              ngff_version=NgffVersion(ngff_version), preview=preview,
                              preview_size=preview_size, geojson_frame=CoordinateFrame(geojson_frame),
-                             on_read_error=ReadErrorPolicy(on_read_error))
+                             on_read_error=ReadErrorPolicy(on_read_error), qc=QCMode(qc_mode),
+                             qc_settings=QCSettings.load(qc_config))
     paths = expand_slides(slides)
     single = len(paths) == 1 and not slides[0].is_dir()
     if model_spec == NULL_MODEL:

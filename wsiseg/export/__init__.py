@@ -10,7 +10,7 @@ No torch here. Public API:
 
 from wsiseg.errors import GeoJSONError
 from wsiseg.export._source import LabelSource, open_label_source
-from wsiseg.export.exporter import ExportResult, export_geojson, export_label_source
+from wsiseg.export.exporter import ExportResult, export_geojson, export_label_source, qc_geojson_path
 from wsiseg.export.vectorize import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE, RegionBatch, vectorise_labels
 from wsiseg.io.frames import CoordinateFrame, SlideBounds, SlideFrame
 from wsiseg.io.geojson_write import DEFAULT_MAX_BYTES, DEFAULT_MAX_PARTS, ObjectType
@@ -31,5 +31,6 @@ __all__ = [
     "export_geojson",
     "export_label_source",
     "open_label_source",
+    "qc_geojson_path",
     "vectorise_labels",
 ]

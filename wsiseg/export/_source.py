@@ -18,7 +18,7 @@ from wsiseg.io.arrays import LevelArray
 from wsiseg.io.frames import SlideBounds
 
 if TYPE_CHECKING:
-    from wsiseg.io.omezarr import Segmentation
+    from wsiseg.io.omezarr import LabelValue, Segmentation
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ class LabelSource:
     output and differ between two segmentations of the same slide (:attr:`identity`).
     ``width0``/``height0``: the slide's OpenSlide level-0 size, ``bounds``: its ``openslide.bounds-*``
     rectangle; exported geometries are clipped to the bounds, else to the slide (None: unknown, the
-    label grid is used as it is).
+    label grid is used as it is). ``label_image``: which label image of the output (``classes``, or e.g.
+    ``qc``); ``qupath_names``: the QuPath classification of each class where it is not the class name
+    (QC artifacts: ``Artifact: pen``, a derived class QuPath groups under ``Artifact``).
     """
 
     labels: LevelArray
@@ -51,11 +53,15 @@ class LabelSource:
     width0: int | None = None
     height0: int | None = None
     bounds: SlideBounds | None = None
+    label_image: str = "classes"
+    qupath_names: tuple[str, ...] | None = None
 
     @property
     def identity(self) -> str:
-        """What feature ids are derived from: the slide and the run."""
-        return f"{self.slide_id}|{self.run_key}" if self.run_key else self.slide_id
+        """What feature ids are derived from: the slide and the run (and the label image, other than the
+        classes)."""
+        base = f"{self.slide_id}|{self.run_key}" if self.run_key else self.slide_id
+        return base if self.label_image == "classes" else f"{base}|{self.label_image}"
 
     @property
     def height(self) -> int:
@@ -85,22 +91,29 @@ def choose_level(n_levels: int, level: int | None, mpp: float | None, segmentati
     return 0
 
 
-def open_label_source(zarr_path: str | Path, *, level: int | None = None,
-                      mpp: float | None = None) -> LabelSource:
-    """Open the label pyramid of a wsiseg segmentation at one level (see :func:`choose_level`).
+def open_label_source(zarr_path: str | Path, *, level: int | None = None, mpp: float | None = None,
+                      labels: str = "classes") -> LabelSource:
+    """Open a label pyramid of a wsiseg segmentation at one level (see :func:`choose_level`): the class
+    labels, or another label image (``labels="qc"``: the QC labels, whose values 1.. become classes).
 
     Reads through :func:`wsiseg.io.omezarr.open_segmentation`, which raises :class:`OutputError` when
-    the path is not a wsiseg segmentation.
+    the path is not a wsiseg segmentation (or has no such label image).
     """
     from wsiseg.io.omezarr import open_segmentation
 
     seg = open_segmentation(zarr_path)
     chosen = choose_level(seg.n_levels, level, mpp, seg)
-    labels = seg.labels[chosen]
-    probabilities: Any = seg.probs[chosen] if chosen < len(seg.probs) else None
-    expected = (len(seg.classes), *labels.shape)
-    if probabilities is not None and tuple(probabilities.shape) != expected:
-        probabilities = None  # not the per-class probabilities of this level: no mean-probability measurement
+    classes, qupath_names = seg.classes, None
+    if labels == "classes":
+        array = seg.labels[chosen]
+        probabilities: Any = seg.probs[chosen] if chosen < len(seg.probs) else None
+        expected = (len(seg.classes), *array.shape)
+        if probabilities is not None and tuple(probabilities.shape) != expected:
+            probabilities = None  # not this level's class probabilities: no mean-probability measurement
+    else:
+        pyramid, values = seg.label_image(labels)
+        array, probabilities = pyramid[chosen], None
+        classes, qupath_names = _label_image_classes(labels, values)
     slide = seg.attrs.get("slide") if isinstance(seg.attrs.get("slide"), dict) else {}
     assert isinstance(slide, dict)
     slide_id = str(slide.get("sha256_head") or Path(str(slide.get("path") or seg.path)).name)
@@ -109,11 +122,26 @@ def open_label_source(zarr_path: str | Path, *, level: int | None = None,
                else f"started {started}" if isinstance(started, str) and started else "")
     downsample_x, downsample_y = seg.downsample0(chosen)
     return LabelSource(
-        labels=labels, probabilities=probabilities, classes=seg.classes, level=chosen, n_levels=seg.n_levels,
+        labels=array, probabilities=probabilities, classes=classes, level=chosen, n_levels=seg.n_levels,
         mpp_x=seg.mpp[chosen], mpp_y=seg.mpp[chosen], downsample_x=downsample_x, downsample_y=downsample_y,
         slide_id=slide_id, run_key=run_key, width0=_size(slide.get("width0")),
         height0=_size(slide.get("height0")), bounds=SlideBounds.from_attrs(slide.get("bounds")),
+        label_image=labels, qupath_names=qupath_names,
     )
+
+
+def _label_image_classes(name: str, values: list[LabelValue]) -> tuple[ClassList, tuple[str, ...]]:
+    """The classes of a label image (its values 1..n; 0 is nothing) and their QuPath classifications
+    (``qc``: :attr:`wsiseg.qc.QCLabel.qupath_class`; others: the value names)."""
+    named = sorted((v for v in values if v.value > 0), key=lambda v: v.value)
+    if [v.value for v in named] != list(range(1, len(named) + 1)):
+        raise ConfigError(f"label image {name!r} has values {[v.value for v in named]}, not 1..n")
+    classes = ClassList.from_names([v.name for v in named], [v.rgba[:3] for v in named])
+    if name == "qc":
+        from wsiseg.qc.labels import QCLabel
+
+        return classes, tuple(QCLabel(v.value).qupath_class for v in named)
+    return classes, tuple(v.name for v in named)
 
 
 def _size(value: Any) -> int | None:

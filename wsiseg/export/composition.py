@@ -95,19 +95,31 @@ class SummaryRow:
     model: str = ""
     version: str = ""
     error: str = ""
+    #: QC artifact areas (um^2) by artifact name (``pen``, ``blur``, ...), when the run did QC
+    excluded_um2: dict[str, float] | None = None
+    #: whether those artifacts were left out of the analysis (``--qc default``) or only reported
+    qc_mode: str = ""
 
 
 def summary_csv(rows: Sequence[SummaryRow]) -> str:
     """The cohort table as CSV text: slide, status, analysed area (mm^2), then per class (the union of the
-    rows' classes, in first-seen order) its area (mm^2) and share of the analysed area, model, version."""
+    rows' classes, in first-seen order) its area (mm^2) and share of the analysed area, then, when any
+    row did QC, the QC mode and the area of each artifact (``excluded_pen_mm2``, ...: left out of the
+    analysis under ``--qc default``, only measured under ``report``), model, version."""
     classes: list[str] = []
+    artifacts: list[str] = []
     for row in rows:
         for name in row.composition.class_names if row.composition else ():
             if name not in classes:
                 classes.append(name)
+        for name in row.excluded_um2 or {}:
+            if name not in artifacts:
+                artifacts.append(name)
     header = ["slide", "status", "analysed_mm2"]
     for name in classes:
         header += [f"{name}_mm2", f"{name}_share"]
+    if artifacts:
+        header += ["qc", *(f"excluded_{name}_mm2" for name in artifacts)]
     header += ["model", "wsiseg_version", "error"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -126,6 +138,10 @@ def summary_csv(rows: Sequence[SummaryRow]) -> str:
                     values += ["", ""]
                 else:
                     values += [_number(comp.areas_um2[i] / 1e6), _number(comp.share(i))]
+        if artifacts:
+            excluded = row.excluded_um2 or {}
+            values.append(row.qc_mode)
+            values += [_number(excluded[name] / 1e6) if name in excluded else "" for name in artifacts]
         values += [row.model, row.version, row.error]
         writer.writerow(values)
     return buffer.getvalue()
@@ -157,7 +173,19 @@ def row_of(zarr_path: Path, status: str = "done") -> SummaryRow:
     model_name = str(name or model.get("name") or model.get("model") or "")
     slide = seg.attrs.get("slide", {})
     slide_name = str(slide.get("name") or Path(str(slide.get("path", zarr_path))).name)
-    return SummaryRow(slide_name, status, comp, model_name, str(seg.attrs.get("version", "")))
+    excluded, qc_mode = _qc_areas(seg.attrs.get("qc"))
+    return SummaryRow(slide_name, status, comp, model_name, str(seg.attrs.get("version", "")),
+                      excluded_um2=excluded, qc_mode=qc_mode)
+
+
+def _qc_areas(qc: Any) -> tuple[dict[str, float] | None, str]:
+    """Artifact areas (um^2) and the QC mode recorded in an output's ``wsiseg.qc`` (None, "" without)."""
+    if not isinstance(qc, dict):
+        return None, ""
+    labels = qc.get("areas", {}).get("labels", {})
+    excluded = {name: float(v["area_um2"]) for name, v in labels.items()
+                if name not in ("background", "tissue") and isinstance(v, dict)}
+    return excluded, str(qc.get("mode", ""))
 
 
 def rebuild_summary(folder: Path) -> tuple[Path, int]:

@@ -136,6 +136,10 @@ def _coverage(frame: SlideFrame, source: LabelSource) -> tuple[np.ndarray, np.nd
 
 def _selected_values(source: LabelSource, classes: Sequence[str] | None) -> list[int]:
     if classes is None or len(classes) == 0:
+        if source.label_image == "qc":  # the artifacts, for review
+            from wsiseg.qc.labels import ARTIFACTS
+
+            return sorted(int(a) for a in ARTIFACTS if int(a) <= len(source.classes))
         return [i + 1 for i in range(len(source.classes))]
     return sorted({source.classes.index(name) + 1 for name in classes})
 
@@ -147,7 +151,7 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
                    block_size: int = DEFAULT_BLOCK_SIZE, check_validity: bool = False,
                    frame: CoordinateFrame | str = CoordinateFrame.QUPATH,
                    split_size: int = DEFAULT_SPLIT_SIZE, max_parts: int = DEFAULT_MAX_PARTS,
-                   max_bytes: int = DEFAULT_MAX_BYTES) -> ExportResult:
+                   max_bytes: int = DEFAULT_MAX_BYTES, labels: str = "classes") -> ExportResult:
     """Export the class regions of a wsiseg OME-Zarr segmentation as QuPath GeoJSON.
 
     ``level`` (pyramid level) or ``mpp`` (um/px; the finest level at least that coarse) choose the
@@ -175,10 +179,14 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
     class with more regions in one split tile gets several features); ``max_bytes``: uncompressed bytes
     per file at most (0 = no limit): larger exports continue in ``<name>-002.geojson``, ... (listed in
     ``ExportResult.paths``).
+
+    ``labels``: the label image to export: ``classes`` (the segmentation) or ``qc`` (its QC: by default
+    the artifacts, as QuPath annotations classified ``Artifact: pen``, ``Artifact: blur``, ... for review;
+    ``segment --mask`` takes the reviewed file back).
     """
     start = time.perf_counter()
     _check_options(Path(out_path), simplify_um, min_area_um2, block_size, split_size, max_parts, max_bytes)
-    source = open_label_source(zarr_path, level=level, mpp=mpp)
+    source = open_label_source(zarr_path, level=level, mpp=mpp, labels=labels)
     return export_label_source(source, out_path, simplify_um=simplify_um, min_area_um2=min_area_um2,
                                classes=classes, object_type=object_type, split_regions=split_regions,
                                block_size=block_size, check_validity=check_validity, frame=frame,
@@ -243,7 +251,8 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
     writer = GeoJSONWriter(out, source.classes, source.identity, source.level, kind, split_regions,
                            has_probabilities=source.probabilities is not None, tiled=tiled,
                            collection_properties={"wsiseg": header}, max_parts=max_parts,
-                           max_bytes=max_bytes, check_assembled=check_validity)
+                           max_bytes=max_bytes, check_assembled=check_validity,
+                           qupath_names=source.qupath_names)
     with writer:
         for batch in vectorise_labels(source.labels, probabilities=source.probabilities, values=values,
                                       block_size=block_size, simplify_px=simplify_px,
@@ -275,6 +284,17 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
         frame=slide_frame.frame, origin=slide_frame.origin, extent=slide_frame.extent, n_clipped=n_clipped,
         split_size=split_size if tiled else 0, n_split=n_split, paths=list(writer.paths),
     )
+
+
+def qc_geojson_path(path: str | Path) -> Path:
+    """Where the QC artifacts of an export to ``path`` go: ``slide.geojson`` -> ``slide.qc.geojson`` (the
+    same for ``.json`` and ``.gz`` endings)."""
+    path = Path(path)
+    lower = path.name.lower()
+    for ext in (".geojson.gz", ".json.gz", ".geojson", ".json"):
+        if lower.endswith(ext):
+            return path.with_name(f"{path.name[:-len(ext)]}.qc{path.name[-len(ext):]}")
+    return path.with_name(path.name + ".qc.geojson")
 
 
 def _tile_bounds(tile: tuple[int, int], split_size: int, source: LabelSource,

@@ -33,6 +33,7 @@ from wsiseg.errors import ConfigError, WsisegError, one_line
 from wsiseg.infer.options import SegmentOptions
 from wsiseg.infer.segment import RunStatus, SegmentResult, segment_slide
 from wsiseg.predictor import Predictor
+from wsiseg.qc.settings import QCMode
 
 #: ``ModelSpec.checkpoint`` value selecting :class:`~wsiseg.infer.reference_models.NullModel`.
 NULL_MODEL = "null"
@@ -177,14 +178,23 @@ class _Outcome:
 
 def _segment_one(job: _Job, model: Predictor, progress: bool, options: SegmentOptions) -> SegmentResult:
     """Segment one slide and export its GeoJSON if asked (the same in both modes; a skipped slide's
-    GeoJSON is written only when it is missing)."""
+    GeoJSON is written only when it is missing): the classes, and beside them the QC artifacts for review
+    (``<name>.qc.geojson``) when the run did QC."""
     result = segment_slide(job.slide, model, job.out, options, progress=progress)
     if job.geojson is not None and (result.status is not RunStatus.SKIPPED or not job.geojson.exists()):
-        from wsiseg.export import export_geojson
+        from wsiseg.export import export_geojson, qc_geojson_path
 
         job.geojson.parent.mkdir(parents=True, exist_ok=True)
         export_geojson(job.out, job.geojson, frame=options.geojson_frame)
+        if options.qc is not QCMode.OFF and _has_qc(job.out):
+            export_geojson(job.out, qc_geojson_path(job.geojson), frame=options.geojson_frame, labels="qc")
     return result
+
+
+def _has_qc(out: Path) -> bool:
+    from wsiseg.io.omezarr import open_segmentation
+
+    return "qc" in open_segmentation(out).label_images
 
 
 # -- cluster workers --------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A small overlay preview: slide thumbnail with class colours blended in and a legend (PNG, Pillow only)."""
+"""A small overlay preview: slide thumbnail with class colours blended in, QC artifacts hatched in their own
+colours, and a legend (PNG, Pillow only)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,38 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from wsiseg.io.atomic import replacing
-from wsiseg.io.omezarr import open_segmentation
+from wsiseg.io.omezarr import Segmentation, open_segmentation
 from wsiseg.slide.reader import Slide
 
 #: Longest side of the preview image in pixels.
 PREVIEW_SIDE = 1024
 #: Opacity of class colours over the thumbnail.
 ALPHA = 0.45
+
+
+def _hatch_artifacts(seg: Segmentation, level: int, index: tuple[np.ndarray, np.ndarray],
+                     image: np.ndarray) -> list[tuple[str, tuple[int, int, int]]]:
+    """Hatch the QC artifacts of ``seg`` (its ``labels/qc`` at ``level``, sampled at ``index``) into the
+    float RGB ``image`` in place: diagonal stripes of the artifact's colour, the rest of it tinted. Returns
+    the legend entries of the artifacts present (name, colour)."""
+    if "qc" not in seg.label_images:
+        return []
+    pyramid, values = seg.label_image("qc")
+    qc = np.asarray(pyramid[min(level, len(pyramid) - 1)][...])[index]
+    excluded = bool(seg.attrs.get("qc", {}).get("excluded", True))
+    stripes = (np.add.outer(np.arange(qc.shape[0]), np.arange(qc.shape[1])) % 8) < 3
+    legend = []
+    for value in values:
+        if value.name in ("background", "tissue"):
+            continue
+        where = qc == value.value
+        if not where.any():
+            continue
+        colour = np.array(value.rgba[:3], np.float32)
+        image[where] = 0.75 * image[where] + 0.25 * colour
+        image[where & stripes] = colour
+        legend.append((f"{value.name} ({'not analysed' if excluded else 'reported'})", value.rgba[:3]))
+    return legend
 
 
 def write_preview(seg_path: Path, slide: Slide, png: Path, max_side: int = PREVIEW_SIDE) -> Path:
@@ -36,16 +62,18 @@ def write_preview(seg_path: Path, slide: Slide, png: Path, max_side: int = PREVI
     step = preview_mpp / label_mpp  # label pixels per preview pixel
     rows = np.minimum(((np.arange(h) + 0.5) * step).astype(np.int64), labels_l.shape[0] - 1)
     cols = np.minimum(((np.arange(w) + 0.5) * step).astype(np.int64), labels_l.shape[1] - 1)
-    labels = labels_l[rows[:, None], cols[None, :]]
+    index = rows[:, None], cols[None, :]
+    labels = labels_l[index]
     lut = np.zeros((256, 3), np.float32)
     for i, c in enumerate(seg.classes):
         lut[i + 1] = c.color
     analysed = (labels > 0)[..., None]
     blended = np.where(analysed, (1 - ALPHA) * thumb + ALPHA * lut[labels], thumb)
+    artifacts = _hatch_artifacts(seg, level, index, blended)
     image = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
     font = ImageFont.load_default()
     row_h = 18
-    legend_h = row_h * (len(seg.classes) + 1) + 6
+    legend_h = row_h * (len(seg.classes) + len(artifacts) + 1) + 6
     canvas = Image.new("RGB", (max(image.width, 220), image.height + legend_h), (255, 255, 255))
     canvas.paste(image, (0, 0))
     draw = ImageDraw.Draw(canvas)
@@ -53,6 +81,10 @@ def write_preview(seg_path: Path, slide: Slide, png: Path, max_side: int = PREVI
     for c in seg.classes:
         draw.rectangle([6, y + 2, 20, y + 14], fill=tuple(c.color), outline=(0, 0, 0))
         draw.text((28, y + 1), c.name, fill=(0, 0, 0), font=font)
+        y += row_h
+    for name, colour in artifacts:
+        draw.rectangle([6, y + 2, 20, y + 14], fill=(255, 255, 255), outline=colour, width=3)
+        draw.text((28, y + 1), name, fill=(0, 0, 0), font=font)
         y += row_h
     note = f"not analysed: no colour | {preview_mpp:.3g} um/px"
     draw.text((6, y + 1), note, fill=(80, 80, 80), font=font)

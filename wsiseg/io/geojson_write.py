@@ -40,10 +40,12 @@ from wsiseg.classes import ClassList
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/wsiseg/wsiseg/geojson")
 #: Decimals kept for level-0 pixel coordinates (0.01 px; monotone rounding keeps pixel-edge polygons valid).
 COORDINATE_DECIMALS = 2
-#: Polygons per class feature at most (chosen from QuPath's import times, docs/qupath-import.md).
+#: Polygons per class feature at most: QuPath 0.6 needed more than a 4 GiB heap for one feature of 200k
+#: parts and no more than 0.5.1 does for features of up to 10k (docs/qupath-import.md).
 DEFAULT_MAX_PARTS = 10_000
-#: Uncompressed bytes per GeoJSON file at most (chosen from QuPath's import memory, docs/qupath-import.md).
-DEFAULT_MAX_BYTES = 100_000_000
+#: Uncompressed bytes per GeoJSON file at most: QuPath holds a whole file as a JSON tree, 22-32 MB of heap per
+#: MB of file; 50 MB imports in a 1.5 GiB heap, in seconds (0.5.1) to ~2.5 min (0.6.0) (docs/qupath-import.md).
+DEFAULT_MAX_BYTES = 50_000_000
 AREA_MEASUREMENT = "Area um^2"
 PROBABILITY_MEASUREMENT = "Mean probability"
 
@@ -72,14 +74,15 @@ def feature_id(identity: str, class_name: str, level: int, region: str) -> str:
 
 
 def properties(class_name: str, color: tuple[int, int, int], object_type: ObjectType, area_um2: float,
-               mean_probability: float | None) -> dict[str, Any]:
-    """QuPath ``properties`` of one feature."""
+               mean_probability: float | None, classification: str | None = None) -> dict[str, Any]:
+    """QuPath ``properties`` of one feature (``classification``: the QuPath class when it is not the class
+    name, e.g. ``Artifact: pen``)."""
     measurements: dict[str, float] = {AREA_MEASUREMENT: round(float(area_um2), 3)}
     if mean_probability is not None:
         measurements[PROBABILITY_MEASUREMENT] = round(float(mean_probability), 4)
     return {
         "objectType": object_type.value,
-        "classification": {"name": class_name, "color": [int(c) for c in color]},
+        "classification": {"name": classification or class_name, "color": [int(c) for c in color]},
         "name": class_name,
         "isLocked": False,
         "measurements": measurements,
@@ -161,6 +164,7 @@ class GeoJSONWriter:
     the files written; files of an earlier export to the same ``path`` beyond them are removed.
     ``check_assembled``: parse each written class feature back and check its whole geometry with
     shapely's ``is_valid`` (repairing it with ``make_valid`` if needed, counted in ``n_repaired``).
+    ``qupath_names``: the QuPath classification per class index where it is not the class name.
     """
 
     path: Path
@@ -175,6 +179,7 @@ class GeoJSONWriter:
     max_parts: int = DEFAULT_MAX_PARTS
     max_bytes: int = DEFAULT_MAX_BYTES
     check_assembled: bool = False
+    qupath_names: tuple[str, ...] | None = None
     n_features: int = 0
     n_repaired: int = 0
     paths: list[Path] = field(default_factory=list)
@@ -291,7 +296,8 @@ class GeoJSONWriter:
                 cls = self.classes.classes[index]
                 fy, fx = int(first_pixel[i, 0]), int(first_pixel[i, 1])
                 props = properties(cls.name, cls.color, self.object_type, float(area_um2[i]),
-                                   None if mean_probability is None else float(mean_probability[i]))
+                                   None if mean_probability is None else float(mean_probability[i]),
+                                   self._classification(index))
                 fid = feature_id(self.identity, cls.name, self.level, f"{fy},{fx}")
                 feature = (f'{{"type":"Feature","id":"{fid}","geometry":{text},'
                            f'"properties":{json.dumps(props)}}}')
@@ -327,7 +333,8 @@ class GeoJSONWriter:
             return
         cls = self.classes.classes[index]
         mean = acc.probability_sum / acc.weight if self.has_probabilities and acc.weight else None
-        props = properties(cls.name, cls.color, self.object_type, acc.area_um2, mean)
+        props = properties(cls.name, cls.color, self.object_type, acc.area_um2, mean,
+                           self._classification(index))
         metadata = {}
         if self.tiled and self._tile_bounds is not None:
             metadata["wsiseg.tile"] = ",".join(f"{v:g}" for v in self._tile_bounds)
@@ -353,6 +360,9 @@ class GeoJSONWriter:
         acc.handle.truncate()
         acc.n_parts, acc.n_chars, acc.weight, acc.probability_sum, acc.area_um2 = 0, 0, 0.0, 0.0, 0.0
         acc.chunk += 1
+
+    def _classification(self, index: int) -> str | None:
+        return None if self.qupath_names is None else self.qupath_names[index]
 
     def _check_assembled(self, acc: _ClassAccumulator) -> None:
         """Parse the spooled polygons as the feature's whole geometry; where it is not valid (parts that

@@ -17,6 +17,7 @@ from wsiseg.qc.focus import FocusGrid
 from wsiseg.qc.ink import detect_ink
 from wsiseg.qc.labels import ARTIFACTS, QCLabel
 from wsiseg.qc.settings import QCSettings, TissueSettings
+from wsiseg.slide import morphology
 from wsiseg.slide.reader import Slide
 from wsiseg.slide.tissue import TissueMask, thumbnail_mpp, tissue_from_rgb
 
@@ -77,8 +78,17 @@ def assess_thumbnail(rgb: np.ndarray, mpp: float, slide_mpp: tuple[float, float]
     labels = tissue.astype(np.uint8) * np.uint8(QCLabel.TISSUE)
     if settings.pen.enabled:
         pen = detect_ink(rgb, mpp, model or ColourModel.load(), settings.pen)
-        labels[pen] = QCLabel.PEN
+        labels[pen | _slivers(tissue & ~pen, mpp, settings.tissue)] = QCLabel.PEN
     return QCMap(labels, tissue, mpp, slide_mpp)
+
+
+def _slivers(analysable: np.ndarray, mpp: float, settings: TissueSettings) -> np.ndarray:
+    """What taking ink out of the tissue left that is thinner than twice ``smooth_um`` (the faint rims of
+    strokes, which tissue detection itself would have smoothed away)."""
+    radius = round(settings.smooth_um / mpp)
+    if radius < 1:
+        return np.zeros(analysable.shape, bool)
+    return np.asarray(analysable & ~morphology.open_(analysable, radius))
 
 
 def assess_slide(slide: Slide, settings: QCSettings | None = None,

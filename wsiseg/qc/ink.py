@@ -2,15 +2,15 @@
 
 Colour alone cannot separate every ink pixel from every tissue pixel: the faint edge of a red stroke has the
 colour of eosin-rich stroma, and dense overlapping strokes turn maroon. Ink differs from tissue in how its
-evidence is arranged: a stroke has a core whose colour only ink has. So, per ink colour:
+evidence is arranged: a stroke has a core whose colour only ink has. So:
 
-1. candidates: visible pixels (total OD > 0.15, averaged over ``smooth_um``) whose most likely ink is this
-   one and more likely than tissue (log likelihood ratio > 0);
+1. candidates: visible pixels (total OD > 0.15, averaged over ``smooth_um``) more likely ink (of their most
+   likely colour) than tissue (log likelihood ratio > 0);
 2. regions of connected candidates are kept when they are at least ``min_area_um2`` large and hold strong
-   evidence (ratio > ``strong_log_ratio``) over ``strong_share`` of that area; red regions also need a dense
-   core (total OD >= ``red_min_density`` averaged over ``density_window_um``), which red ink has and
-   eosin never reaches;
-3. kept regions grow up to ``grow_um`` into connected pixels with some evidence of the same ink (ratio >
+   evidence (ratio > ``strong_log_ratio``) over ``strong_share`` of that area, and a strong pixel that is
+   credible: red ink needs a dense core (total OD >= ``red_min_density`` averaged over
+   ``density_window_um``), which red ink has and eosin never reaches;
+3. kept regions grow up to ``grow_um`` into connected pixels with some evidence of ink (ratio >
    ``grow_log_ratio``) or too pale to be much tissue (total OD < ``faint_density``): the stroke's edges
    and halo;
 
@@ -56,22 +56,19 @@ def _evidence(rgb: np.ndarray, mpp: float, model: ColourModel,
     return ratios, total
 
 
-def _regions_kept(candidates: np.ndarray, strong: np.ndarray, dense: np.ndarray | None, px_um2: float,
+def _regions_kept(candidates: np.ndarray, strong: np.ndarray, credible: np.ndarray, px_um2: float,
                   settings: PenSettings) -> np.ndarray:
-    """The connected regions of ``candidates`` that are large enough and hold enough ``strong`` pixels (and a
-    ``dense`` pixel, when given), as a bool mask."""
+    """The connected regions of ``candidates`` that are large enough and hold enough ``strong`` pixels of
+    which at least one is ``credible``, as a bool mask."""
     labels, n = ndimage.label(candidates)
     if n == 0:
         return np.zeros(candidates.shape, bool)
-    index = np.arange(1, n + 1)
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:] * px_um2
-    strong_area = np.bincount(labels[strong], minlength=n + 1)[1:] * px_um2
+    area = np.bincount(labels.ravel(), minlength=n + 1) * px_um2
+    strong_area = np.bincount(labels[strong], minlength=n + 1) * px_um2
     keep = (area >= settings.min_area_um2) & (strong_area >= settings.strong_share * settings.min_area_um2)
-    if dense is not None:
-        keep &= np.bincount(labels[dense], minlength=n + 1)[1:] > 0
-    lookup = np.zeros(n + 1, bool)
-    lookup[index] = keep
-    return np.asarray(lookup[labels])
+    keep &= np.bincount(labels[strong & credible], minlength=n + 1) > 0
+    keep[0] = False
+    return np.asarray(keep[labels])
 
 
 def _grow(seed: np.ndarray, passable: np.ndarray, radius_px: float) -> np.ndarray:
@@ -102,24 +99,16 @@ def detect_ink(rgb: np.ndarray, mpp: float, model: ColourModel, settings: PenSet
     visible = total > VISIBLE_DENSITY
     best = ratios.argmax(axis=2)
     top = ratios.max(axis=2)
-    px_um2 = mpp * mpp
+    candidates = visible & (top > 0)
+    if not candidates.any():
+        return np.zeros((h, w), bool)
     window = max(1, round(settings.density_window_um / mpp))
-    ink = np.zeros((h, w), bool)
-    for i, name in enumerate(INKS):
-        candidates = visible & (best == i) & (top > 0)
-        if not candidates.any():
-            continue
-        strong = candidates & (top > settings.strong_log_ratio)
-        dense = None
-        if name == "red":
-            dense = candidates & (ndimage.uniform_filter(total, window, mode="nearest")
-                                  >= settings.red_min_density)
-        seed = _regions_kept(candidates, strong, dense, px_um2, settings)
-        if seed.any():
-            evidence = (ratios[..., i] > settings.grow_log_ratio) | (total < settings.faint_density)
-            passable = visible & evidence
-            ink |= _grow(seed, passable, settings.grow_um / mpp)
-    if not ink.any():
-        return ink
-    ink = _fill_holes(ink, settings.max_hole_um2 / px_um2)
+    dense = ndimage.uniform_filter(total, window, mode="nearest") >= settings.red_min_density
+    red = INKS.index("red")
+    seed = _regions_kept(candidates, candidates & (top > settings.strong_log_ratio),
+                         candidates & ((best != red) | dense), mpp * mpp, settings)
+    if not seed.any():
+        return seed
+    passable = visible & ((top > settings.grow_log_ratio) | (total < settings.faint_density))
+    ink = _fill_holes(_grow(seed, passable, settings.grow_um / mpp), settings.max_hole_um2 / (mpp * mpp))
     return morphology.dilate(ink, settings.margin_um / mpp)
