@@ -43,8 +43,9 @@ COORDINATE_DECIMALS = 2
 #: Polygons per class feature at most: QuPath 0.6 needed more than a 4 GiB heap for one feature of 200k
 #: parts and no more than 0.5.1 does for features of up to 10k (docs/qupath-import.md).
 DEFAULT_MAX_PARTS = 10_000
-#: Uncompressed bytes per GeoJSON file at most: QuPath holds a whole file as a JSON tree, 22-32 MB of heap per
-#: MB of file; 50 MB imports in a 1.5 GiB heap, in seconds (0.5.1) to ~2.5 min (0.6.0) (docs/qupath-import.md).
+#: Uncompressed bytes per GeoJSON file at most: QuPath holds a whole file as a JSON tree, 22-32 MB of heap
+#: per MB of file; 50 MB imports in a 1.5 GiB heap, in seconds (0.5.1) to ~2.5 min (0.6.0)
+#: (docs/qupath-import.md).
 DEFAULT_MAX_BYTES = 50_000_000
 AREA_MEASUREMENT = "Area um^2"
 PROBABILITY_MEASUREMENT = "Mean probability"

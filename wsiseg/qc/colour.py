@@ -144,8 +144,10 @@ class ColourModel:
             raise ConfigError(f"a colour model needs the inks {', '.join(INKS)} in that order, "
                               f"got {', '.join(self.inks)}")
 
-    def log_ratios(self, features: np.ndarray) -> np.ndarray:
-        """``log p(x | ink) - log p(x | tissue)`` per ink, float32 ``(n, len(INKS))`` for features ``(n, 3)``.
+    def log_ratios(self, features: np.ndarray, own_tissue: GaussianMixture | None = None) -> np.ndarray:
+        """``log p(x | ink) - log p(x | tissue)`` per ink, float32 ``(n, len(INKS))`` for features ``(n, 3)``;
+        with ``own_tissue`` (a mixture fitted to one image's tissue) the tissue likelihood is the larger of
+        the model's and that one's.
 
         Features are quantised (:data:`_STEP`) and each distinct cell is evaluated once."""
         cells = np.round(np.asarray(features, np.float64) / _STEP).astype(np.int64)
@@ -158,6 +160,8 @@ class ColourModel:
         c1, c2 = np.divmod(rest, size[2])
         centres = (np.stack([c0, c1, c2], axis=1) + _CELL_MIN) * _STEP
         tissue = self.tissue.log_pdf(centres)
+        if own_tissue is not None:
+            tissue = np.maximum(tissue, own_tissue.log_pdf(centres))
         ratios = np.stack([self.inks[name].log_pdf(centres) - tissue for name in INKS], axis=1)
         return ratios.astype(np.float32)[np.ravel(inverse)]
 

@@ -1,5 +1,8 @@
 """Pen and marker ink on a slide thumbnail: colour evidence (:mod:`wsiseg.qc.colour`) decided spatially.
 
+Evidence per pixel: the log likelihood ratio of ink over tissue under the measured colour model, with the
+image's own tissue as a second tissue model (``adapt``; :func:`_evidence`).
+
 Colour alone cannot separate every ink pixel from every tissue pixel: the faint edge of a red stroke has the
 colour of eosin-rich stroma, and dense overlapping strokes turn maroon. Ink differs from tissue in how its
 evidence is arranged: a stroke has a core whose colour only ink has. So:
@@ -21,39 +24,86 @@ total OD (4 bytes per pixel).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from scipy import ndimage
 
-from wsiseg.qc.colour import INKS, ColourModel, colour_features, optical_density
+from wsiseg.errors import ConfigError
+from wsiseg.qc.colour import INKS, ColourModel, GaussianMixture, colour_features, optical_density
 from wsiseg.qc.settings import PenSettings
 from wsiseg.slide import morphology
 
 #: Total OD below which a pixel is glass (no colour to judge).
 VISIBLE_DENSITY = 0.15
+#: The image's own tissue model (``pen.adapt``): components, at most this many samples, at least this many.
+OWN_COMPONENTS = 3
+OWN_SAMPLES = 20_000
+OWN_MIN_SAMPLES = 500
 _STRIP_ROWS = 256
 
 
-def _evidence(rgb: np.ndarray, mpp: float, model: ColourModel,
-              smooth_um: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(ratios int8 (h, w, len(INKS)), total float32 (h, w))``: per ink the log likelihood ratio of ink over
-    tissue (rounded, clipped to +-127) and the total OD, of the OD averaged over ``smooth_um``."""
-    h, w = rgb.shape[:2]
+def _features(rgb: np.ndarray, mpp: float,
+              smooth_um: float) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """``(y, y1, features (y1 - y, w, 3), total (y1 - y, w))`` of strips of rows, of the OD averaged over
+    ``smooth_um``."""
+    h = rgb.shape[0]
     window = max(1, round(smooth_um / mpp))
     halo = window // 2 + 1
-    ratios = np.empty((h, w, len(INKS)), np.int8)
-    total = np.empty((h, w), np.float32)
     for y in range(0, h, _STRIP_ROWS):
         y1 = min(h, y + _STRIP_ROWS)
         top, bottom = max(0, y - halo), min(h, y1 + halo)
         od = optical_density(rgb[top:bottom])
         if window > 1:
             od = ndimage.uniform_filter(od, size=(window, window, 1), mode="nearest")
-        od = od[y - top:y1 - top]
-        features, strip_total = colour_features(od)
+        features, total = colour_features(od[y - top:y1 - top])
+        yield y, y1, features, total
+
+
+def _evidence(rgb: np.ndarray, mpp: float, model: ColourModel, settings: PenSettings,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(ratios int8 (h, w, len(INKS)), total float32 (h, w))``: per ink the log likelihood ratio of ink over
+    tissue (rounded, clipped to +-127) and the total OD, of the OD averaged over ``settings.smooth_um``.
+
+    With ``settings.adapt``, the tissue of this very image also counts as tissue: a small mixture
+    (:data:`OWN_COMPONENTS`) is fitted to the visible pixels the model calls tissue (ratio <= 0 for every
+    ink; a fixed-seed sample of at most :data:`OWN_SAMPLES`), and for the others the tissue likelihood is
+    the larger of the model's and this one's. A slide whose stain the model's tissue does not cover then
+    does not read as ink, while ink, which the sample leaves out, still does."""
+    h, w = rgb.shape[:2]
+    ratios = np.empty((h, w, len(INKS)), np.int8)
+    total = np.empty((h, w), np.float32)
+    for y, y1, features, strip_total in _features(rgb, mpp, settings.smooth_um):
         total[y:y1] = strip_total
         r = model.log_ratios(features.reshape(-1, 3)).reshape(y1 - y, w, len(INKS))
         ratios[y:y1] = np.clip(np.round(r), -127, 127).astype(np.int8)
+    if settings.adapt:
+        _adapt(rgb, mpp, model, settings, ratios, total, seed)
     return ratios, total
+
+
+def _adapt(rgb: np.ndarray, mpp: float, model: ColourModel, settings: PenSettings, ratios: np.ndarray,
+           total: np.ndarray, seed: int) -> None:
+    """Rescore, in place, the pixels that read as ink against this image's own tissue (see
+    :func:`_evidence`)."""
+    visible = total > VISIBLE_DENSITY
+    tissue_like = visible & (ratios.max(axis=2) <= 0)
+    suspect = visible & ~tissue_like
+    if tissue_like.sum() < OWN_MIN_SAMPLES or not suspect.any():
+        return
+    rng = np.random.default_rng(seed)
+    samples, rescored = [], []
+    for y, y1, features, _ in _features(rgb, mpp, settings.smooth_um):
+        samples.append(features[tissue_like[y:y1]])
+        rescored.append(features[suspect[y:y1]])
+    pool = np.concatenate(samples)
+    pool = pool[rng.choice(len(pool), min(len(pool), OWN_SAMPLES), replace=False)]
+    try:
+        own = GaussianMixture.fit(pool, OWN_COMPONENTS, seed=seed, iterations=100)
+    except (ConfigError, np.linalg.LinAlgError):  # too few distinct colours to fit: keep the model's
+        return
+    r = model.log_ratios(np.concatenate(rescored), own_tissue=own)
+    ratios[suspect] = np.clip(np.round(r), -127, 127).astype(np.int8)
 
 
 def _regions_kept(candidates: np.ndarray, strong: np.ndarray, credible: np.ndarray, px_um2: float,
@@ -95,7 +145,7 @@ def detect_ink(rgb: np.ndarray, mpp: float, model: ColourModel, settings: PenSet
     h, w = rgb.shape[:2]
     if h == 0 or w == 0:
         return np.zeros((h, w), bool)
-    ratios, total = _evidence(rgb, mpp, model, settings.smooth_um)
+    ratios, total = _evidence(rgb, mpp, model, settings)
     visible = total > VISIBLE_DENSITY
     best = ratios.argmax(axis=2)
     top = ratios.max(axis=2)

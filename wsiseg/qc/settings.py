@@ -43,17 +43,18 @@ class PenSettings:
     """Pen ink on the thumbnail (:func:`wsiseg.qc.ink.detect_ink`)."""
 
     enabled: bool = True
+    adapt: bool = True
     smooth_um: float = 8.0
     min_area_um2: float = 5_000.0
-    strong_log_ratio: float = 8.0
+    strong_log_ratio: float = 5.0
     strong_share: float = 0.25
     red_min_density: float = 1.4
     density_window_um: float = 24.0
-    grow_um: float = 60.0
-    grow_log_ratio: float = -2.0
-    faint_density: float = 0.35
-    max_hole_um2: float = 200_000.0
-    margin_um: float = 16.0
+    grow_um: float = 20.0
+    grow_log_ratio: float = 0.0
+    faint_density: float = 0.2
+    max_hole_um2: float = 2_000.0
+    margin_um: float = 8.0
 
 
 @dataclass(frozen=True)

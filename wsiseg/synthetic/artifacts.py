@@ -60,7 +60,8 @@ def stroke_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator,
     knots = np.linspace(0.0, 1.0, n_points)
     curve = np.stack([np.interp(t, knots, points[:, 0]), np.interp(t, knots, points[:, 1])], axis=1)
     smooth = max(1, len(t) // n_points // 2)
-    curve = np.stack([ndimage.uniform_filter1d(curve[:, i], smooth, mode="nearest") for i in range(2)], axis=1)
+    curve = np.stack([ndimage.uniform_filter1d(curve[:, i], smooth, mode="nearest") for i in range(2)],
+                     axis=1)
     core = np.ones(shape, bool)
     ys, xs = np.clip(np.round(curve[:, 1]).astype(int), 0, h - 1), np.clip(np.round(curve[:, 0]).astype(int),
                                                                           0, w - 1)
@@ -82,12 +83,12 @@ def ink_od(density: np.ndarray, colour: InkColour, rng: np.random.Generator) -> 
 def composite(rgb: np.ndarray, od: np.ndarray) -> np.ndarray:
     """``rgb`` (uint8 ``(h, w, 3)``) with extra optical density ``od`` added (Beer-Lambert)."""
     base = np.log10(255.0 / np.maximum(rgb.astype(np.float32), 1.0))
-    return np.clip(255.0 * 10.0 ** -(base + od), 0, 255).round().astype(np.uint8)
+    return np.asarray(np.clip(255.0 * 10.0 ** -(base + od), 0, 255).round(), dtype=np.uint8)
 
 
 def ink_truth(od: np.ndarray) -> np.ndarray:
     """Where composited ink is visible: total OD >= :data:`VISIBLE_INK` (bool ``(h, w)``)."""
-    return np.asarray(od.sum(axis=-1) >= VISIBLE_INK)
+    return np.asarray(np.sum(od, axis=-1) >= VISIBLE_INK, dtype=bool)
 
 
 def blur_region(rgb: np.ndarray, region: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -95,4 +96,4 @@ def blur_region(rgb: np.ndarray, region: np.ndarray, sigma_px: float) -> np.ndar
     blurred, then cut in: the region's edge is as sharp as a focus change between scan strips)."""
     blurred = np.stack([ndimage.gaussian_filter(rgb[..., c].astype(np.float32), sigma_px) for c in range(3)],
                        axis=-1)
-    return np.where(region[..., None], np.clip(blurred.round(), 0, 255), rgb).astype(np.uint8)
+    return np.asarray(np.where(region[..., None], np.clip(blurred.round(), 0, 255), rgb), dtype=np.uint8)
