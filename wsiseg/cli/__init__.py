@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-reference": ("wsiseg.cli.import_reference",
                          "Import a model trained with the SAM-Path reference code as a .wsiseg file."),
     "models": ("wsiseg.cli.models", "Name models, set the default one, register SAM/HIPT weights."),
+    "qc": ("wsiseg.cli.qc", "Quality control of slides: pen ink and blur, QC images, GeoJSON and a table."),
     "summary": ("wsiseg.cli.summary", "Rebuild a folder's summary.csv: per-slide class areas and shares."),
     "compare": ("wsiseg.cli.compare", "Put evaluation reports side by side (the paper's Table 1 rows)."),
     "demo": ("wsiseg.cli.demo", "Run the whole pipeline on a built-in synthetic slide (no downloads)."),

@@ -9,7 +9,7 @@ No torch here. Public API:
 """
 
 from wsiseg.errors import GeoJSONError
-from wsiseg.export._source import LabelSource, open_label_source
+from wsiseg.export._source import LabelSource, label_image_classes, open_label_source
 from wsiseg.export.exporter import ExportResult, export_geojson, export_label_source, qc_geojson_path
 from wsiseg.export.vectorize import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE, RegionBatch, vectorise_labels
 from wsiseg.io.frames import CoordinateFrame, SlideBounds, SlideFrame
@@ -30,6 +30,7 @@ __all__ = [
     "SlideFrame",
     "export_geojson",
     "export_label_source",
+    "label_image_classes",
     "open_label_source",
     "qc_geojson_path",
     "vectorise_labels",

@@ -113,7 +113,7 @@ def open_label_source(zarr_path: str | Path, *, level: int | None = None, mpp: f
     else:
         pyramid, values = seg.label_image(labels)
         array, probabilities = pyramid[chosen], None
-        classes, qupath_names = _label_image_classes(labels, values)
+        classes, qupath_names = label_image_classes(labels, values)
     slide = seg.attrs.get("slide") if isinstance(seg.attrs.get("slide"), dict) else {}
     assert isinstance(slide, dict)
     slide_id = str(slide.get("sha256_head") or Path(str(slide.get("path") or seg.path)).name)
@@ -130,7 +130,7 @@ def open_label_source(zarr_path: str | Path, *, level: int | None = None, mpp: f
     )
 
 
-def _label_image_classes(name: str, values: list[LabelValue]) -> tuple[ClassList, tuple[str, ...]]:
+def label_image_classes(name: str, values: list[LabelValue]) -> tuple[ClassList, tuple[str, ...]]:
     """The classes of a label image (its values 1..n; 0 is nothing) and their QuPath classifications
     (``qc``: :attr:`wsiseg.qc.QCLabel.qupath_class`; others: the value names)."""
     named = sorted((v for v in values if v.value > 0), key=lambda v: v.value)

@@ -61,8 +61,10 @@ class RunQC:
         return self.qc_map.analysable_mask() if self.mode is QCMode.DEFAULT else self.qc_map.tissue_mask()
 
     def attach(self, grid: TileGrid) -> None:
-        """Set up the focus grid for ``grid`` (unless blur is off or the artifacts were reviewed)."""
-        if self.settings.blur.enabled and self.reviewed is None:
+        """Set up the focus grid for ``grid`` (unless blur is off, the artifacts were reviewed, or the tiles
+        are enlarged from level 0, which blurs them by construction: :func:`judges_blur`)."""
+        if self.settings.blur.enabled and self.reviewed is None and judges_blur(self.tiling.mpp,
+                                                                                self.qc_map.slide_mpp):
             t = self.tiling
             block = block_size(t.step, t.mpp, self.settings.blur.block_um, t.output_stride)
             self.focus = FocusGrid(block, t.step, t.tile_size, grid.n_cols, grid.n_rows, self.settings.blur)
@@ -122,6 +124,12 @@ class RunQC:
                 "thumbnail_mpp": self.qc_map.mpp, "areas": areas.to_dict(), "blur": blur,
                 "labels": {label.title: int(label) for label in QCLabel},
                 "excluded": self.mode is QCMode.DEFAULT}
+
+
+def judges_blur(mpp: float, slide_mpp: tuple[float, float]) -> bool:
+    """Can focus be judged on tiles read at ``mpp``? Not when they are enlarged from the slide's level 0
+    (finer than it by more than 1 %): enlarged tiles are blurred whatever the focus was."""
+    return mpp >= min(slide_mpp) * 0.99
 
 
 def _sample(mask: np.ndarray, mask_mpp: float, y0: int, y1: int, x0: int, x1: int, mpp: float) -> np.ndarray:

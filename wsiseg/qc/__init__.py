@@ -7,7 +7,7 @@ tissue only. Settings: :class:`QCSettings` (``wsiseg/qc/default.yaml`` documents
 """
 
 from wsiseg.qc.assess import QCAreas, QCMap, assess_slide, assess_thumbnail
-from wsiseg.qc.colour import ColourModel
+from wsiseg.qc.colour import InkColourModel
 from wsiseg.qc.focus import FocusGrid, block_size
 from wsiseg.qc.ink import detect_ink
 from wsiseg.qc.labels import ARTIFACTS, QCLabel
@@ -15,8 +15,8 @@ from wsiseg.qc.settings import QCMode, QCSettings
 
 __all__ = [
     "ARTIFACTS",
-    "ColourModel",
     "FocusGrid",
+    "InkColourModel",
     "QCAreas",
     "QCLabel",
     "QCMap",

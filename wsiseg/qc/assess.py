@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from wsiseg.qc.colour import ColourModel
+from wsiseg.qc.colour import InkColourModel
 from wsiseg.qc.focus import FocusGrid
 from wsiseg.qc.ink import detect_ink
 from wsiseg.qc.labels import ARTIFACTS, QCLabel
@@ -72,12 +72,12 @@ def tissue_of(rgb: np.ndarray, mpp: float, settings: TissueSettings) -> np.ndarr
 
 
 def assess_thumbnail(rgb: np.ndarray, mpp: float, slide_mpp: tuple[float, float], settings: QCSettings,
-                     model: ColourModel | None = None) -> QCMap:
+                     model: InkColourModel | None = None) -> QCMap:
     """The :class:`QCMap` of an RGB uint8 thumbnail ``(h, w, 3)`` at ``mpp`` um/px."""
     tissue = tissue_of(rgb, mpp, settings.tissue)
     labels = tissue.astype(np.uint8) * np.uint8(QCLabel.TISSUE)
     if settings.pen.enabled:
-        pen = detect_ink(rgb, mpp, model or ColourModel.load(), settings.pen)
+        pen = detect_ink(rgb, mpp, model or InkColourModel.load(), settings.pen)
         labels[pen | _slivers(tissue & ~pen, mpp, settings.tissue)] = QCLabel.PEN
     return QCMap(labels, tissue, mpp, slide_mpp)
 
@@ -92,7 +92,7 @@ def _slivers(analysable: np.ndarray, mpp: float, settings: TissueSettings) -> np
 
 
 def assess_slide(slide: Slide, settings: QCSettings | None = None,
-                 model: ColourModel | None = None) -> tuple[QCMap, np.ndarray]:
+                 model: InkColourModel | None = None) -> tuple[QCMap, np.ndarray]:
     """Read the slide's thumbnail (at :func:`~wsiseg.slide.tissue.thumbnail_mpp` of
     ``settings.tissue.mpp``) and assess it: ``(QCMap, thumbnail RGB uint8)``."""
     settings = settings or QCSettings()

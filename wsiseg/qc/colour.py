@@ -7,10 +7,10 @@ it there is, and the *total* ``sum(od)`` says how much there is. The colour feat
 family of chromaticities, green, blue and black inks lie far from it, and red ink lies beside eosin but
 with more blue absorbed (``c_blue`` ~0.45 against ~0.2-0.37) and, at its core, far denser.
 
-:class:`ColourModel` holds one Gaussian mixture per class (``tissue`` and the inks ``red``, ``green``,
+:class:`InkColourModel` holds one Gaussian mixture per class (``tissue`` and the inks ``red``, ``green``,
 ``black``, ``blue``) fitted to measured pixels (``wsiseg/qc/ink_colours.json``: what it was fitted on is
-recorded in its ``provenance``; ``benchmarks/qc_colour_model.py`` rebuilds it). :meth:`ColourModel.log_ratios`
-gives, per pixel, ``log p(x | ink) - log p(x | tissue)`` for every ink: the evidence the spatial stage of
+recorded in its ``provenance``; ``benchmarks/qc_colour_model.py`` rebuilds it).
+:meth:`InkColourModel.log_ratios` gives, per pixel, ``log p(x | ink) - log p(x | tissue)`` for every ink: the evidence the spatial stage of
 :mod:`wsiseg.qc.ink` decides on. Torch-free.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from wsiseg.errors import ConfigError
 
-#: Names of the ink classes, in the order of :meth:`ColourModel.log_ratios`' columns.
+#: Names of the ink classes, in the order of :meth:`InkColourModel.log_ratios`' columns.
 INKS = ("red", "green", "black", "blue")
 #: The packaged model.
 DEFAULT_MODEL = Path(__file__).with_name("ink_colours.json")
@@ -132,7 +132,7 @@ class GaussianMixture:
 
 
 @dataclass(frozen=True)
-class ColourModel:
+class InkColourModel:
     """Gaussian mixtures of the colour features of H&E tissue and of each ink in :data:`INKS`."""
 
     tissue: GaussianMixture
@@ -171,7 +171,7 @@ class ColourModel:
                            "inks": {name: self.inks[name].to_dict() for name in INKS}}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "colour model") -> ColourModel:
+    def from_json(cls, text: str, source: str = "colour model") -> InkColourModel:
         try:
             data = json.loads(text)
             return cls(GaussianMixture.from_dict(data["tissue"]),
@@ -181,7 +181,7 @@ class ColourModel:
             raise ConfigError(f"{source} is not a wsiseg colour model ({exc!r})") from None
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_MODEL) -> ColourModel:
+    def load(cls, path: str | Path = DEFAULT_MODEL) -> InkColourModel:
         """Read a model written by :meth:`to_json` (default: the packaged one)."""
         path = Path(path)
         try:
@@ -192,7 +192,7 @@ class ColourModel:
 
     @classmethod
     def fit(cls, samples: dict[str, np.ndarray], components: dict[str, int], *, seed: int = 0,
-            provenance: dict[str, Any] | None = None) -> ColourModel:
+            provenance: dict[str, Any] | None = None) -> InkColourModel:
         """Fit one mixture per class (``tissue`` and every ink) to its feature samples ``(n, 3)`` (see
         :func:`colour_features`), with ``components[name]`` components."""
         missing = sorted({"tissue", *INKS} - set(samples))

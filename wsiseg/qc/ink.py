@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from wsiseg.errors import ConfigError
-from wsiseg.qc.colour import INKS, ColourModel, GaussianMixture, colour_features, optical_density
+from wsiseg.qc.colour import INKS, GaussianMixture, InkColourModel, colour_features, optical_density
 from wsiseg.qc.settings import PenSettings
 from wsiseg.slide import morphology
 
@@ -60,7 +60,7 @@ def _features(rgb: np.ndarray, mpp: float,
         yield y, y1, features, total
 
 
-def _evidence(rgb: np.ndarray, mpp: float, model: ColourModel, settings: PenSettings,
+def _evidence(rgb: np.ndarray, mpp: float, model: InkColourModel, settings: PenSettings,
               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(ratios int8 (h, w, len(INKS)), total float32 (h, w))``: per ink the log likelihood ratio of ink over
     tissue (rounded, clipped to +-127) and the total OD, of the OD averaged over ``settings.smooth_um``.
@@ -82,7 +82,7 @@ def _evidence(rgb: np.ndarray, mpp: float, model: ColourModel, settings: PenSett
     return ratios, total
 
 
-def _adapt(rgb: np.ndarray, mpp: float, model: ColourModel, settings: PenSettings, ratios: np.ndarray,
+def _adapt(rgb: np.ndarray, mpp: float, model: InkColourModel, settings: PenSettings, ratios: np.ndarray,
            total: np.ndarray, seed: int) -> None:
     """Rescore, in place, the pixels that read as ink against this image's own tissue (see
     :func:`_evidence`)."""
@@ -139,7 +139,7 @@ def _fill_holes(mask: np.ndarray, max_hole_px: float) -> np.ndarray:
     return np.asarray(mask | small[holes])
 
 
-def detect_ink(rgb: np.ndarray, mpp: float, model: ColourModel, settings: PenSettings) -> np.ndarray:
+def detect_ink(rgb: np.ndarray, mpp: float, model: InkColourModel, settings: PenSettings) -> np.ndarray:
     """The pen-ink mask (bool ``(h, w)``) of an RGB uint8 thumbnail ``(h, w, 3)`` at ``mpp`` um/px (see the
     module docstring)."""
     h, w = rgb.shape[:2]
