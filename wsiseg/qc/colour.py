@@ -10,8 +10,8 @@ with more blue absorbed (``c_blue`` ~0.45 against ~0.2-0.37) and, at its core, f
 :class:`InkColourModel` holds one Gaussian mixture per class (``tissue`` and the inks ``red``, ``green``,
 ``black``, ``blue``) fitted to measured pixels (``wsiseg/qc/ink_colours.json``: what it was fitted on is
 recorded in its ``provenance``; ``benchmarks/qc_colour_model.py`` rebuilds it).
-:meth:`InkColourModel.log_ratios` gives, per pixel, ``log p(x | ink) - log p(x | tissue)`` for every ink: the evidence the spatial stage of
-:mod:`wsiseg.qc.ink` decides on. Torch-free.
+:meth:`InkColourModel.log_ratios` gives, per pixel, ``log p(x | ink) - log p(x | tissue)`` for every ink:
+the evidence the spatial stage of :mod:`wsiseg.qc.ink` decides on. Torch-free.
 """
 
 from __future__ import annotations
