@@ -16,11 +16,12 @@ tissue left alone, and what QC costs. Prints figures (JSON lines) and a summary.
    flagged.
 4. Clean slides: CMU-1, the 60 GlaS images and two synthetic slides: tissue after QC against tissue
    detected (the same before QC), and the analysable share lost.
-5. Speed: the QC of a 512 px image at 0.5 um/px; ``segment --model null`` on a synthetic slide with and
-   without QC (alternating, median of ``--pairs``).
+5. Speed: the QC of a 512 px image at 0.5 um/px; ``segment --model null`` (1024 px tiles at 0.5 um/px, the
+   worst case: nothing hides the focus check's CPU) on a ``--size`` synthetic slide with and without QC
+   (alternating, median of ``--pairs`` ratios).
 
     .venv/bin/python benchmarks/bench_qc.py [--shared ../shared/data] [--fixtures HISTOLAB] [--seed 0]
-        [--sections ink,pure,blur,clean,speed] [--glas-every 1] [--pairs 3]
+        [--sections ink,pure,blur,clean,speed] [--glas-every 1] [--pairs 3] [--size 20480]
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ from PIL import Image
 from wsiseg.qc import FocusGrid, QCLabel, QCSettings, assess_slide, block_size
 from wsiseg.qc.assess import tissue_of
 from wsiseg.slide import open_slide
-from wsiseg.synthetic.artifacts import INK_COLOURS, blur_region, composite, ink_od, stroke_density
+from wsiseg.synthetic.artifacts import (
+    INK_COLOURS,
+    blur_region,
+    composite,
+    ink_od,
+    share_on_grid,
+    stroke_density,
+)
 from wsiseg.synthetic.slides import write_synthetic_slide
 
 #: Ink OD below which a pixel has no ink at all (clean).
@@ -71,21 +79,6 @@ def _assess(rgb: np.ndarray, mpp: float, work: Path, settings: QCSettings) -> tu
     return qc_map, qc_map.mpp
 
 
-def _on_thumbnail(mask: np.ndarray, qc_map: Any, mpp: float, any_pixel: bool) -> np.ndarray:
-    """A full-resolution bool mask sampled onto the QC map's grid: the share of each thumbnail pixel's
-    pixels that are set, >= 0.5 (or > 0 with ``any_pixel``)."""
-    h, w = qc_map.labels.shape
-    f = qc_map.mpp / mpp
-    rows = np.minimum((np.arange(mask.shape[0]) / f).astype(int), h - 1)
-    cols = np.minimum((np.arange(mask.shape[1]) / f).astype(int), w - 1)
-    counts = np.zeros((h, w))
-    totals = np.zeros((h, w))
-    np.add.at(counts, (rows[:, None], cols[None, :]), mask)
-    np.add.at(totals, (rows[:, None], cols[None, :]), 1)
-    share = counts / np.maximum(totals, 1)
-    return np.asarray(share > 0 if any_pixel else share >= 0.5)
-
-
 def bench_ink(shared: Path, settings: QCSettings, seed: int, every: int, work: Path) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     pooled: dict[str, list[float]] = {}
@@ -100,8 +93,9 @@ def bench_ink(shared: Path, settings: QCSettings, seed: int, every: int, work: P
             qc_map, _ = _assess(composite(rgb, od), mpp, work, settings)
             pen = qc_map.labels == QCLabel.PEN
             total = od.sum(axis=-1)
-            ink = _on_thumbnail(total >= INK, qc_map, mpp, any_pixel=False)
-            clean = clean_map.tissue & ~_on_thumbnail(total >= NO_INK, qc_map, mpp, any_pixel=True)
+            shape = qc_map.labels.shape
+            ink = share_on_grid(total >= INK, mpp, qc_map.mpp, shape) >= 0.5
+            clean = clean_map.tissue & (share_on_grid(total >= NO_INK, mpp, qc_map.mpp, shape) == 0)
             counts = pooled.setdefault(colour.name, [0, 0, 0, 0])
             counts[0] += int((pen & ink).sum())
             counts[1] += int(ink.sum())
@@ -215,7 +209,7 @@ def bench_clean(shared: Path | None, settings: QCSettings, work: Path) -> dict[s
     return out
 
 
-def bench_speed(settings: QCSettings, pairs: int, work: Path) -> dict[str, Any]:
+def bench_speed(settings: QCSettings, pairs: int, size: int, work: Path) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     rgb = np.clip(rng.normal(200, 30, (512, 512, 3)), 0, 255).astype(np.uint8)
     path = work / "small.png"
@@ -226,7 +220,7 @@ def bench_speed(settings: QCSettings, pairs: int, work: Path) -> dict[str, Any]:
         assess_slide(slide, settings)
         small = time.perf_counter() - t0
     slide_path = work / "segment.svs"
-    write_synthetic_slide(slide_path, 12288, 12288, seed=3)
+    write_synthetic_slide(slide_path, size, size, seed=3)
     from wsiseg.infer.batch import NULL_MODEL, ModelSpec
     from wsiseg.infer.options import SegmentOptions
     from wsiseg.infer.segment import segment_slide
@@ -242,7 +236,8 @@ def bench_speed(settings: QCSettings, pairs: int, work: Path) -> dict[str, Any]:
             walls[mode].append(time.perf_counter() - t0)
     ratios = [d / o for d, o in zip(walls["default"], walls["off"], strict=True)]
     return {"section": "speed", "qc_512px_png_s": round(small, 3),
-            "segment_null_12k_wall_s": {k: [round(v, 2) for v in vs] for k, vs in walls.items()},
+            "segment_slide_px": size,
+            "segment_null_wall_s": {k: [round(v, 2) for v in vs] for k, vs in walls.items()},
             "segment_wall_ratio_qc_over_off_median": round(statistics.median(ratios), 3)}
 
 
@@ -255,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sections", default="ink,pure,blur,clean,speed")
     parser.add_argument("--glas-every", type=int, default=1, help="use every n-th GlaS Test A image")
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=20480, help="side of the synthetic slide segmented (px)")
     args = parser.parse_args(argv)
     settings = QCSettings()
     shared = args.shared if (args.shared / "slides/CMU-1-Small-Region.svs").is_file() else None
@@ -270,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
                       "pure": lambda: bench_pure(settings, args.seed, args.fixtures, work),
                       "blur": lambda: bench_blur(shared, settings),  # type: ignore[arg-type]
                       "clean": lambda: bench_clean(shared, settings, work),
-                      "speed": lambda: bench_speed(settings, args.pairs, work)}[section]()
+                      "speed": lambda: bench_speed(settings, args.pairs, args.size, work)}[section]()
             result["seconds"] = round(time.perf_counter() - t0, 1)
             print(json.dumps(result), flush=True)
     sys.stdout.flush()

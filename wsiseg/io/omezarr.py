@@ -278,7 +278,7 @@ class SegmentationWriter:
         pyramid, uint8, ``values`` naming and colouring its label values (NGFF ``image-label``), filled from
         ``chunks`` of ``(level-0 box (y0, y1, x0, x1), labels (h, w))`` whose boxes are ``chunk_size``
         aligned and cover the image. Coarser levels take the top-left pixel of each 2 x 2 square (labels
-        are not averaged). Single-threaded; a few MB per chunk."""
+        are not averaged). Chunks are stored as :meth:`write_chunk` stores them. Single-threaded."""
         labels_group = cast(zarr.Group, self._root["labels"])
         if name in labels_group:
             del labels_group[name]
@@ -299,13 +299,16 @@ class SegmentationWriter:
         })
         names = list(_ome_attrs(labels_group).get("labels", ["classes"]))
         _put_ome(labels_group, self.version, {"labels": [*names, name] if name not in names else names})
-        arrays = [cast("zarr.Array[Any]", group[str(level)]) for level in range(self.n_levels)]
+        arrays = [group[str(level)] for level in range(self.n_levels)]
         for (y0, _, x0, _), data in chunks:
             for level, array in enumerate(arrays):
-                f = 1 << level
-                piece = data[::f, ::f]
-                ly, lx = -(-y0 // f), -(-x0 // f)
-                array[ly:ly + piece.shape[0], lx:lx + piece.shape[1]] = piece
+                piece = np.ascontiguousarray(data[::1 << level, ::1 << level])
+                ly, lx = y0 >> level, x0 >> level
+                chunk = level_chunk(self.chunk_size, level)
+                if chunk == self.chunk_size >> level:  # whole zarr chunks, stored directly
+                    self._put_chunk(array, (ly // chunk, lx // chunk), piece)
+                else:
+                    self._put_piece(array, ly, lx, chunk, piece)
 
     def level_shape(self, level: int) -> tuple[int, int]:
         """``(height, width)`` of pyramid ``level`` in its own pixels."""

@@ -97,3 +97,18 @@ def blur_region(rgb: np.ndarray, region: np.ndarray, sigma_px: float) -> np.ndar
     blurred = np.stack([ndimage.gaussian_filter(rgb[..., c].astype(np.float32), sigma_px) for c in range(3)],
                        axis=-1)
     return np.asarray(np.where(region[..., None], np.clip(blurred.round(), 0, 255), rgb), dtype=np.uint8)
+
+
+def share_on_grid(mask: np.ndarray, mpp: float, grid_mpp: float, shape: tuple[int, int]) -> np.ndarray:
+    """The share (float64 ``shape``) of the True pixels of ``mask`` (at ``mpp`` um/px) under each pixel of a
+    coarser grid of ``grid_mpp`` um/px and ``shape`` (e.g. a QC thumbnail), both from (0, 0): how a
+    full-resolution truth is scored on the grid a detector works on."""
+    h, w = shape
+    factor = grid_mpp / mpp
+    rows = np.minimum((np.arange(mask.shape[0]) / factor).astype(np.int64), h - 1)
+    cols = np.minimum((np.arange(mask.shape[1]) / factor).astype(np.int64), w - 1)
+    counts = np.zeros(shape)
+    totals = np.zeros(shape)
+    np.add.at(counts, (rows[:, None], cols[None, :]), mask)
+    np.add.at(totals, (rows[:, None], cols[None, :]), 1)
+    return counts / np.maximum(totals, 1)
