@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import ndimage
 
 from wsiseg.errors import ConfigError
 from wsiseg.qc import InkColourModel, QCSettings
@@ -58,7 +59,8 @@ def test_mixture_fit_recovers_known_components() -> None:
     order = np.argsort(fitted.means[:, 0])
     assert np.allclose(fitted.means[order], means, atol=0.005)
     assert np.allclose(fitted.weights[order], [0.75, 0.25], atol=0.01)
-    truth = GaussianMixture(np.array([0.75, 0.25]), means, np.stack([np.eye(3) * 0.02**2, np.eye(3) * 0.03**2]))
+    covariances = np.stack([np.eye(3) * 0.02**2, np.eye(3) * 0.03**2])
+    truth = GaussianMixture(np.array([0.75, 0.25]), means, covariances)
     # as likely as the truth up to the covariance regularisation (1e-4 on variances of 4e-4 and 9e-4)
     assert abs(fitted.log_pdf(x).mean() - truth.log_pdf(x).mean()) < 0.05
     with pytest.raises(ConfigError, match="too few"):
@@ -100,3 +102,39 @@ def test_evidence_for_measured_inks_and_against_h_and_e() -> None:
 def test_optical_density_of_white_and_black() -> None:
     od = optical_density(np.array([[255, 255, 255], [0, 0, 0]], np.uint8))
     assert np.allclose(od[0], 0) and np.allclose(od[1], np.log10(255))
+
+
+def test_focus_grid_measures_each_block_once_and_maps_it_onto_other_grids() -> None:
+    """Blocks are owned by one tile each (the last column/row of tiles holds the rest of its tiles), a blurred
+    tile marks exactly its owned blocks, and ``mask`` maps blocks onto coarser and finer pixel grids."""
+    from wsiseg.qc import FocusGrid, block_size
+    from wsiseg.qc.settings import BlurSettings
+
+    step, tile = 224, 256
+    block = block_size(step, 0.5, 32.0)
+    assert step % block == 0 and block % 4 == 0
+    grid = FocusGrid(block, step, tile, 3, 2, BlurSettings())
+    noise = np.random.default_rng(0).normal(size=(tile, tile))
+
+    def texture(sigma: float) -> np.ndarray:  # a random texture blurred by sigma px, contrast restored
+        field = ndimage.gaussian_filter(noise, sigma)
+        grey = 130 + 40 * field / field.std()
+        return np.repeat(grey.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+    sharp, smooth = texture(0.7), texture(5.0)
+    for row in range(2):
+        for col in range(3):
+            grid.measure(col, row, smooth if (col, row) == (2, 1) else sharp)
+    per_tile = step // block
+    expected = {(bx, by) for bx in range(2 * per_tile, 2 * per_tile + tile // block)
+                for by in range(per_tile, per_tile + tile // block)}
+    assert {tuple(b) for b in grid.blurred} == expected
+    again = FocusGrid(block, step, tile, 3, 2, BlurSettings())
+    again.restore(grid.blurred)
+    assert again.blurred == grid.blurred
+    width, height = 2 * step + tile, step + tile
+    fine = grid.mask(0, height, 0, width, 1.0)
+    span = tile // block * block  # the last tile's whole blocks (its last tile % block px: no block)
+    assert fine[step:step + span, 2 * step:2 * step + span].all() and fine.sum() == span**2
+    coarse = grid.mask(0, height // 8, 0, width // 8, 8.0)  # a grid of 8 analysis pixels per pixel
+    assert np.array_equal(coarse, fine[4::8, 4::8][:height // 8, :width // 8])

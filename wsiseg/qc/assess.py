@@ -88,7 +88,9 @@ def _slivers(analysable: np.ndarray, mpp: float, settings: TissueSettings) -> np
     radius = round(settings.smooth_um / mpp)
     if radius < 1:
         return np.zeros(analysable.shape, bool)
-    return np.asarray(analysable & ~morphology.open_(analysable, radius))
+    pad = 2 * radius  # tissue cut by the image's edge is not thin: replicate the edge, as tissue detection
+    opened = morphology.open_(np.pad(analysable, pad, mode="edge"), radius)[pad:-pad, pad:-pad]
+    return np.asarray(analysable & ~opened)
 
 
 def assess_slide(slide: Slide, settings: QCSettings | None = None,

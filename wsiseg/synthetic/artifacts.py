@@ -53,24 +53,28 @@ def stroke_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator,
                    edge_um: float = 25.0, n_points: int = 5) -> np.ndarray:
     """Relative density 0..1 (float32 ``shape``) of one random pen stroke across an image of ``mpp`` um/px:
     a smooth curve through ``n_points`` random points, ``width_um`` wide, Gaussian edges of ``edge_um``,
-    +-25 % slow variation along it."""
+    +-25 % slow variation along it. Drawn on a grid of ``edge_um / 4`` (at least ``mpp``) and resized
+    bilinearly, so a large image costs what a small one does."""
     h, w = shape
-    points = rng.uniform([0.1 * w, 0.1 * h], [0.9 * w, 0.9 * h], size=(n_points, 2))
+    step = max(mpp, edge_um / 4.0)  # um per pixel of the drawing grid
+    ch, cw = max(2, round(h * mpp / step)), max(2, round(w * mpp / step))
+    points = rng.uniform([0.1 * cw, 0.1 * ch], [0.9 * cw, 0.9 * ch], size=(n_points, 2))
     t = np.linspace(0.0, 1.0, 64 * n_points)
     knots = np.linspace(0.0, 1.0, n_points)
     curve = np.stack([np.interp(t, knots, points[:, 0]), np.interp(t, knots, points[:, 1])], axis=1)
     smooth = max(1, len(t) // n_points // 2)
     curve = np.stack([ndimage.uniform_filter1d(curve[:, i], smooth, mode="nearest") for i in range(2)],
                      axis=1)
-    core = np.ones(shape, bool)
-    ys, xs = np.clip(np.round(curve[:, 1]).astype(int), 0, h - 1), np.clip(np.round(curve[:, 0]).astype(int),
-                                                                          0, w - 1)
-    core[ys, xs] = False
-    inside = ndimage.distance_transform_edt(core) * mpp <= width_um / 2
-    density = ndimage.gaussian_filter(inside.astype(np.float32), edge_um / mpp)
-    along = ndimage.gaussian_filter(rng.normal(1.0, 0.25, shape).astype(np.float32), 200.0 / mpp)
+    outside = np.ones((ch, cw), bool)
+    outside[np.clip(np.round(curve[:, 1]).astype(int), 0, ch - 1),
+            np.clip(np.round(curve[:, 0]).astype(int), 0, cw - 1)] = False
+    inside = ndimage.distance_transform_edt(outside) * step <= width_um / 2
+    density = ndimage.gaussian_filter(inside.astype(np.float32), edge_um / step)
+    along = ndimage.gaussian_filter(rng.normal(1.0, 0.25, (ch, cw)).astype(np.float32), 200.0 / step)
     along = 1.0 + (along - along.mean()) * (0.25 / max(float(along.std()), 1e-6))
-    return np.asarray(np.clip(density * along, 0.0, 1.0), dtype=np.float32)
+    coarse = np.clip(density * along, 0.0, 1.0)
+    full = ndimage.zoom(coarse, (h / ch, w / cw), order=1, mode="nearest", grid_mode=True)
+    return np.asarray(full[:h, :w], dtype=np.float32)
 
 
 def ink_od(density: np.ndarray, colour: InkColour, rng: np.random.Generator) -> np.ndarray:
