@@ -99,18 +99,18 @@ def test_pure_ink_over_glass_leaves_no_tissue(tmp_path: Path, colour: str) -> No
 def test_ink_over_real_tissue(shared_data: Path, tmp_path: Path) -> None:
     """Red ink beside eosin-rich tissue included: most ink excluded, little clean tissue."""
     scores = score_strokes(list(real_images(shared_data)), tmp_path)
-    for name, (ink_excluded, clean_excluded) in scores.items():  # measured: 0.87-1.0 and 0.8-5 %
+    for name, (ink_excluded, clean_excluded) in scores.items():  # measured: 0.87-1.0 and 0.15-4.1 %
         assert ink_excluded >= {"black": 0.85}.get(name, 0.95), (name, scores)
-        assert clean_excluded <= {"blue": 0.06}.get(name, 0.02), (name, scores)
+        assert clean_excluded <= {"blue": 0.05}.get(name, 0.02), (name, scores)
 
 
 def test_ink_over_synthetic_tissue(synthetic_tissue: np.ndarray, tmp_path: Path) -> None:
-    """The synthetic slide's dense blue-purple classes (tumour, inflammatory) are bluer than H&E, so blue and
-    green strokes spread into them more than on real tissue (measured: 0.3-9.6 % of clean tissue)."""
+    """The synthetic slide's dense blue-purple classes (tumour, inflammatory) are bluer than H&E: blue ink over
+    them is the hardest case (measured: 0.89 of its pixels excluded; clean tissue excluded <= 0.6 %)."""
     scores = score_strokes([(synthetic_tissue, 0.5, (150.0, 400.0))], tmp_path)
     for name, (ink_excluded, clean_excluded) in scores.items():
-        assert ink_excluded >= 0.95, (name, scores)
-        assert clean_excluded <= {"green": 0.11, "blue": 0.06}.get(name, 0.025), (name, scores)
+        assert ink_excluded >= {"blue": 0.85}.get(name, 0.95), (name, scores)
+        assert clean_excluded <= 0.02, (name, scores)
 
 
 @pytest.mark.shared

@@ -13,9 +13,10 @@ evidence is arranged: a stroke has a core whose colour only ink has. So:
    evidence (ratio > ``strong_log_ratio``) over ``strong_share`` of that area, and a strong pixel that is
    credible: red ink needs a dense core (total OD >= ``red_min_density`` averaged over
    ``density_window_um``), which red ink has and eosin never reaches;
-3. kept regions grow up to ``grow_um`` into connected pixels with some evidence of ink (ratio >
-   ``grow_log_ratio``) or too pale to be much tissue (total OD < ``faint_density``): the stroke's edges
-   and halo;
+3. the strong pixels of kept regions grow up to ``grow_um`` into connected pixels with some evidence of ink
+   (ratio > ``grow_log_ratio``) or too pale to be much tissue (total OD < ``faint_density``): the stroke's
+   edges and halo, but not the weak evidence further on (dense hematoxylin next to a stroke can lean
+   towards ink without being it);
 
 then holes inside ink smaller than ``max_hole_um2`` are filled and the ink widened by ``margin_um``.
 Memory: the per-pixel evidence is computed in strips of rows and kept as int8 (4 bytes per pixel) plus the
@@ -155,8 +156,9 @@ def detect_ink(rgb: np.ndarray, mpp: float, model: InkColourModel, settings: Pen
     window = max(1, round(settings.density_window_um / mpp))
     dense = ndimage.uniform_filter(total, window, mode="nearest") >= settings.red_min_density
     red = INKS.index("red")
-    seed = _regions_kept(candidates, candidates & (top > settings.strong_log_ratio),
-                         candidates & ((best != red) | dense), mpp * mpp, settings)
+    strong = candidates & (top > settings.strong_log_ratio)
+    credible = candidates & ((best != red) | dense)
+    seed = _regions_kept(candidates, strong, credible, mpp * mpp, settings) & strong
     if not seed.any():
         return seed
     passable = visible & ((top > settings.grow_log_ratio) | (total < settings.faint_density))

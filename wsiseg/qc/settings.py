@@ -50,7 +50,7 @@ class PenSettings:
     strong_share: float = 0.25
     red_min_density: float = 1.4
     density_window_um: float = 24.0
-    grow_um: float = 20.0
+    grow_um: float = 40.0
     grow_log_ratio: float = 0.0
     faint_density: float = 0.2
     max_hole_um2: float = 2_000.0
