@@ -246,7 +246,7 @@ def bench_speed(settings: QCSettings, pairs: int, size: int, model_path: Path | 
     ratios = [d / o for d, o in zip(walls["default"], walls["off"], strict=True)]
     return {"section": "speed", "qc_512px_png_s": round(small, 3),
             "segment_slide_px": size, "segment_model": str(model_path or "null"),
-            "segment_null_wall_s": {k: [round(v, 2) for v in vs] for k, vs in walls.items()},
+            "segment_wall_s": {k: [round(v, 2) for v in vs] for k, vs in walls.items()},
             "segment_wall_ratio_qc_over_off_median": round(statistics.median(ratios), 3)}
 
 

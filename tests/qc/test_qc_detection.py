@@ -105,8 +105,8 @@ def test_ink_over_real_tissue(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_ink_over_synthetic_tissue(synthetic_tissue: np.ndarray, tmp_path: Path) -> None:
-    """The synthetic slide's dense blue-purple classes (tumour, inflammatory) are bluer than H&E: blue ink over
-    them is the hardest case (measured: 0.89 of its pixels excluded; clean tissue excluded <= 0.6 %)."""
+    """The synthetic slide's dense blue-purple classes (tumour, inflammatory) are bluer than H&E: blue ink
+    over them is the hardest case (measured: 0.89 of its pixels excluded; clean tissue excluded <= 0.6 %)."""
     scores = score_strokes([(synthetic_tissue, 0.5, (150.0, 400.0))], tmp_path)
     for name, (ink_excluded, clean_excluded) in scores.items():
         assert ink_excluded >= {"blue": 0.85}.get(name, 0.95), (name, scores)
