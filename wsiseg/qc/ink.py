@@ -158,7 +158,7 @@ def detect_ink(rgb: np.ndarray, mpp: float, model: InkColourModel, settings: Pen
     red = INKS.index("red")
     strong = candidates & (top > settings.strong_log_ratio)
     credible = candidates & ((best != red) | dense)
-    seed = _regions_kept(candidates, strong, credible, mpp * mpp, settings) & strong
+    seed = np.asarray(_regions_kept(candidates, strong, credible, mpp * mpp, settings) & strong)
     if not seed.any():
         return seed
     passable = visible & ((top > settings.grow_log_ratio) | (total < settings.faint_density))
