@@ -244,3 +244,34 @@ def test_crag_whole_images_resized_as_the_reference(tmp_path: Path) -> None:
     np.testing.assert_array_equal(image, want.astype(np.uint8))
     with pytest.raises(DatasetError, match="do not set mpp"):
         build_dataset("crag", tmp_path, "train", patch_size=96, whole_image=True, mpp=0.5)
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that only declares its size (IHDR, no pixel data): enough for Pillow to open it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_pillow_guard_stays_on_and_large_dataset_images_get_a_one_line_error(tmp_path: Path) -> None:
+    """Importing the data sets leaves Pillow's decompression-bomb guard as it is; data-set files are opened
+    with a larger limit for that call only, and an image beyond it is a one-line DatasetError."""
+    from wsiseg.train.datasets import base
+
+    before = Image.MAX_IMAGE_PIXELS
+    assert before is not None and before < base.DATASET_MAX_PIXELS
+    roi = _png_header(tmp_path / "roi.png", 15_000, 15_000)  # 225 M pixels: above Pillow's own limit
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(roi)
+    assert base.image_size(roi) == (15_000, 15_000)
+    huge = _png_header(tmp_path / "huge.png", 50_000, 40_000)
+    with pytest.raises(DatasetError, match="more than 1,500,000,000") as info:
+        base.image_size(huge)
+    assert "\n" not in str(info.value)
+    assert Image.MAX_IMAGE_PIXELS == before

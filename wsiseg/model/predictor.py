@@ -131,8 +131,11 @@ class SamPathPredictor:
         k = self.model.num_classes
         if n == 0:
             return np.zeros((0, k, h, w), np.float32), np.zeros((0, k), np.float32)
+        pixels = np.ascontiguousarray(tiles)
+        if not pixels.flags.writeable:  # torch warns about (and may not guard) read-only memory: copy it
+            pixels = pixels.copy()
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self._device, non_blocking=True)
+            x = torch.from_numpy(pixels).to(self._device, non_blocking=True)
             x = to_model_input(x, self.model.input_size, self._mean, self._std,
                                antialias=self.model.antialias_input)
             if self.compiled:

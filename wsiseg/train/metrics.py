@@ -40,9 +40,6 @@ class ConfusionMatrix:
         self.num_classes = len(classes)
         self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
 
-    def reset(self) -> None:
-        self.matrix[:] = 0
-
     def update(self, preds: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         """Add predicted class indices ``preds`` and labels ``target`` of one shape (e.g. (N, H, W)).
 
@@ -61,9 +58,6 @@ class ConfusionMatrix:
             raise ValueError(f"predicted classes outside 0..{k - 1}")
         counts = torch.bincount((t * k + p).cpu(), minlength=k * k)
         self.matrix += counts.numpy().reshape(k, k)
-
-    def merge(self, other: ConfusionMatrix) -> None:
-        self.matrix += other.matrix
 
     def scores(self) -> SegmentationScores:
         return SegmentationScores.from_confusion(self.matrix, self.classes)

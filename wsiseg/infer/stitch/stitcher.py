@@ -193,10 +193,6 @@ class Stitcher:
         """
         self._store.collect_garbage(self.referenced_files(state), int(state["gen"]))
 
-    def live_chunks(self) -> int:
-        """Number of accumulators held in memory."""
-        return len(self._ram)
-
     def live_bytes(self) -> int:
         """Bytes of accumulators held in memory: at most ``ram_budget`` plus the chunks one tile touches."""
         return sum(acc.data.nbytes for acc in self._ram.values())

@@ -18,8 +18,11 @@ from __future__ import annotations
 import csv
 import enum
 import math
+import threading
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +35,34 @@ from wsiseg.errors import DatasetError
 #: File suffixes read as images or masks.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
-Image.MAX_IMAGE_PIXELS = None  # ROIs of pathology data sets are large but trusted local files
+#: Pixels a data-set image may hold. Pathology ROIs are larger than Pillow's decompression-bomb guard allows
+#: (89 M pixels; BCSS ROIs reach ~200 M), so data-set files are opened with this limit instead, under a lock
+#: and only for that call (:func:`open_dataset_image`); the guard stays on for everything else.
+DATASET_MAX_PIXELS = 1_500_000_000
+_PIXEL_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def open_dataset_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)`` with :data:`DATASET_MAX_PIXELS` as the decompression-bomb limit; a larger image is
+    a one-line :class:`DatasetError`."""
+    with _PIXEL_LIMIT_LOCK:  # Pillow reads the limit from its module while opening: set it for this call only
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = DATASET_MAX_PIXELS
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(path)
+        except Image.DecompressionBombError:
+            raise DatasetError(f"{path} has more than {DATASET_MAX_PIXELS:,} pixels; cut it into smaller "
+                               "images") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    with image:
+        if image.size[0] * image.size[1] > DATASET_MAX_PIXELS:
+            raise DatasetError(f"{path} has {image.size[0] * image.size[1]:,} pixels, more than "
+                               f"{DATASET_MAX_PIXELS:,}; cut it into smaller images")
+        yield image
 
 
 class Split(str, enum.Enum):
@@ -78,7 +108,7 @@ def patch_starts(length: int, patch: int) -> list[int]:
 def image_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` of an image file, read from its header."""
     try:
-        with Image.open(path) as im:
+        with open_dataset_image(path) as im:
             return int(im.size[0]), int(im.size[1])
     except (OSError, ValueError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc
@@ -91,6 +121,7 @@ def resized_size(width: int, height: int, scale: float) -> tuple[int, int]:
 #: Decoded (and resized) files are kept up to this many bytes per process, least recently used first out.
 DECODED_CACHE_BYTES = 512 * 2**20
 _decoded: OrderedDict[tuple[Path, int, float, bool], np.ndarray] = OrderedDict()
+_decoded_lock = threading.Lock()  # data loader threads share the cache
 
 
 def read_resized(path: Path, scale: float, is_mask: bool) -> np.ndarray:
@@ -106,21 +137,23 @@ def cached_decode(path: Path, scale: float, is_mask: bool, decode: Callable[[], 
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from exc
     key = (path, mtime, scale, is_mask)
-    if key in _decoded:
-        _decoded.move_to_end(key)
-        return _decoded[key]
-    arr = decode()
-    _decoded[key] = arr
-    total = sum(a.nbytes for a in _decoded.values())
-    while total > DECODED_CACHE_BYTES and len(_decoded) > 2:
-        _, old = _decoded.popitem(last=False)
-        total -= old.nbytes
+    with _decoded_lock:
+        if key in _decoded:
+            _decoded.move_to_end(key)
+            return _decoded[key]
+    arr = decode()  # outside the lock: threads decode different files at once (the same one, at worst twice)
+    with _decoded_lock:
+        _decoded[key] = arr
+        total = sum(a.nbytes for a in _decoded.values())
+        while total > DECODED_CACHE_BYTES and len(_decoded) > 2:
+            _, old = _decoded.popitem(last=False)
+            total -= old.nbytes
     return arr
 
 
 def _decode_resized(path: Path, scale: float, is_mask: bool) -> np.ndarray:
     try:
-        with Image.open(path) as opened:
+        with open_dataset_image(path) as opened:
             im: Image.Image = opened
             if is_mask:
                 if im.mode not in ("L", "P", "I", "I;16", "1"):
@@ -263,8 +296,8 @@ class PatchDataset(Sequence[tuple[np.ndarray, np.ndarray]]):
 
     @property
     def groups(self) -> list[str]:
-        """The distinct source files (ROIs/images) in this data set, sorted."""
-        return sorted({p.group for p in self.patches})
+        """The distinct source files (ROIs/images) in this data set, in the order of :meth:`files`."""
+        return list(dict.fromkeys(p.group for p in self.patches))
 
 
 def _resize_label(label: np.ndarray, size: int) -> np.ndarray:
