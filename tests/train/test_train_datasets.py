@@ -274,4 +274,4 @@ def test_pillow_guard_stays_on_and_large_dataset_images_get_a_one_line_error(tmp
     with pytest.raises(DatasetError, match="more than 1,500,000,000") as info:
         base.image_size(huge)
     assert "\n" not in str(info.value)
-    assert Image.MAX_IMAGE_PIXELS == before
+    assert before == Image.MAX_IMAGE_PIXELS
