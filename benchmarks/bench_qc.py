@@ -223,7 +223,7 @@ def bench_speed(settings: QCSettings, pairs: int, size: int, model_path: Path | 
         small = time.perf_counter() - t0
     slide_path = work / "segment.svs"
     write_synthetic_slide(slide_path, size, size, seed=3)
-    from wsiseg.infer.batch import NULL_MODEL, ModelSpec
+    from wsiseg.infer.cohort import NULL_MODEL, ModelSpec
     from wsiseg.infer.options import SegmentOptions
     from wsiseg.infer.segment import segment_slide
     from wsiseg.qc import QCMode

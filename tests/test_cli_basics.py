@@ -61,3 +61,16 @@ def test_packages_load_neither_dask_nor_zarr_until_they_use_them(package: str) -
             "assert not loaded, loaded")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_library_messages_name_options_and_the_cli_shows_flags() -> None:
+    """Library errors name the caller's options as Python names (``option``); the CLI turns them into its
+    flags, irregular ones by its table."""
+    from wsiseg.cli import as_flags
+    from wsiseg.errors import option
+
+    message = (f"pass {option('overwrite', flag=True)} or {option('slide_mpp')}; {option('simplify_um')} "
+               f"and {option('max_bytes')} and `wsiseg models add NAME FILE --default`")
+    assert message.startswith("pass `overwrite=True` or `slide_mpp`;")
+    assert as_flags(message) == ("pass --overwrite or --slide-mpp; --simplify and --max-file-mb and "
+                                 "`wsiseg models add NAME FILE --default`")

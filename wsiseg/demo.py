@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from wsiseg.errors import OutputError
+from wsiseg.errors import OutputError, option
 from wsiseg.synthetic.patches import DEMO_MPP, DEMO_PATCH, SLIDE_MPP, write_synthetic_patch_folder
 
 
@@ -52,7 +52,7 @@ def _finished_demo(out: Path) -> DemoResult:
         micro = float(scores["micro_dice"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OutputError(f"{scores_path} is damaged ({exc}); "
-                          "pass --overwrite to run the demo again") from exc
+                          f"pass {option('overwrite', flag=True)} to run the demo again") from exc
     preview = out / "slide.preview.png"
     return DemoResult(out, out / "run" / "best.wsiseg", out / "slide.zarr",
                       preview if preview.exists() else None, out / "slide.geojson", micro, dice, 0.0,

@@ -2,10 +2,18 @@
 
 Every failure a user can cause (bad input, missing metadata, wrong checkpoint, full disk, ...) raises one
 of these. The CLI prints ``str(error)`` on one line and exits with ``error.exit_code``; internal bugs may
-raise anything else and keep their traceback.
+raise anything else and keep their traceback. Messages name the caller's options as :func:`option` writes
+them (the Python names in backticks), which the CLI turns into its flags.
 """
 
 from __future__ import annotations
+
+
+def option(name: str, flag: bool = False) -> str:
+    r"""How a library message names one of the caller's options: ``name`` in backticks (``\`overwrite\```),
+    ``name=True`` in backticks for a switch (``flag``). Messages never spell command-line flags; the CLI
+    shows such names as its own flags (:func:`wsiseg.cli.as_flags`: ``--overwrite``, ``--slide-mpp``)."""
+    return f"`{name}=True`" if flag else f"`{name}`"
 
 
 def one_line(message: object) -> str:
@@ -24,7 +32,7 @@ class SlideError(WsisegError):
 
 
 class MissingMppError(SlideError):
-    """A slide records no microns-per-pixel and the caller gave none (``--mpp``)."""
+    """A slide records no microns-per-pixel and the caller gave none (``slide_mpp``)."""
 
 
 class CheckpointError(WsisegError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from wsiseg.errors import ConfigError
+from wsiseg.errors import ConfigError, option
 
 #: Default level-0 zarr chunk side of the output (output pixels).
 DEFAULT_CHUNK_SIZE = 1024
@@ -58,25 +58,25 @@ class Tiling:
         """A checked tiling: ``overlap`` defaults to ``tile_size // 8``; ``output_mpp`` (um/px, a whole
         multiple of ``mpp``), when given, sets ``output_stride`` instead (``output_stride`` is then the
         model's native stride, used when ``output_mpp`` is None). Raises ConfigError."""
-        mpp = _positive_number(mpp, "--mpp")
-        tile_size = _whole(tile_size, "--tile-size", 1)
-        overlap = tile_size // 8 if overlap is None else _whole(overlap, "--overlap", 0)
+        mpp = _positive_number(mpp, option("mpp"))
+        tile_size = _whole(tile_size, option("tile_size"), 1)
+        overlap = tile_size // 8 if overlap is None else _whole(overlap, option("overlap"), 0)
         if overlap > tile_size // 2:
-            raise ConfigError(f"--overlap must be between 0 and half the tile size ({tile_size // 2}), "
-                              f"got {overlap}")
+            raise ConfigError(f"{option('overlap')} must be between 0 and half the tile size "
+                              f"({tile_size // 2}), got {overlap}")
         source = "the model's output grid"
         if output_mpp is not None:
-            ratio = _positive_number(output_mpp, "--output-mpp") / mpp
+            ratio = _positive_number(output_mpp, option("output_mpp")) / mpp
             output_stride = round(ratio)
             if output_stride < 1 or abs(ratio - output_stride) > 1e-6 * ratio:
-                raise ConfigError(f"--output-mpp must be a whole multiple of --mpp ({mpp:g} um/px), "
-                                  f"got {output_mpp:g}")
-            source = "--output-mpp"
+                raise ConfigError(f"{option('output_mpp')} must be a whole multiple of {option('mpp')} "
+                                  f"({mpp:g} um/px), got {output_mpp:g}")
+            source = option("output_mpp")
         output_stride = max(1, _whole(output_stride, "the output stride", 1))
         if tile_size % output_stride or overlap % output_stride:
             raise ConfigError(f"{source} ({output_stride} analysis pixels per output pixel) must divide the "
-                              f"tile size ({tile_size}) and the overlap ({overlap}); change --overlap or "
-                              "--output-mpp")
+                              f"tile size ({tile_size}) and the overlap ({overlap}); change "
+                              f"{option('overlap')} or {option('output_mpp')}")
         if chunk_size < 1 or chunk_size & (chunk_size - 1):
             raise ConfigError(f"the chunk size must be a power of two, got {chunk_size}")
         return cls(mpp, tile_size, overlap, output_stride, chunk_size)

@@ -95,7 +95,7 @@ def test_directory_with_a_bad_slide_continues(synthetic_slide: SyntheticSlide, t
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--model", "null"], "--model null needs --mpp and --tile-size"),
+    (["--model", "null"], "the null model needs --mpp and --tile-size"),
     (["--model", "{tmp}/garbage.wsiseg"], "garbage.wsiseg"),
     (["--model", "null", "--mpp", "2", "--tile-size", "128", "--overlap", "99"], "--overlap"),
     (["--model", "null", "--mpp", "2", "--tile-size", "128", "--output-mpp", "3"], "whole multiple of --mpp"),

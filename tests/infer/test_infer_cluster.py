@@ -18,7 +18,7 @@ from distributed import LocalCluster
 
 from wsiseg.cli import main
 from wsiseg.errors import ConfigError
-from wsiseg.infer import BatchResult, ModelSpec, open_segmentation, segment_slide, segment_slides
+from wsiseg.infer import CohortResult, ModelSpec, open_segmentation, segment_slide, segment_slides
 from wsiseg.synthetic import SYNTHETIC_CLASSES, SlideLayout, write_synthetic_slide
 
 from .conftest import CountingModel
@@ -77,7 +77,7 @@ def test_cluster_run_matches_local_run_and_a_corrupt_slide_fails_alone(
     cluster = segment_slides(slides, spec, tmp_path / "cluster", single=False, scheduler=scheduler,
                              progress=False, batch_size=2, geojson=tmp_path / "gj")
     for batch in (local, cluster):
-        assert isinstance(batch, BatchResult) and not batch.ok
+        assert isinstance(batch, CohortResult) and not batch.ok
         assert [r.slide.name for r in batch.results] == ["a.svs", "b.tiff"]
         assert [(p.name, m.count("\n")) for p, m in batch.failures] == [("c_corrupt.svs", 0)]
         assert batch.n_tiles == sum(r.n_tiles for r in batch.results) > 0
@@ -154,7 +154,8 @@ def test_unreachable_scheduler_is_one_line(slide_dir: Path, tmp_path: Path) -> N
 
 def test_cancelled_slide_stops_and_resumes(slide_dir: Path, tmp_path: Path) -> None:
     """A slide task stops at the next batch once cancelled, leaving an output the next run resumes."""
-    from wsiseg.infer.batch import _Cancelled, _StopWhenCancelled
+    from wsiseg.infer.cohort.cluster import Cancelled as _Cancelled
+    from wsiseg.infer.cohort.cluster import StopWhenCancelled as _StopWhenCancelled
 
     spec = ModelSpec("null", mpp=MPP, tile_size=TILE)
     inner = CountingModel(spec.build())
@@ -169,7 +170,7 @@ def test_cancelled_slide_stops_and_resumes(slide_dir: Path, tmp_path: Path) -> N
 def test_worker_sees_its_task_cancelled(scheduler: str) -> None:
     from distributed import Client, Event, Variable
 
-    from wsiseg.infer.batch import _cancel_check
+    from wsiseg.infer.cohort.cluster import cancel_check as _cancel_check
 
     def probe() -> None:  # nested: pickled by value, the workers cannot import this test module
         cancelled = _cancel_check()
@@ -224,7 +225,7 @@ def test_worker_death_mid_slide_resumes_on_another_worker(checkpoint: Path,
     with dask.config.set(lease), \
             LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster, set_as_default=False) as client:  # worker processes, as in production
-        box: dict[str, BatchResult] = {}
+        box: dict[str, CohortResult] = {}
         runner = threading.Thread(target=lambda: box.update(batch=segment_slides(
             [slide], spec, out, single=False, scheduler=str(cluster.scheduler_address), progress=False,
             **options)))

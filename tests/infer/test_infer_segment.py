@@ -216,12 +216,12 @@ def test_bad_inputs_raise_user_errors(synthetic_slide: SyntheticSlide, tmp_path:
 
     png = tmp_path / "plain.png"
     Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(png)
-    with pytest.raises(MissingMppError, match="--slide-mpp"):
+    with pytest.raises(MissingMppError, match="`slide_mpp`"):
         segment_slide(png, model, tmp_path / "y.zarr", progress=False)
     res = segment_slide(png, model, tmp_path / "y.zarr", progress=False, slide_mpp=0.5, tissue=False,
                         tile_size=16, overlap=0, mpp=1.0)
     assert (res.width, res.height, res.output_mpp) == (8, 8, 4.0)  # the null model's 4x output grid
-    with pytest.raises(ConfigError, match="whole multiple of --mpp"):
+    with pytest.raises(ConfigError, match="whole multiple of `mpp`"):
         segment_slide(png, model, tmp_path / "w.zarr", progress=False, slide_mpp=0.5, mpp=1.0,
                       tile_size=16, overlap=0, output_mpp=1.5)
     with pytest.raises(ConfigError, match=r"must divide the tile size \(16\) and the overlap \(6\)"):
@@ -230,7 +230,7 @@ def test_bad_inputs_raise_user_errors(synthetic_slide: SyntheticSlide, tmp_path:
     assert not (tmp_path / "w.zarr").exists()
     with pytest.raises(ConfigError, match="overlap"):
         segment_slide(synthetic_slide.path, model, tmp_path / "z.zarr", overlap=100, progress=False)
-    with pytest.raises(ConfigError, match="--mpp"):
+    with pytest.raises(ConfigError, match="`mpp`"):
         segment_slide(synthetic_slide.path, NullModel(SYNTHETIC_CLASSES, None, 128), tmp_path / "z.zarr",
                       progress=False)
     other = tmp_path / "notes"

@@ -191,7 +191,7 @@ def test_damaged_resume_state_is_a_user_error(tmp_path: Path) -> None:
     for name in files:
         (tmp_path / name).write_bytes(b"\x00" * 10)  # truncated
     st2 = Stitcher(layout, 2, blend_window(64, 16), tmp_path, state=state)
-    with pytest.raises(OutputError, match="--overwrite"):
+    with pytest.raises(OutputError, match="`overwrite=True`"):
         st2.add(1, 0, np.full((2, 64, 64), 0.5, np.float32))
 
 

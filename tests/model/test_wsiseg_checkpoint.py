@@ -96,7 +96,7 @@ def test_slim_checkpoint_needs_and_checks_base_files(tmp_path: Path,
     assert raw["base"]["sam"]["sha256"] == hashlib.sha256(tiny_base_files["sam"].read_bytes()).hexdigest()
     assert raw["base"]["hipt"]["file"] == "hipt_tiny.pth"
     assert slim.stat().st_size < full.stat().st_size
-    with pytest.raises(CheckpointError, match=r"slim.*--sam-checkpoint"):
+    with pytest.raises(CheckpointError, match=r"slim.*`sam_checkpoint`"):
         load_model(slim, device="cpu")
     with pytest.raises(CheckpointError, match=r"sam_tiny_other\.pth is not the SAM weights file"):
         load_model(slim, device="cpu", sam_checkpoint=tiny_base_files["sam_other"],

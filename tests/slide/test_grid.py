@@ -96,9 +96,9 @@ def test_tissue_filter_keeps_tiles_that_touch_tissue(synthetic_svs: SyntheticTru
 
 
 @pytest.mark.parametrize(("mpp", "tile", "overlap", "message"),
-                         [(1.0, 0, 0, "--tile-size"), (1.0, 256, 129, "--overlap"),
-                          (1.0, 256, -1, "--overlap"), (0.0, 256, 0, "--mpp"),
-                          (float("nan"), 256, 0, "--mpp")])
+                         [(1.0, 0, 0, "`tile_size`"), (1.0, 256, 129, "`overlap`"),
+                          (1.0, 256, -1, "`overlap`"), (0.0, 256, 0, "`mpp`"),
+                          (float("nan"), 256, 0, "`mpp`")])
 def test_bad_tiling_is_one_config_error(mpp: float, tile: int, overlap: int, message: str) -> None:
     """The tile sizes are checked once, where they enter (Tiling.create); the grid takes them as they are."""
     with pytest.raises(ConfigError, match=message):

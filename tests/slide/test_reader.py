@@ -152,7 +152,7 @@ def test_plain_png_needs_mpp_and_reads_exactly(tmp_path: Path) -> None:
     pixels = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
     path = tmp_path / "tile.png"
     Image.fromarray(pixels).save(path)
-    with pytest.raises(MissingMppError, match="--slide-mpp"):
+    with pytest.raises(MissingMppError, match="`slide_mpp`"):
         open_slide(path)
     with open_slide(path, mpp=0.62) as slide:
         assert slide.vendor == "image" and slide.level_count == 1 and slide.dimensions == (400, 300)
@@ -198,7 +198,7 @@ def test_plain_png_with_plausible_dpi_and_rgba(tmp_path: Path) -> None:
 def test_tiff_without_resolution_needs_mpp(tmp_path: Path) -> None:
     truth = write_synthetic_slide(tmp_path / "nompp.tiff", 600, 500, layout=SlideLayout.TIFF,
                                   record_mpp=False)
-    with pytest.raises(MissingMppError, match="--slide-mpp"):
+    with pytest.raises(MissingMppError, match="`slide_mpp`"):
         open_slide(truth.path)
     with open_slide(truth.path, mpp=0.5) as slide:
         assert slide.vendor == "generic-tiff" and slide.mpp == (0.5, 0.5)

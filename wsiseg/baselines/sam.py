@@ -26,7 +26,7 @@ from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from wsiseg._version import __version__
-from wsiseg.errors import CheckpointError, ConfigError
+from wsiseg.errors import CheckpointError, ConfigError, option
 from wsiseg.model import resolve_device
 from wsiseg.model.torchfile import as_state_dict, check_layout, sha256_file, torch_load
 
@@ -93,8 +93,8 @@ def load_vanilla_sam(name: str | None, checkpoint: str | os.PathLike[str] | None
     if name is not None and name not in VANILLA_SAM:
         raise ConfigError(f"unknown vanilla SAM model {name!r}; choose one of {', '.join(VANILLA_SAM)}")
     if checkpoint is None and name != "tiny":
-        raise ConfigError(f"vanilla SAM {name or 'vit_b'} needs its official weights: pass --sam-checkpoint "
-                          f"{OFFICIAL_FILES[name or 'vit_b']}")
+        raise ConfigError(f"vanilla SAM {name or 'vit_b'} needs its official weights: pass "
+                          f"{option('sam_checkpoint')} {OFFICIAL_FILES[name or 'vit_b']}")
     state: dict[str, torch.Tensor] | None = None
     if checkpoint is not None:  # read (and reject a bad file) before building a large model
         what = f"SAM {name or ''} checkpoint".replace("  ", " ")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import re
 import sys
 from typing import Any
 
@@ -34,6 +35,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("wsiseg.cli.compare", "Put evaluation reports side by side (the paper's Table 1 rows)."),
     "demo": ("wsiseg.cli.demo", "Run the whole pipeline on a built-in synthetic slide (no downloads)."),
 }
+
+
+#: The library's option names whose flag is not ``--`` + the name with dashes.
+FLAGS: dict[str, str] = {"simplify_um": "--simplify", "min_area_um2": "--min-area",
+                         "max_bytes": "--max-file-mb", "qc_settings": "--qc-config"}
+_OPTION = re.compile(r"`([a-z_][a-z0-9_]*)(=True)?`")
+
+
+def as_flags(message: str) -> str:
+    r"""A library message with the options it names (:func:`wsiseg.errors.option`: ``\`slide_mpp\```,
+    ``\`overwrite=True\```) written as this command line's flags (``--slide-mpp``, ``--overwrite``)."""
+    return _OPTION.sub(lambda m: FLAGS.get(m[1], "--" + m[1].replace("_", "-")), message)
 
 
 class LazyGroup(click.Group):
@@ -74,7 +87,7 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except WsisegError as exc:
-        click.echo(f"wsiseg: error: {one_line(str(exc))}", err=True)
+        click.echo(f"wsiseg: error: {as_flags(one_line(str(exc)))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("wsiseg: interrupted; run the same command again to resume", err=True)

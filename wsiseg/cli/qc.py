@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from wsiseg.cli import as_flags
 from wsiseg.cli.segment import expand_slides
 from wsiseg.qc.settings import QCSettings
 
@@ -39,7 +40,7 @@ def command(slides: tuple[Path, ...], out: Path, qc_config: Path | None, blur: b
 
     rows = assess_slides(expand_slides(slides), out, QCSettings.load(qc_config), blur=blur, blur_mpp=blur_mpp,
                          tile_size=tile_size, slide_mpp=slide_mpp, read_workers=read_workers,
-                         progress=not quiet)
+                         progress=not quiet, report=lambda line: click.echo(as_flags(line), err=True))
     for row in rows:
         if row.areas is not None:
             a = row.areas

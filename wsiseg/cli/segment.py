@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
+from wsiseg.cli import as_flags
 from wsiseg.errors import SlideError
 from wsiseg.infer.options import ReadErrorPolicy
 from wsiseg.io.frames import CoordinateFrame
@@ -111,7 +113,7 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
     and shares of each class; `wsiseg summary` rebuilds it). Without --model: $WSISEG_MODEL, else the
     default of `wsiseg models` (wsiseg segment slide.svs --out slide.zarr).
     """
-    from wsiseg.infer.batch import NULL_MODEL, ModelSpec, segment_slides
+    from wsiseg.infer.cohort import NULL_MODEL, ModelSpec, segment_slides
     from wsiseg.infer.memory import OPT_OUT, tame_malloc
     from wsiseg.infer.options import SegmentOptions
     from wsiseg.io.omezarr import NgffVersion
@@ -135,11 +137,14 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
         model = resolve_model(model_spec, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint)
         spec = ModelSpec(model.path, device, sam_checkpoint=model.sam_checkpoint,
                          hipt_checkpoint=model.hipt_checkpoint, precision=precision, compile=compile_model)
+    def report(line: str) -> None:
+        tqdm.write(as_flags(line), file=sys.stderr)
+
     batch = segment_slides(paths, spec, out, options, single=single, geojson=geojson, scheduler=scheduler,
-                           progress=not quiet)
+                           progress=not quiet, report=report)
     if quiet:  # no per-slide lines were written while running
         for path, message in batch.failures:
-            click.echo(f"wsiseg: error: {path.name}: {message}", err=True)
+            click.echo(f"wsiseg: error: {path.name}: {as_flags(message)}", err=True)
     click.echo(f"wsiseg segment: {batch.summary()}; output: {out}")
     if batch.failures:
         sys.exit(1)

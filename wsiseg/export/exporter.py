@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from wsiseg.errors import ConfigError, OutputError
+from wsiseg.errors import ConfigError, OutputError, option
 from wsiseg.export._source import LabelSource, open_label_source
 from wsiseg.export.vectorize import (
     DEFAULT_BLOCK_SIZE,
@@ -196,9 +196,10 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
 def _check_options(out: Path, simplify_um: float, min_area_um2: float, block_size: int,
                    split_size: int, max_parts: int, max_bytes: int) -> None:
     if not (math.isfinite(simplify_um) and simplify_um >= 0):
-        raise ConfigError(f"--simplify must be a non-negative number of micrometres, got {simplify_um}")
+        raise ConfigError(f"{option('simplify_um')} must be a non-negative number of micrometres, "
+                          f"got {simplify_um}")
     if not (math.isfinite(min_area_um2) and min_area_um2 >= 0):
-        raise ConfigError(f"--min-area must be a non-negative number of square micrometres, "
+        raise ConfigError(f"{option('min_area_um2')} must be a non-negative number of square micrometres, "
                           f"got {min_area_um2}")
     if block_size < 16:
         raise ConfigError(f"block size must be at least 16 pixels, got {block_size}")

@@ -7,8 +7,8 @@ handed on here for convenience.
 
 from __future__ import annotations
 
-from wsiseg.infer.batch import BatchResult, ModelSpec, segment_slides
 from wsiseg.infer.blending import BlendWindow, blend_window
+from wsiseg.infer.cohort import CohortResult, ModelSpec, segment_slides
 from wsiseg.infer.memory import tame_malloc
 from wsiseg.infer.options import ReadErrorPolicy, SegmentOptions
 from wsiseg.infer.output import preview_path
@@ -21,8 +21,8 @@ from wsiseg.io.omezarr import NgffVersion, Segmentation, SegmentationWriter, ope
 from wsiseg.predictor import Predictor
 
 __all__ = [
-    "BatchResult",
     "BlendWindow",
+    "CohortResult",
     "ColourModel",
     "FinishedChunk",
     "Layout",

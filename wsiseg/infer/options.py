@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wsiseg.errors import ConfigError
+from wsiseg.errors import ConfigError, option
 from wsiseg.infer.blending import BlendWindow
 from wsiseg.io.frames import CoordinateFrame
 from wsiseg.io.omezarr import NgffVersion
@@ -101,8 +101,7 @@ class SegmentOptions:
         for name in ("batch_size", "read_workers", "write_workers", "preview_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} must be a whole number of at least 1, got {value!r}")
+                raise ConfigError(f"{option(name)} must be a whole number of at least 1, got {value!r}")
         if not 0.0 <= self.min_tissue_fraction <= 1.0:
             raise ConfigError(f"the minimum tissue fraction must be in 0..1, got {self.min_tissue_fraction}")
         if not (math.isfinite(self.checkpoint_s) and self.checkpoint_s >= 0):
@@ -121,7 +120,8 @@ class SegmentOptions:
         """The tiling of a run with ``model``: these options, the model's values where they are None."""
         mpp = self.mpp if self.mpp is not None else model.mpp
         if mpp is None:
-            raise ConfigError("the model records no resolution; pass --mpp (microns per pixel to analyse at)")
+            raise ConfigError(f"the model records no resolution; pass {option('mpp')} (microns per pixel to "
+                              "analyse at)")
         return Tiling.create(mpp, self.tile_size if self.tile_size is not None else model.tile_size,
                              self.overlap, output_stride=model.output_stride, output_mpp=self.output_mpp,
                              chunk_size=self.chunk_size)

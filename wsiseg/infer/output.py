@@ -7,8 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from wsiseg.errors import OutputError, OutputExistsError
+from wsiseg.errors import OutputError, OutputExistsError, option
 from wsiseg.infer.journal import Journal
+
+_OVERWRITE = option("overwrite", flag=True)
 
 
 def preview_path(out: Path) -> Path:
@@ -36,7 +38,7 @@ def existing_attrs(path: Path) -> dict[str, Any]:
 def _remove(out: Path) -> None:
     if out.is_dir() and not _is_store(out) and any(out.iterdir()):
         raise OutputError(f"{out} exists and is not a zarr store; refusing to delete it, choose another "
-                          "--out")
+                          f"{option('out')}")
     if out.is_dir():
         shutil.rmtree(out)
     elif out.exists():
@@ -57,15 +59,15 @@ def prepare(out: Path, journal: Journal, fingerprint: dict[str, Any],
         previous = journal.load()
         if info.get("finished") and not overwrite:
             journal.remove()  # a run killed between marking the output finished and removing it
-            raise OutputExistsError(f"{out} is a finished segmentation; pass --overwrite to replace it")
+            raise OutputExistsError(f"{out} is a finished segmentation; pass {_OVERWRITE} to replace it")
         if not overwrite and previous is not None and previous.get("fingerprint") != fingerprint:
             raise OutputError(f"{out} holds an unfinished run with other settings (slide, model or "
-                              "parameters); pass --overwrite to start again")
+                              f"parameters); pass {_OVERWRITE} to start again")
         # a wsiseg store without a journal was killed before its first commit: start it again
         restartable = bool(info) or not (out.is_dir() and any(out.iterdir()))
         if not overwrite and previous is None and not restartable:
-            raise OutputError(f"{out} exists and is not a resumable wsiseg run; pass --overwrite "
-                              "or choose another --out")
+            raise OutputError(f"{out} exists and is not a resumable wsiseg run; pass {_OVERWRITE} "
+                              f"or choose another {option('out')}")
         if overwrite or previous is None:
             _remove(out)
         else:

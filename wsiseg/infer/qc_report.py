@@ -19,7 +19,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,10 @@ from wsiseg.tiling import Tiling
 QC_TABLE = "qc.csv"
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 @dataclass(frozen=True)
 class QCRow:
     """One slide of the QC table (``areas`` None when it failed)."""
@@ -53,9 +57,11 @@ class QCRow:
 
 def assess_slides(slides: Sequence[Path], out: Path, settings: QCSettings | None = None, *, blur: bool = True,
                   blur_mpp: float = 0.5, tile_size: int = 1024, slide_mpp: float | None = None,
-                  read_workers: int = 4, progress: bool = True) -> list[QCRow]:
+                  read_workers: int = 4, progress: bool = True,
+                  report: Callable[[str], None] = _stderr) -> list[QCRow]:
     """QC every slide into ``out`` (created) and write the cohort table ``out/qc.csv`` (see the module
-    docstring). A slide that fails (unreadable, no mpp) gets a row with its error; the others go on."""
+    docstring). A slide that fails (unreadable, no mpp) gets a row with its error; the others go on. Error
+    and warning lines go to ``report`` (default: stderr)."""
     settings = settings or QCSettings()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +74,10 @@ def assess_slides(slides: Sequence[Path], out: Path, settings: QCSettings | None
                                     progress))
         except WsisegError as exc:
             rows.append(QCRow(path.name, None, error=one_line(exc)))
-            print(f"wsiseg: error: {path.name}: {one_line(exc)}", file=sys.stderr)
+            report(f"wsiseg: error: {path.name}: {one_line(exc)}")
+            continue
+        if rows[-1].warning:
+            report(f"wsiseg: warning: {path.name}: {rows[-1].warning}")
     write_text(out / QC_TABLE, qc_table(rows))
     return rows
 
@@ -95,7 +104,6 @@ def _assess_one(path: Path, out: Path, settings: QCSettings, blur: bool, blur_mp
     warning = ""
     if areas.tissue_um2 > 0 and areas.excluded_share > settings.warn_excluded_share:
         warning = f"artifacts cover {areas.excluded_share:.0%} of the tissue"
-        print(f"wsiseg: warning: {path.name}: {warning}", file=sys.stderr)
     return QCRow(path.name, areas, warning)
 
 

@@ -23,7 +23,7 @@ import torch
 
 from wsiseg._version import __version__
 from wsiseg.classes import ClassList
-from wsiseg.errors import CheckpointError, ConfigError, OutputError
+from wsiseg.errors import CheckpointError, ConfigError, OutputError, option
 from wsiseg.io.atomic import replacing
 from wsiseg.model.official import load_hipt_weights, load_sam_weights
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -144,15 +144,17 @@ def _what_else(obj: Any) -> str | None:
         return ("it is a PyTorch Lightning checkpoint (e.g. of the SAM-Path reference code); convert it "
                 "with `wsiseg import-reference` and pass the .wsiseg file that writes")
     if any(k.startswith("mask_decoder.") for k in keys):
-        return "it looks like an official SAM file: pass it as the SAM checkpoint (--sam-checkpoint) instead"
+        return (f"it looks like an official SAM file: pass it as the SAM checkpoint "
+                f"({option('sam_checkpoint')}) instead")
     if "teacher" in obj or "student" in obj or any(k.startswith(("patch_embed.", "blocks.")) for k in keys):
-        return "it looks like ViT/HIPT weights: pass it as the HIPT checkpoint (--hipt-checkpoint) instead"
+        return (f"it looks like ViT/HIPT weights: pass it as the HIPT checkpoint "
+                f"({option('hipt_checkpoint')}) instead")
     return None
 
 
 def _base_file(name: str, given: str | os.PathLike[str] | None, record: dict[str, str],
                path: str | os.PathLike[str]) -> str | os.PathLike[str]:
-    flag = {"sam": "--sam-checkpoint", "hipt": "--hipt-checkpoint"}[name]
+    flag = option(f"{name}_checkpoint")
     if given is None:
         raise CheckpointError(
             f"{path} is slim: it needs the {name.upper()} weights file {record.get('file')!r} "

@@ -11,7 +11,7 @@ import importlib.resources
 import os
 from pathlib import Path
 
-from wsiseg.errors import ConfigError
+from wsiseg.errors import ConfigError, option
 
 #: Suffix of the class-map files beside the recipes (``glas-classes.yaml``); they are not recipes.
 CLASS_MAP_SUFFIX = "-classes.yaml"
@@ -58,5 +58,5 @@ def find_recipe(value: str | os.PathLike[str]) -> Path:
         return recipe_path(text)
     if Path(text).is_file():
         return Path(text)
-    raise ConfigError(f"--config {text}: no such file and no packaged recipe of that name "
+    raise ConfigError(f"{option('config')} {text}: no such file and no packaged recipe of that name "
                       f"(packaged: {', '.join(recipe_names())})")

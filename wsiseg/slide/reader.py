@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wsiseg.errors import MissingMppError, SlideError
+from wsiseg.errors import MissingMppError, SlideError, option
 from wsiseg.io.frames import SlideBounds
 from wsiseg.slide._backends import (
     PLAIN_IMAGE_SUFFIXES,
@@ -292,7 +292,7 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     """
     path = Path(path)
     if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
-        raise SlideError(f"--slide-mpp must be a positive number of microns per pixel, got {mpp}")
+        raise SlideError(f"{option('slide_mpp')} must be a positive number of microns per pixel, got {mpp}")
     if not path.exists():
         raise SlideError(f"slide not found: {path}")
     if path.is_dir() and path.suffix.lower() != ".mrxs":
@@ -311,6 +311,6 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
         resolution = recorded
     else:
         backend.close()
-        raise MissingMppError(f"{path} records no microns per pixel; pass its level-0 resolution with "
-                              "--slide-mpp (e.g. --slide-mpp 0.5 for a 20x scan; mpp= in Python)")
+        raise MissingMppError(f"{path} records no microns per pixel; give its level-0 resolution as "
+                              f"{option('slide_mpp')} (e.g. 0.5 for a 20x scan)")
     return Slide(path, backend, resolution)

@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from wsiseg.classes import ClassList
-from wsiseg.errors import ClassMismatchError, ConfigError, DatasetError, OutputError
+from wsiseg.errors import ClassMismatchError, ConfigError, DatasetError, OutputError, option
 from wsiseg.model import Predictor
 from wsiseg.train.datasets import PatchDataset
 from wsiseg.train.metrics import ConfusionMatrix, PaperConvention, PaperScores, SegmentationScores
@@ -176,7 +176,7 @@ def _evaluate_images(predictor: Predictor, dataset: PatchDataset, *, batch_size:
     """:func:`evaluate` with :attr:`Scoring.IMAGES`: one prediction per source file, from its patches."""
     if dataset.whole_image:
         raise ConfigError("per-image scoring is for data sets cut into patches; this one already has one "
-                          "sample per image (--whole-image)")
+                          f"sample per image ({option('whole_image', flag=True)})")
     files = _SourceFiles(dataset)
 
     def predict_file(images: np.ndarray, labels: np.ndarray, indices: list[int]) -> tuple[np.ndarray, float]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsiseg.errors import CheckpointError, OutputError
+from wsiseg.errors import CheckpointError, OutputError, option
 from wsiseg.io.atomic import replacing
 from wsiseg.model.checkpoint import TRAIN_STATE_FORMAT as FORMAT
 from wsiseg.model.torchfile import InertObject, torch_load, torch_load_inert
@@ -74,14 +74,15 @@ def read(path: Path) -> dict[str, Any]:
             raise
         obj = _legacy(torch_load_inert(path, what), path)
     if not isinstance(obj, dict) or any(k not in obj for k in _KEYS):
-        raise CheckpointError(f"{path} is not a wsiseg training state; start a new run in another --out")
+        raise CheckpointError(f"{path} is not a wsiseg training state; start a new run in another "
+                              f"{option('out')}")
     return obj
 
 
 def _legacy(obj: Any, path: Path) -> dict[str, Any]:
     """A format-1 state (NumPy's RNG keys pickled as an array) with the array rebuilt from its bytes."""
     refuse = CheckpointError(f"{path} holds Python objects other than a wsiseg training state; it is not "
-                             "read (a file from elsewhere?). Start a new run in another --out")
+                             f"read (a file from elsewhere?). Start a new run in another {option('out')}")
     try:
         rng = obj["rng"]
         name, array, pos, has_gauss, cached = rng["numpy"]

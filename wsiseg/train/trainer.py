@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from wsiseg.classes import ClassList
-from wsiseg.errors import CheckpointError, ConfigError, OutputError
+from wsiseg.errors import CheckpointError, ConfigError, OutputError, option
 from wsiseg.model import (
     ModelConfig,
     ModelLayout,
@@ -203,8 +203,9 @@ class Trainer:
             state, model = self._load_resume(state_path, last_path)
         else:
             if state_path.exists():
-                raise OutputError(f"{self.out_dir} already holds a training run; pass --resume to "
-                                  "continue it or choose another --out")
+                raise OutputError(f"{self.out_dir} already holds a training run; pass "
+                                  f"{option('resume', flag=True)} to continue it or choose another "
+                                  f"{option('out')}")
             model = build_model(cfg, len(self.classes))
         model.to(self.device)
 
@@ -338,7 +339,7 @@ class Trainer:
         data = read_checkpoint(last_path)
         if data.config.layout is not ModelLayout.REFERENCE:
             raise CheckpointError(f"{last_path} was trained by wsiseg 0.1 (model layout v1), whose loss this "
-                                  "version no longer computes; start a new run in another --out")
+                                  f"version no longer computes; start a new run in another {option('out')}")
         if data.provenance.get("training", {}).get("epoch") != state["epoch"]:
             raise CheckpointError(f"{last_path} and {state_path} are from different epochs; cannot resume")
         if len(data.classes) != len(self.classes):

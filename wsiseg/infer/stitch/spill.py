@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from wsiseg.errors import OutputError
+from wsiseg.errors import OutputError, option
 from wsiseg.infer.stitch.accumulator import Accumulator, Layer
 from wsiseg.io.atomic import replacing
 
@@ -22,7 +22,8 @@ MAX_LAYERS = 6
 
 
 def _damaged(where: Path, problem: object) -> OutputError:
-    return OutputError(f"the resume state in {where} is damaged ({problem}); pass --overwrite to start again")
+    return OutputError(f"the resume state in {where} is damaged ({problem}); pass "
+                       f"{option('overwrite', flag=True)} to start again")
 
 
 class SpillStore:

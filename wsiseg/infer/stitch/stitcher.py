@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from wsiseg.errors import OutputError
+from wsiseg.errors import OutputError, option
 from wsiseg.infer.stitch.accumulator import Accumulator, Layer, blend, normalise
 from wsiseg.infer.stitch.layout import Layout
 from wsiseg.infer.stitch.pool import BufferPool
@@ -107,14 +107,14 @@ class Stitcher:
     def _restore(self, state: dict[str, Any], where: Path) -> None:
         if state.get("format") != STATE_FORMAT:
             raise OutputError(f"the resume state in {where} was written by another wsiseg version; "
-                              "pass --overwrite to start again")
+                              f"pass {option('overwrite', flag=True)} to start again")
         try:
             self.cursor = int(state["cursor"])
             self._store.gen = int(state["gen"])
             accs = state["accs"]
         except (KeyError, TypeError, ValueError) as exc:
             raise OutputError(f"the resume state in {where} is damaged ({exc!r}); "
-                              "pass --overwrite to start again") from exc
+                              f"pass {option('overwrite', flag=True)} to start again") from exc
         self._spilled = layers_of(accs, where)
 
     # -- feeding -------------------------------------------------------------------------------------

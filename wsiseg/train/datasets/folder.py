@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from wsiseg.classes import ClassList
-from wsiseg.errors import DatasetError
+from wsiseg.errors import DatasetError, option
 from wsiseg.train.datasets.base import (
     IMAGE_SUFFIXES,
     LabelFn,
@@ -135,7 +135,7 @@ def folder_dataset(data_dir: Path, split: Split = Split.TRAIN, *, patch_size: in
     if class_map is None:
         found = [data_dir / n for n in CLASS_MAP_NAMES if (data_dir / n).is_file()]
         if not found:
-            raise DatasetError(f"no class map: put classes.yaml in {data_dir} or pass --class-map FILE "
+            raise DatasetError(f"no class map: put classes.yaml in {data_dir} or pass {option('class_map')} "
                                "(e.g. pipelines/glas-classes.yaml)")
         class_map = found[0]
     classes, lut, known = read_class_map(class_map)

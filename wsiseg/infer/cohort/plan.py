@@ -1,0 +1,76 @@
+"""The jobs of a cohort run: one per slide, where its outputs go, and what running one means."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsiseg.errors import ConfigError, WsisegError
+from wsiseg.infer.options import SegmentOptions
+from wsiseg.infer.segment import RunStatus, SegmentResult, segment_slide
+from wsiseg.predictor import Predictor
+from wsiseg.qc.settings import QCMode
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide of a cohort run: its position in the input, the slide and where its outputs go."""
+
+    index: int
+    slide: Path
+    out: Path
+    geojson: Path | None
+
+
+@dataclass
+class Outcome:
+    """A job's result (small and picklable): the SegmentResult, or the WsisegError it raised, or a message
+    for failures that are not one (a worker that died); ``worker``: where it ran (cluster mode)."""
+
+    index: int
+    result: SegmentResult | None = None
+    error: WsisegError | None = None
+    message: str | None = None
+    worker: str | None = None
+
+
+def plan_jobs(slides: Sequence[Path], out: Path, single: bool, geojson: Path | None,
+              absolute: bool) -> tuple[list[SlideJob], list[tuple[int, str]]]:
+    """Jobs for the slides (``out/<stem>.zarr`` each, or ``out`` itself with ``single``), and ``(index,
+    message)`` for slides whose output another slide already has."""
+    if single and len(slides) != 1:
+        raise ConfigError(f"single=True needs exactly one slide, got {len(slides)}")
+    jobs: list[SlideJob] = []
+    clashes: list[tuple[int, str]] = []
+    first_by_out: dict[Path, Path] = {}
+    for index, slide in enumerate(slides):
+        slide = Path(slide)
+        target = out if single else out / (slide.stem + ".zarr")
+        gj = None if geojson is None else geojson if single else geojson / (slide.stem + ".geojson")
+        if absolute:
+            slide, target = slide.absolute(), target.absolute()
+            gj = None if gj is None else gj.absolute()
+        if target in first_by_out:
+            clashes.append((index, f"its output {target} is also the output of {first_by_out[target]}; "
+                                   "rename one of them"))
+            continue
+        first_by_out[target] = slide
+        jobs.append(SlideJob(index, slide, target, gj))
+    return jobs, clashes
+
+
+def run_job(job: SlideJob, model: Predictor, progress: bool, options: SegmentOptions) -> SegmentResult:
+    """Segment one slide and export its GeoJSON if asked (the same in both modes; a skipped slide's
+    GeoJSON is written only when it is missing): the classes, and beside them the QC artifacts for review
+    (``<name>.qc.geojson``) when the run did QC."""
+    result = segment_slide(job.slide, model, job.out, options, progress=progress)
+    if job.geojson is not None and (result.status is not RunStatus.SKIPPED or not job.geojson.exists()):
+        from wsiseg.export import export_geojson, qc_geojson_path
+        from wsiseg.io.omezarr import open_segmentation
+
+        job.geojson.parent.mkdir(parents=True, exist_ok=True)
+        export_geojson(job.out, job.geojson, frame=options.geojson_frame)
+        if options.qc is not QCMode.OFF and "qc" in open_segmentation(job.out).label_images:
+            export_geojson(job.out, qc_geojson_path(job.geojson), frame=options.geojson_frame, labels="qc")
+    return result
