@@ -22,8 +22,9 @@ from PIL import Image
 
 from wsiseg.cli import main
 from wsiseg.infer import open_segmentation, preview_path
+from wsiseg.io.hashing import file_sha256
 from wsiseg.recipes import recipe_path
-from wsiseg.registry import Registry, file_sha256
+from wsiseg.registry import Registry
 from wsiseg.synthetic import SYNTHETIC_CLASSES, write_synthetic_slide
 from wsiseg.train.config import TrainConfig
 from wsiseg.train.trainer import Trainer, TrainResult, build_model

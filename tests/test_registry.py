@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from wsiseg.cli import main
+from wsiseg.cli import as_flags, main
 from wsiseg.errors import CheckpointError, ConfigError, OutputError
+from wsiseg.io.hashing import file_sha256
 from wsiseg.registry import (
     NO_MODEL_MESSAGE,
     REGISTRY_FILE,
+    ModelSource,
     Registry,
     config_dir,
-    file_sha256,
     resolve_model,
+    training_weights,
 )
 
 
@@ -73,13 +75,13 @@ def test_register_resolve_and_remove(registered: Registry, slim_tiny_model: Path
     # one human-readable JSON file, no temporary files left beside it
     text = registered.path.read_text()
     assert json.loads(text)["default"] == "tiny" and "\n  " in text
-    assert [p.name for p in registered.home.iterdir()] == [REGISTRY_FILE]
+    assert sorted(p.name for p in registered.home.iterdir()) == [REGISTRY_FILE, REGISTRY_FILE + ".lock"]
 
     expected = (slim_tiny_model, tiny_official_files["sam"], tiny_official_files["hipt"])
     for spec in (None, "tiny", str(slim_tiny_model)):  # the default, the name, the path
         r = resolve_model(spec)
         assert (r.path, r.sam_checkpoint, r.hipt_checkpoint) == expected, spec
-    assert resolve_model(None).source == "default" and resolve_model("tiny").name == "tiny"
+    assert resolve_model(None).source is ModelSource.DEFAULT and resolve_model("tiny").name == "tiny"
     # given files win over registered ones
     other = tmp_path / "given.pth"
     assert resolve_model("tiny", sam_checkpoint=other).sam_checkpoint == other
@@ -94,7 +96,7 @@ def test_invalid_and_taken_names(registered: Registry, slim_tiny_model: Path) ->
     for name in ("a/b", "null", "x.wsiseg", "-x", ""):
         with pytest.raises(ConfigError, match="invalid model name"):
             registered.add(name, slim_tiny_model)
-    with pytest.raises(ConfigError, match=r"already registered.*--replace"):
+    with pytest.raises(ConfigError, match=r"already registered.*`replace=True`"):
         registered.add("tiny", slim_tiny_model)
     registered.add("tiny", slim_tiny_model, replace=True)
 
@@ -106,11 +108,11 @@ def test_a_failed_write_leaves_the_registry_as_it_was(registered: Registry, slim
     def disk_full(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("wsiseg.registry.os.replace", disk_full)
+    monkeypatch.setattr("wsiseg.io.atomic.os.replace", disk_full)
     with pytest.raises(OutputError, match="No space left"):
         registered.add("other", slim_tiny_model)
     assert registered.path.read_bytes() == before
-    assert [p.name for p in registered.home.iterdir()] == [REGISTRY_FILE]
+    assert sorted(p.name for p in registered.home.iterdir()) == [REGISTRY_FILE, REGISTRY_FILE + ".lock"]
 
 
 def test_models_cli(home: Path, slim_tiny_model: Path, tiny_official_files: dict[str, Path],
@@ -146,7 +148,7 @@ def test_models_cli(home: Path, slim_tiny_model: Path, tiny_official_files: dict
 
 
 @pytest.mark.parametrize(("case", "message"), [
-    ("nothing", NO_MODEL_MESSAGE),
+    ("nothing", as_flags(NO_MODEL_MESSAGE)),
     ("unknown", "unknown model 'nope': not a registered name (registered: tiny)"),
     ("corrupt", "is corrupt (not JSON"),
     ("corrupt_layout", "is corrupt ('models' must be a mapping"),
@@ -208,10 +210,52 @@ def test_base_files_override_and_checks(registered: Registry, slim_tiny_model: P
 
 
 def test_training_weights_by_encoder(registered: Registry, tiny_official_files: dict[str, Path]) -> None:
-    tiny = registered.training_weights({"sam": "sam_tiny", "hipt": "hipt_tiny"})
+    tiny = training_weights({"sam": "sam_tiny", "hipt": "hipt_tiny"}, registry=registered)
     assert (tiny.sam_checkpoint, tiny.hipt_checkpoint, tiny.missing) == (
         tiny_official_files["sam"], tiny_official_files["hipt"], ())
-    paper = registered.training_weights({"sam": "sam_vit_b", "hipt": "hipt_vit_s"})
+    paper = training_weights({"sam": "sam_vit_b", "hipt": "hipt_vit_s"}, registry=registered)
     assert [w.file for w in paper.missing] == ["sam_vit_b_01ec64.pth", "vit256_small_dino.pth"]
-    sam_only = registered.training_weights({"sam": "sam_vit_b", "hipt": None}, sam_checkpoint="x.pth")
+    sam_only = training_weights({"sam": "sam_vit_b", "hipt": None}, sam_checkpoint="x.pth",
+                                registry=registered)
     assert (sam_only.sam_checkpoint, sam_only.hipt_checkpoint, sam_only.missing) == (Path("x.pth"), None, ())
+
+
+_ADDER = """
+import sys, time
+from pathlib import Path
+from wsiseg.registry import Registry
+home, model, worker, count, go = sys.argv[1:]
+import wsiseg.model.checkpoint  # torch loaded before the start signal, so the workers overlap
+while not Path(go).exists():
+    time.sleep(0.005)
+registry = Registry(home)
+for i in range(int(count)):
+    registry.add(f"w{worker}-{i}", model)
+"""
+
+
+def test_concurrent_adds_lose_nothing(tmp_path: Path, slim_tiny_model: Path) -> None:
+    """Processes adding models at the same time: every name they added is registered afterwards."""
+    import subprocess
+    import time
+
+    home, go = tmp_path / "shared-home", tmp_path / "go"
+    workers, count = 4, 12
+    args = [str(home), str(slim_tiny_model)]
+    procs = [subprocess.Popen([sys.executable, "-c", _ADDER, *args, str(w), str(count), str(go)],
+                              stderr=subprocess.PIPE, text=True) for w in range(workers)]
+    time.sleep(0.5)
+    go.touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    names = {m.name for m in Registry(home).models()}
+    assert names == {f"w{w}-{i}" for w in range(workers) for i in range(count)}
+
+
+def test_a_registry_from_a_newer_wsiseg_is_refused(home: Path) -> None:
+    home.mkdir(parents=True)
+    (home / REGISTRY_FILE).write_text('{"format": "wsiseg-registry", "format_version": 99, "models": {}, '
+                                      '"base_files": []}')
+    with pytest.raises(ConfigError, match=r"format version 99, newer than this wsiseg supports \(1\)"):
+        Registry().models()

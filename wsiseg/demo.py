@@ -37,7 +37,7 @@ class DemoResult:
 
     def summary(self) -> str:
         per_class = ", ".join(f"{k} {v:.3f}" for k, v in self.dice.items())
-        when = ("skipped (finished before; --overwrite runs it again)" if self.skipped
+        when = (f"skipped (finished before; {option('overwrite', flag=True)} runs it again)" if self.skipped
                 else f"finished in {self.seconds:.0f} s")
         return (f"demo {when}: micro Dice {self.micro_dice:.3f} against the exact "
                 f"ground truth ({per_class}); outputs in {self.out_dir}")

@@ -74,8 +74,8 @@ def read_row(path: Path | str, label: str | None = None) -> Row:
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path} is not JSON: {exc.msg} (line {exc.lineno})") from exc
     if not isinstance(report, dict) or "micro_dice" not in report or "seconds_per_image" not in report:
-        raise DatasetError(f"{path} is not a wsiseg evaluation report (write one with "
-                           "wsiseg evaluate --json)")
+        raise DatasetError(f"{path} is not a wsiseg evaluation report (written by "
+                           "`wsiseg evaluate --json FILE`)")
     method = _block(report, "method")
     data = _block(report, "dataset")
     paper = _block(report, "paper")

@@ -27,12 +27,10 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from wsiseg._version import __version__
 from wsiseg.errors import CheckpointError, ConfigError, option
+from wsiseg.io.hashing import file_sha256
 from wsiseg.model import resolve_device
-from wsiseg.model.torchfile import as_state_dict, check_layout, sha256_file, torch_load
-
-#: official file names of the SAM checkpoints (for messages and the README)
-OFFICIAL_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth",
-                  "vit_h": "sam_vit_h_4b8939.pth"}
+from wsiseg.model.torchfile import as_state_dict, check_layout, torch_load
+from wsiseg.weights import sam_weights_file
 
 
 def build_tiny_sam(seed: int = 0) -> Sam:
@@ -94,7 +92,7 @@ def load_vanilla_sam(name: str | None, checkpoint: str | os.PathLike[str] | None
         raise ConfigError(f"unknown vanilla SAM model {name!r}; choose one of {', '.join(VANILLA_SAM)}")
     if checkpoint is None and name != "tiny":
         raise ConfigError(f"vanilla SAM {name or 'vit_b'} needs its official weights: pass "
-                          f"{option('sam_checkpoint')} {OFFICIAL_FILES[name or 'vit_b']}")
+                          f"{option('sam_checkpoint')} {sam_weights_file(name or 'vit_b')}")
     state: dict[str, torch.Tensor] | None = None
     if checkpoint is not None:  # read (and reject a bad file) before building a large model
         what = f"SAM {name or ''} checkpoint".replace("  ", " ")
@@ -111,13 +109,13 @@ def load_vanilla_sam(name: str | None, checkpoint: str | os.PathLike[str] | None
     weights: dict[str, Any] = {"file": None, "sha256": None, "note": "random weights (test model)"}
     if checkpoint is not None and state is not None:
         expected = {k: v.shape for k, v in sam.state_dict().items()}
-        hint = f" (is it {OFFICIAL_FILES[name]}?)" if name in OFFICIAL_FILES else ""
+        hint = f" (is it {sam_weights_file(name)}?)" if name != "tiny" else ""
         try:
             check_layout(state, expected, checkpoint, f"SAM {name} checkpoint")
         except CheckpointError as exc:
             raise CheckpointError(str(exc) + hint) from None
         sam.load_state_dict(state)
-        weights = {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
+        weights = {"file": Path(checkpoint).name, "sha256": file_sha256(checkpoint)}
     sam.to(dev)
     provenance = {"model": f"vanilla SAM {name}", "sam_model": name, "weights": weights,
                   "input_size": int(sam.image_encoder.img_size), "device": str(dev),

@@ -20,8 +20,9 @@ def command(out_dir: Path, epochs: int, overwrite: bool, quiet: bool) -> None:
 
     Takes a few minutes on 2 CPU cores; the final line gives Dice against the slide's exact ground truth.
     """
+    from wsiseg.cli import as_flags
     from wsiseg.demo import run_demo
 
     result = run_demo(out_dir, epochs=epochs, overwrite=overwrite, progress=not quiet,
-                      log=lambda line: click.echo(line, err=True))
-    click.echo(result.summary())
+                      log=lambda line: click.echo(as_flags(line), err=True))
+    click.echo(as_flags(result.summary()))

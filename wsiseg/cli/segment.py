@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from wsiseg.cli import as_flags
 from wsiseg.errors import SlideError
+from wsiseg.frames import CoordinateFrame
 from wsiseg.infer.options import ReadErrorPolicy
-from wsiseg.io.frames import CoordinateFrame
 from wsiseg.qc.settings import QCMode, QCSettings
 
 #: File endings treated as slides when a directory is given.

@@ -27,12 +27,11 @@ def _with_base_weights(cfg: TrainConfig) -> TrainConfig:
     registered for the encoder presets (`wsiseg models add-base`). Full-size frozen encoders without
     official weights raise ConfigError (one line: which files, how to give them, the CPU try-out)."""
     from wsiseg.model import ModelConfig
-    from wsiseg.registry import Registry
+    from wsiseg.registry import training_weights
 
     model = ModelConfig.from_preset(cfg.preset, 1, variant=cfg.variant, input_size=cfg.input_size)
-    weights = Registry().training_weights({"sam": model.sam, "hipt": model.hipt},
-                                          sam_checkpoint=cfg.sam_checkpoint,
-                                          hipt_checkpoint=cfg.hipt_checkpoint)
+    weights = training_weights({"sam": model.sam, "hipt": model.hipt}, sam_checkpoint=cfg.sam_checkpoint,
+                               hipt_checkpoint=cfg.hipt_checkpoint)
     if weights.missing and not cfg.train_encoders:
         files = " and ".join(f"{w.file} ({w.title})" for w in weights.missing)
         flags = "/".join(f"--{w.kind}-checkpoint" for w in weights.missing)

@@ -12,7 +12,7 @@ from wsiseg.errors import GeoJSONError
 from wsiseg.export._source import LabelSource, label_image_classes, open_label_source
 from wsiseg.export.exporter import ExportResult, export_geojson, export_label_source, qc_geojson_path
 from wsiseg.export.vectorize import DEFAULT_BLOCK_SIZE, DEFAULT_SPLIT_SIZE, RegionBatch, vectorise_labels
-from wsiseg.io.frames import CoordinateFrame, SlideBounds, SlideFrame
+from wsiseg.frames import CoordinateFrame, SlideBounds, SlideFrame
 from wsiseg.io.geojson_write import DEFAULT_MAX_BYTES, DEFAULT_MAX_PARTS, ObjectType
 
 __all__ = [

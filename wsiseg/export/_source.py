@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import ConfigError
+from wsiseg.frames import SlideBounds
 from wsiseg.io.arrays import LevelArray
-from wsiseg.io.frames import SlideBounds
 
 if TYPE_CHECKING:
     from wsiseg.io.omezarr import LabelValue, Segmentation

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wsiseg.errors import OutputError, WsisegError, one_line
+from wsiseg.frames import edge_weights
 from wsiseg.io.atomic import write_text
-from wsiseg.io.frames import edge_weights
 
 if TYPE_CHECKING:
     from wsiseg.io.omezarr import Segmentation

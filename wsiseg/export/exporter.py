@@ -21,7 +21,7 @@ from wsiseg.export.vectorize import (
     coverage_fractions,
     vectorise_labels,
 )
-from wsiseg.io.frames import CoordinateFrame, SlideFrame
+from wsiseg.frames import CoordinateFrame, SlideFrame
 from wsiseg.io.geojson_write import (
     COORDINATE_DECIMALS,
     DEFAULT_MAX_BYTES,

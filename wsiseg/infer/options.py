@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from wsiseg.errors import ConfigError, option
+from wsiseg.frames import CoordinateFrame
 from wsiseg.infer.blending import BlendWindow
-from wsiseg.io.frames import CoordinateFrame
 from wsiseg.io.omezarr import NgffVersion
 from wsiseg.predictor import Predictor
 from wsiseg.qc.settings import QCMode, QCSettings

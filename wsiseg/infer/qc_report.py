@@ -30,9 +30,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from wsiseg.errors import OutputError, WsisegError, one_line
+from wsiseg.frames import edge_weights
 from wsiseg.infer.quality import label_values
 from wsiseg.io.atomic import replacing, write_text
-from wsiseg.io.frames import edge_weights
 from wsiseg.qc import FocusGrid, QCAreas, QCLabel, QCMap, QCSettings, assess_slide, block_size
 from wsiseg.slide import Slide, make_tile_grid, open_slide
 from wsiseg.tiling import Tiling

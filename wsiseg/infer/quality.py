@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from wsiseg.errors import ConfigError
+from wsiseg.frames import SlideFrame, edge_weights
 from wsiseg.infer.options import SegmentOptions
 from wsiseg.infer.stitch import Layout
-from wsiseg.io.frames import SlideFrame, edge_weights
 from wsiseg.io.omezarr import LabelValue, SegmentationWriter
 from wsiseg.qc import ARTIFACTS, FocusGrid, QCAreas, QCLabel, QCMap, QCMode, QCSettings, assess_slide
 from wsiseg.qc.assess import tissue_of

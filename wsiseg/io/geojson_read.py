@@ -126,7 +126,7 @@ def geojson_to_mask(path: str | Path, width: int, height: int,
     (likewise rows); it is True when its centre lies inside a polygon (holes excluded). ``downsample``:
     level-0 pixels per mask pixel, one number or ``(x, y)``. ``origin``: the level-0 ``(x, y)`` of the
     file's coordinate origin (the slide's bounds offset for a QuPath export of a cropped slide, see
-    :mod:`wsiseg.io.frames`).
+    :mod:`wsiseg.frames`).
     """
     return regions_to_mask(read_geojson_regions(path), width, height, downsample, origin=origin)
 

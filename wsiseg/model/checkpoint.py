@@ -25,10 +25,11 @@ from wsiseg._version import __version__
 from wsiseg.classes import ClassList
 from wsiseg.errors import CheckpointError, ConfigError, OutputError, option
 from wsiseg.io.atomic import replacing
+from wsiseg.io.hashing import file_sha256
 from wsiseg.model.official import load_hipt_weights, load_sam_weights
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.sam_path import ModelConfig, SamPath
-from wsiseg.model.torchfile import sha256_file, torch_load, torch_load_inert
+from wsiseg.model.torchfile import torch_load, torch_load_inert
 
 FORMAT = "wsiseg-checkpoint"
 FORMAT_VERSION = 2
@@ -161,7 +162,7 @@ def _base_file(name: str, given: str | os.PathLike[str] | None, record: dict[str
             f"(sha256 {record.get('sha256', '?')[:12]}...); pass it with {flag}")
     if not Path(given).is_file():
         raise CheckpointError(f"{name.upper()} weights file not found: {given}")
-    digest = sha256_file(given)
+    digest = file_sha256(given)
     if digest != record.get("sha256"):
         raise CheckpointError(
             f"{given} is not the {name.upper()} weights file this model was trained with "

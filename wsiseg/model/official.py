@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from wsiseg.errors import CheckpointError, ConfigError
+from wsiseg.io.hashing import file_sha256
 from wsiseg.model.class_decoder import ClassPromptDecoder, PromptState
 from wsiseg.model.presets import (
     PATHOLOGY_ENCODERS,
@@ -35,7 +36,7 @@ from wsiseg.model.presets import (
     build_sam_encoder,
 )
 from wsiseg.model.sam_path import SamPath
-from wsiseg.model.torchfile import as_state_dict, check_layout, copy_into, sha256_file, torch_load
+from wsiseg.model.torchfile import as_state_dict, check_layout, copy_into, torch_load
 
 #: input size of the official SAM weights and of HIPT's ViT-S (pixels)
 SAM_PRETRAIN_SIZE = 1024
@@ -135,7 +136,7 @@ def load_sam_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
         else:
             dec_vals[key] = state["mask_decoder." + key]
     copy_into(model.mask_decoder, dec_vals)
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     model.base_weights["sam"] = {"file": os.path.basename(os.fspath(path)), "sha256": digest}
     return digest
 
@@ -180,7 +181,7 @@ def load_hipt_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
     if vals["pos_embed"].shape != model.pathology_encoder.state_dict()["pos_embed"].shape:
         vals["pos_embed"] = resize_grid_pos_embed(vals["pos_embed"], model.grid_size, num_prefix=1)
     copy_into(model.pathology_encoder, vals)
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     model.base_weights["hipt"] = {"file": os.path.basename(os.fspath(path)), "sha256": digest}
     return digest
 

@@ -15,10 +15,10 @@ import torch
 from wsiseg._version import __version__
 from wsiseg.classes import ClassList
 from wsiseg.errors import ConfigError
+from wsiseg.io.hashing import file_sha256
 from wsiseg.model.checkpoint import load_checkpoint
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from wsiseg.model.sam_path import SamPath
-from wsiseg.model.torchfile import sha256_file
 
 
 class Precision(str, enum.Enum):
@@ -183,7 +183,7 @@ def load_model(path: str | os.PathLike[str], device: str = "auto",
     model, data = load_checkpoint(path, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint,
                                   classes=classes)
     prov = {
-        "checkpoint": {"file": Path(path).name, "sha256": sha256_file(path)},
+        "checkpoint": {"file": Path(path).name, "sha256": file_sha256(path)},
         "trained": data.provenance,
     }
     return SamPathPredictor(model, data.classes, mpp=data.mpp, tile_size=data.tile_size, device=device,

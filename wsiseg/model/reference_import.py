@@ -26,8 +26,9 @@ import torch
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import CheckpointError
+from wsiseg.io.hashing import file_sha256
 from wsiseg.model.sam_path import ModelConfig, ModelLayout, SamPath, Variant
-from wsiseg.model.torchfile import InertObject, sha256_file, torch_load_inert
+from wsiseg.model.torchfile import InertObject, torch_load_inert
 
 _SAM = "model.model.image_encoder."
 _PROMPT = "model.model.prompt_encoder."
@@ -168,7 +169,7 @@ def read_reference_checkpoint(path: str | os.PathLike[str], classes: ClassList) 
     return ReferenceCheckpoint(
         model=model, variant=variant, epoch=epoch if isinstance(epoch, int) else None,
         global_step=step if isinstance(step, int) else None,
-        hyper_parameters=_plain(hyper) if isinstance(hyper, Mapping) else {}, sha256=sha256_file(path))
+        hyper_parameters=_plain(hyper) if isinstance(hyper, Mapping) else {}, sha256=file_sha256(path))
 
 
 _OWN_TO_REFERENCE = (("sam_encoder.", _SAM), ("prompt_encoder.", _PROMPT), ("mask_decoder.", _DECODER),

@@ -1,10 +1,9 @@
-"""Private helpers: reading torch files safely, hashing, and copying tensors into modules with checks."""
+"""Private helpers: reading torch files safely and copying tensors into modules with checks."""
 
 from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import os
 import pickle
 import types
@@ -15,22 +14,6 @@ from typing import IO, Any
 import torch
 
 from wsiseg.errors import CheckpointError
-
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file (cached per path, size and mtime within the process)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _HASH_CACHE[key] = h.hexdigest()
-    return _HASH_CACHE[key]
 
 
 def torch_load(path: str | os.PathLike[str], what: str) -> Any:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from wsiseg.errors import MissingMppError, SlideError, option
-from wsiseg.io.frames import SlideBounds
+from wsiseg.frames import SlideBounds
 from wsiseg.slide._backends import (
     PLAIN_IMAGE_SUFFIXES,
     _Backend,
