@@ -87,10 +87,10 @@ def test_segment_slide_svs_out_slide_zarr(user: Path, slim_tiny_model: Path,
     assert "1 slide: 1 done" in out
     seg = open_segmentation(Path("slide.zarr"))
     assert seg.finished and seg.classes.names == SYNTHETIC_CLASSES.names
-    assert seg.attrs["analysis_mpp"] == 2.0  # the model's own resolution
+    assert seg.metadata.analysis_mpp == 2.0  # the model's own resolution
     labels = np.asarray(seg.labels[0][...])
     assert labels.max() > 0  # tissue was analysed
-    weights = seg.attrs["model"]["base_weights"]
+    weights = seg.metadata.model["base_weights"]
     assert weights["sam"]["sha256"] == file_sha256(tiny_official_files["sam"])
     assert weights["hipt"]["sha256"] == file_sha256(tiny_official_files["hipt"])
     assert preview_path(Path("slide.zarr")).is_file()

@@ -51,7 +51,7 @@ def test_composition_equals_an_independent_count(odd_segmentation: Path) -> None
     comp = composition(seg)
     assert comp.class_names == tuple(SYNTHETIC_CLASSES.names)
     np.testing.assert_allclose(comp.areas_um2, expected, rtol=1e-12)
-    recorded = seg.attrs["composition"]  # what segment_slide wrote
+    recorded = seg.metadata.composition  # what segment_slide wrote
     for i, name in enumerate(SYNTHETIC_CLASSES.names):
         entry = recorded["classes"][name]
         assert entry["area_um2"] == pytest.approx(expected[i], rel=1e-12)
@@ -102,12 +102,12 @@ def test_batch_writes_the_cohort_table_and_summary_rebuilds_it(odd_slide: Synthe
 def _independent_areas_any(seg_path: Path) -> np.ndarray:
     """As :func:`_independent_areas` for any output whose pixels are a whole number of level-0 pixels."""
     seg = open_segmentation(seg_path)
-    f = round(seg.mpp[0] / seg.attrs["slide"]["mpp"][0])
-    width0, height0 = seg.attrs["slide"]["width0"], seg.attrs["slide"]["height0"]
+    f = round(seg.mpp[0] / seg.slide_mpp[0])
+    width0, height0 = seg.metadata.slide.width0, seg.metadata.slide.height0
     labels = np.asarray(seg.labels[0][...])
     level0 = np.repeat(np.repeat(labels, f, axis=0), f, axis=1)[:height0, :width0]
     counts = np.bincount(level0.ravel(), minlength=len(seg.classes) + 1)
-    return counts[1:] * seg.attrs["slide"]["mpp"][0] ** 2
+    return counts[1:] * seg.slide_mpp[0] ** 2
 
 
 def test_summary_of_a_folder_without_segmentations_is_a_one_line_error(

@@ -69,7 +69,7 @@ def test_roi_round_trip_lands_on_the_same_pixels(synthetic_slide: SyntheticSlide
           "--overlap", "0", "--mask", str(_roi_file(tmp_path / "roi.geojson", roi)), "--geojson-frame", frame,
           "--out", str(out), "--quiet"], capsys)
     seg = open_segmentation(out)
-    assert seg.attrs["slide"]["bounds"] == BOUNDS
+    assert seg.metadata.to_json()["slide"]["bounds"] == BOUNDS
     _run(["export", str(out), "--geojson", str(geojson), "--frame", frame], capsys)
     data = json.loads(geojson.read_text())
     # the constant model gives one region per class: written as a Polygon (QuPath 0.5), valid as a whole

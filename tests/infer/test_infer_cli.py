@@ -53,18 +53,18 @@ def test_null_model_run_then_skip_then_overwrite(synthetic_slide: SyntheticSlide
     seg = open_segmentation(out)
     # the null model's output grid is 4x coarser than its 2 um/px tiles, like SAM-Path's
     assert seg.labels[0].shape == (96, 128) and seg.mpp[0] == 8.0 and seg.finished
-    before = open_segmentation(out).attrs
+    before = open_segmentation(out).metadata.to_json()
     code, stdout, err = _cli([a for a in args if a != "--quiet"], capsys)  # a rerun: skipped, success
     assert code == 0 and err.strip() == f"{synthetic_slide.path.name}: skipped (finished) -> {out}", err
     assert "1 slide: 0 done, 0 resumed, 1 skipped (finished), 0 failed" in stdout
-    assert open_segmentation(out).attrs == before  # untouched
+    assert open_segmentation(out).metadata.to_json() == before  # untouched
     code, stdout, err = _cli([*args, "--overwrite"], capsys)
     assert code == 0 and "1 slide: 1 done" in stdout, err
-    assert open_segmentation(out).attrs["run_id"] != before["run_id"]
+    assert open_segmentation(out).metadata.run_id != before["run_id"]
     code, _, err = _cli([*args, "--overwrite", "--output-mpp", "2"], capsys)  # the tiles' own resolution
     assert code == 0, err
     seg = open_segmentation(out)
-    assert seg.labels[0].shape == (384, 512) and seg.mpp[0] == 2.0 and seg.attrs["analysis_mpp"] == 2.0
+    assert seg.labels[0].shape == (384, 512) and seg.mpp[0] == 2.0 and seg.metadata.analysis_mpp == 2.0
 
 
 def test_directory_with_a_bad_slide_continues(synthetic_slide: SyntheticSlide, tmp_path: Path,
@@ -132,7 +132,7 @@ def _interior_check(seg_path: Path, slide_path: Path, model: object, tile: int, 
 
     ``tile`` and ``overlap`` are pixels at the analysis resolution; the output grid may be coarser."""
     seg = open_segmentation(seg_path)
-    mpp = seg.attrs["analysis_mpp"]
+    mpp = seg.metadata.analysis_mpp
     f = round(seg.mpp[0] / mpp)  # analysis pixels per output pixel
     tile_o, overlap_o = tile // f, overlap // f
     probs = np.asarray(seg.probs[0][...])
@@ -168,8 +168,8 @@ def test_tiny_checkpoint_end_to_end_with_geojson(synthetic_slide: SyntheticSlide
     seg = open_segmentation(out)
     # tiny: 64 px model input for 128 px tiles, logits 16 x 16 per tile: an output grid of 8 x 2 um/px
     assert seg.version.value == "0.5" and seg.mpp[0] == 16.0 and seg.labels[0].shape == (48, 64)
-    assert seg.attrs["model"]["checkpoint"]["file"] == "tiny.wsiseg"
-    assert seg.attrs["params"]["tile_size"] == 128 and seg.attrs["params"]["overlap"] == 16
+    assert seg.metadata.model["checkpoint"]["file"] == "tiny.wsiseg"
+    assert seg.metadata.params["tile_size"] == 128 and seg.metadata.params["overlap"] == 16
     data = json.loads(gj.read_text())
     assert data["type"] == "FeatureCollection" and data["features"]
     model = load_model(tiny_checkpoint, device="cpu")
@@ -211,7 +211,7 @@ def test_precision_flag_reaches_the_model(synthetic_slide: SyntheticSlide, tiny_
                              str(out), "--quiet", "--device", "cpu", "--precision", precision], capsys)
         assert code == 0, err
         seg = open_segmentation(out)
-        assert seg.attrs["model"]["precision"] == precision and seg.attrs["model"]["compiled"] is False
+        assert seg.metadata.model["precision"] == precision and seg.metadata.model["compiled"] is False
         outs[precision] = np.asarray(seg.labels[0][...])
     assert (outs["fp32"] == outs["bf16"]).mean() > 0.9
 

@@ -109,7 +109,7 @@ def test_cli_cluster_end_to_end_with_relative_paths(scheduler: str, slide_dir: P
     assert "failed: c_corrupt.svs" in out and out.count("\n") == 1
     for name in ("a", "b"):
         seg = open_segmentation(tmp_path / "outs" / f"{name}.zarr")
-        assert seg.finished and seg.attrs["params"]["tile_size"] == TILE
+        assert seg.finished and seg.metadata.params["tile_size"] == TILE
 
 
 def test_cluster_run_resumes_an_interrupted_slide(scheduler: str, slide_dir: Path, tmp_path: Path) -> None:

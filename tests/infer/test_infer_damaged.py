@@ -58,7 +58,7 @@ def test_damaged_tile_is_not_analysed_and_listed(synthetic_slide: SyntheticSlide
     assert len(warnings) == len(EXPECTED)
     assert all("damaged.svs" in w and "not analysed" in w for w in warnings)
 
-    attrs = open_segmentation(tmp_path / "damaged.zarr").attrs
+    attrs = open_segmentation(tmp_path / "damaged.zarr").metadata.to_json()
     listed = attrs["unreadable_tiles"]
     assert listed["count"] == len(EXPECTED)
     assert [(t["col"], t["row"]) for t in listed["tiles"]] == EXPECTED
@@ -89,8 +89,8 @@ def test_damaged_tile_resume_keeps_the_list(synthetic_slide: SyntheticSlide, dam
     result = segment_slide(damaged_slide, resumed, out, preview=False, **KWARGS)
     assert result.resumed and resumed.tiles == result.n_tiles - 8
     assert result.n_unreadable == len(EXPECTED)
-    listed = open_segmentation(out).attrs["unreadable_tiles"]
-    assert listed == open_segmentation(whole).attrs["unreadable_tiles"]
+    listed = open_segmentation(out).metadata.to_json()["unreadable_tiles"]
+    assert listed == open_segmentation(whole).metadata.to_json()["unreadable_tiles"]
     assert np.array_equal(_labels(out), _labels(whole))
 
 

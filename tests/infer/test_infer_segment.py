@@ -57,7 +57,7 @@ def test_oracle_reproduces_ground_truth(synthetic_slide: SyntheticSlide, tmp_pat
     res = segment_slide(synthetic_slide.path, model, out, mpp=mpp, tile_size=tile, overlap=overlap,
                         chunk_size=chunk, tissue=False, progress=False, batch_size=3)
     seg = open_segmentation(out)
-    assert res.output_mpp == seg.mpp[0] == mpp * stride and seg.attrs["analysis_mpp"] == mpp
+    assert res.output_mpp == seg.mpp[0] == mpp * stride and seg.metadata.analysis_mpp == mpp
     labels = np.asarray(seg.labels[0][...]).astype(int) - 1
     gt = truth.labels(mpp * stride)
     assert labels.shape == gt.shape == (res.height, res.width)
@@ -66,7 +66,7 @@ def test_oracle_reproduces_ground_truth(synthetic_slide: SyntheticSlide, tmp_pat
     assert len(dice) >= 4 and min(dice.values()) > 0.99, dice
     probs0 = np.asarray(seg.probs[0][...]).astype(int)
     assert np.abs(probs0.sum(axis=0) - 255).max() <= len(SYNTHETIC_CLASSES)  # quantised sums stay ~255
-    attrs = seg.attrs
+    attrs = seg.metadata.to_json()
     assert attrs["params"]["tile_size"] == tile and attrs["slide"]["width0"] == 2048
     assert attrs["finished"] and set(attrs["timings"]) >= {"read", "infer", "stitch", "write", "wall"}
     assert len(attrs["slide"]["sha256_head"]) == 64 and attrs["model"]["name"] == "colour"
@@ -283,7 +283,7 @@ def test_output_grid_follows_output_mpp(synthetic_slide: SyntheticSlide, tmp_pat
                         tissue=False, progress=False, preview=False, output_mpp=output_mpp)
     stride = 4 if output_mpp is None else round(output_mpp)
     seg = open_segmentation(out)
-    assert res.output_mpp == seg.mpp[0] == float(stride) and seg.attrs["params"]["output_mpp"] == stride
+    assert res.output_mpp == seg.mpp[0] == float(stride) and seg.metadata.params["output_mpp"] == stride
     assert (res.width, res.height) == (-(-1024 // stride), -(-768 // stride))
     assert seg.labels[0].shape == (res.height, res.width)
     probs = np.asarray(seg.probs[0][...])

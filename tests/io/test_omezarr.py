@@ -11,6 +11,7 @@ import zarr
 from wsiseg.classes import ClassList
 from wsiseg.errors import OutputError
 from wsiseg.io.omezarr import NgffVersion, SegmentationWriter, open_segmentation
+from wsiseg.io.output_metadata import OutputMetadata, SlideRecord
 
 CLASSES = ClassList.from_names(["background", "tumour", "stroma"])
 
@@ -29,7 +30,7 @@ def _write(path: Path, version: NgffVersion, probs: np.ndarray, chunk: int = 64)
         for x0 in range(0, w, chunk):
             box = (y0, min(y0 + chunk, h), x0, min(x0 + chunk, w))
             writer.write_chunk(box, probs[:, box[0]:box[1], box[2]:box[3]])
-    writer.set_provenance({"classes": CLASSES.to_dict(), "slide": {"mpp": [0.25, 0.25]}, "finished": "now"})
+    writer.write_metadata(OutputMetadata(SlideRecord((0.25, 0.25)), CLASSES, 0.5, finished="now"))
     return writer
 
 
@@ -136,7 +137,7 @@ def test_stored_chunks_hold_exactly_the_quantised_pyramid(version: NgffVersion, 
              for y in range(0, h, chunk) for x in range(0, w, chunk)]
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda b: writer.write_chunk(b, probs[:, b[0]:b[1], b[2]:b[3]].copy()), boxes))
-    writer.set_provenance({"classes": CLASSES.to_dict(), "slide": {"mpp": [0.25, 0.25]}, "finished": "now"})
+    writer.write_metadata(OutputMetadata(SlideRecord((0.25, 0.25)), CLASSES, 0.5, finished="now"))
     seg = open_segmentation(tmp_path / "t.zarr")
     assert seg.n_levels == 3
     for level in range(seg.n_levels):

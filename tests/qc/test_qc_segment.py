@@ -91,13 +91,13 @@ def test_default_mode_leaves_artifacts_out(inked: dict[str, Any], tmp_path: Path
     artifacts = pen | blur
     assert (labels[artifacts] == 0).all() and (probs[:, artifacts] == 0).all()  # not analysed
     assert (labels[qc == QCLabel.TISSUE] > 0).mean() > 0.99  # the rest is
-    record = seg.attrs["qc"]
+    record = seg.metadata.qc
     assert record["mode"] == "default" and record["excluded"] is True
     areas = record["areas"]["labels"]
     px_um2 = seg.mpp[0] ** 2
     assert areas["pen"]["area_um2"] == pytest.approx(pen.sum() * px_um2, rel=0.01)
     assert record["blur"]["blocks_blurred"] > 0
-    analysed = seg.attrs["composition"]["analysed_um2"]  # class areas count only what was analysed
+    analysed = seg.metadata.composition["analysed_um2"]  # class areas count only what was analysed
     assert analysed == pytest.approx((labels > 0).sum() * px_um2, rel=0.01)
 
 
@@ -125,10 +125,10 @@ def test_report_mode_analyses_everything_and_off_looks_for_nothing(
     qc = np.asarray(report.label_image("qc")[0][0][...])
     labels = np.asarray(report.labels[0][...])
     assert (qc == QCLabel.PEN).sum() > 0 and (labels[qc == QCLabel.PEN] > 0).all()
-    assert report.attrs["qc"]["mode"] == "report" and report.attrs["qc"]["excluded"] is False
+    assert report.metadata.qc["mode"] == "report" and report.metadata.qc["excluded"] is False
     off = segment(inked, tmp_path / "o.zarr", capsys, "--qc", "off")
-    assert "qc" not in off.label_images and off.attrs["qc"] is None
-    assert off.attrs["params"]["qc"] == "off"
+    assert "qc" not in off.label_images and off.metadata.qc is None
+    assert off.metadata.params["qc"] == "off"
 
 
 def test_resume_keeps_the_blurred_blocks(inked: dict[str, Any], tmp_path: Path,
@@ -162,7 +162,7 @@ def test_resume_keeps_the_blurred_blocks(inked: dict[str, Any], tmp_path: Path,
 
     monkeypatch.setattr(run_module.RunQC, "measure", counting)
     resumed = segment(inked, tmp_path / "cut.zarr", capsys)
-    assert resumed.attrs["resumed"] and 0 < len(read) < whole.attrs["tiles"]["analysed"]
+    assert resumed.metadata.resumed and 0 < len(read) < whole.metadata.tiles_analysed
     for name in ("labels", "probs"):
         for a, b in zip(getattr(whole, name), getattr(resumed, name), strict=True):
             assert np.array_equal(np.asarray(a[...]), np.asarray(b[...]))
@@ -195,7 +195,7 @@ def test_reviewed_artifacts_come_back_through_mask(inked: dict[str, Any], tmp_pa
     seg = segment(inked, tmp_path / "second.zarr", capsys, "--mask", str(reviewed))
     qc = np.asarray(seg.label_image("qc")[0][0][...])
     labels = np.asarray(seg.labels[0][...])
-    assert seg.attrs["qc"]["reviewed"] == str(reviewed) and seg.attrs["qc"]["blur"] is None
+    assert seg.metadata.qc["reviewed"] == str(reviewed) and seg.metadata.qc["blur"] is None
     assert not (qc == QCLabel.BLUR).any()  # dropped by the reviewer, not detected again
     out_mpp = seg.mpp[0]
     y0, y1 = int(200 * MPP / out_mpp) + 1, int(500 * MPP / out_mpp) - 1
@@ -219,7 +219,7 @@ def test_folder_run_summary_has_excluded_areas(inked: dict[str, Any], tmp_path: 
     assert float(rows[0]["excluded_blur_mm2"]) > 0
     seg = open_segmentation(tmp_path / "out/a.zarr")
     assert float(rows[0]["excluded_pen_mm2"]) == pytest.approx(
-        seg.attrs["qc"]["areas"]["labels"]["pen"]["area_um2"] / 1e6, rel=1e-4)
+        seg.metadata.qc["areas"]["labels"]["pen"]["area_um2"] / 1e6, rel=1e-4)
     assert (tmp_path / "gj/a.geojson").is_file() and (tmp_path / "gj/a.qc.geojson").is_file()
     preview = np.asarray(Image.open(tmp_path / "out/a.preview.png").convert("RGB"))
     assert (np.abs(preview.astype(int) - QCLabel.PEN.rgba[:3]).sum(axis=-1) == 0).sum() > 100  # hatching

@@ -114,18 +114,13 @@ def open_label_source(zarr_path: str | Path, *, level: int | None = None, mpp: f
         pyramid, values = seg.label_image(labels)
         array, probabilities = pyramid[chosen], None
         classes, qupath_names = label_image_classes(labels, values)
-    slide = seg.attrs.get("slide") if isinstance(seg.attrs.get("slide"), dict) else {}
-    assert isinstance(slide, dict)
-    slide_id = str(slide.get("sha256_head") or Path(str(slide.get("path") or seg.path)).name)
-    run_id, started = seg.attrs.get("run_id"), seg.attrs.get("started")
-    run_key = (f"run {run_id}" if isinstance(run_id, str) and run_id
-               else f"started {started}" if isinstance(started, str) and started else "")
+    slide = seg.metadata.slide
     downsample_x, downsample_y = seg.downsample0(chosen)
     return LabelSource(
         labels=array, probabilities=probabilities, classes=classes, level=chosen, n_levels=seg.n_levels,
         mpp_x=seg.mpp[chosen], mpp_y=seg.mpp[chosen], downsample_x=downsample_x, downsample_y=downsample_y,
-        slide_id=slide_id, run_key=run_key, width0=_size(slide.get("width0")),
-        height0=_size(slide.get("height0")), bounds=SlideBounds.from_attrs(slide.get("bounds")),
+        slide_id=slide.identity or seg.path.name, run_key=seg.metadata.run_key, width0=slide.width0,
+        height0=slide.height0, bounds=slide.bounds,
         label_image=labels, qupath_names=qupath_names,
     )
 
@@ -142,10 +137,3 @@ def label_image_classes(name: str, values: list[LabelValue]) -> tuple[ClassList,
 
         return classes, tuple(QCLabel(v.value).qupath_class for v in named)
     return classes, tuple(v.name for v in named)
-
-
-def _size(value: Any) -> int | None:
-    """A recorded level-0 size, or None when absent or not a positive whole number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return int(value) if value > 0 else None

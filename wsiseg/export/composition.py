@@ -67,11 +67,10 @@ def composition(seg: Segmentation) -> Composition:
     labels = seg.labels[0]
     height, width = int(labels.shape[0]), int(labels.shape[1])
     mpp = seg.mpp[0]
-    slide = seg.attrs.get("slide", {})
-    try:
-        width_um = float(slide["width0"]) * float(slide["mpp"][0])
-        height_um = float(slide["height0"]) * float(slide["mpp"][1])
-    except (KeyError, TypeError, IndexError, ValueError):
+    slide = seg.metadata.slide
+    if slide.width0 is not None and slide.height0 is not None:
+        width_um, height_um = slide.width0 * slide.mpp[0], slide.height0 * slide.mpp[1]
+    else:
         width_um, height_um = width * mpp, height * mpp
     wx, wy = np.array(edge_weights(width, mpp, width_um)), np.array(edge_weights(height, mpp, height_um))
     k = len(seg.classes)
@@ -165,27 +164,11 @@ def row_of(zarr_path: Path, status: str = "done") -> SummaryRow:
     from wsiseg.io.omezarr import open_segmentation
 
     seg = open_segmentation(zarr_path)
-    recorded = seg.attrs.get("composition")
-    comp = Composition.from_dict(recorded) if isinstance(recorded, dict) else composition(seg)
-    model = seg.attrs.get("model", {})
-    checkpoint = model.get("checkpoint", {}) if isinstance(model, dict) else {}
-    name = checkpoint.get("file") if isinstance(checkpoint, dict) else None
-    model_name = str(name or model.get("name") or model.get("model") or "")
-    slide = seg.attrs.get("slide", {})
-    slide_name = str(slide.get("name") or Path(str(slide.get("path", zarr_path))).name)
-    excluded, qc_mode = _qc_areas(seg.attrs.get("qc"))
-    return SummaryRow(slide_name, status, comp, model_name, str(seg.attrs.get("version", "")),
-                      excluded_um2=excluded, qc_mode=qc_mode)
-
-
-def _qc_areas(qc: Any) -> tuple[dict[str, float] | None, str]:
-    """Artifact areas (um^2) and the QC mode recorded in an output's ``wsiseg.qc`` (None, "" without)."""
-    if not isinstance(qc, dict):
-        return None, ""
-    labels = qc.get("areas", {}).get("labels", {})
-    excluded = {name: float(v["area_um2"]) for name, v in labels.items()
-                if name not in ("background", "tissue") and isinstance(v, dict)}
-    return excluded, str(qc.get("mode", ""))
+    meta = seg.metadata
+    comp = Composition.from_dict(meta.composition) if meta.composition is not None else composition(seg)
+    slide_name = meta.slide.name or Path(zarr_path).name
+    return SummaryRow(slide_name, status, comp, meta.model_name, meta.version,
+                      excluded_um2=meta.artifact_areas_um2(), qc_mode=meta.qc_mode)
 
 
 def rebuild_summary(folder: Path) -> tuple[Path, int]:
@@ -207,5 +190,5 @@ def rebuild_summary(folder: Path) -> tuple[Path, int]:
         if not seg.finished:
             rows.append(SummaryRow(path.stem, "unfinished"))
         else:
-            rows.append(row_of(path, "resumed" if seg.attrs.get("resumed") else "done"))
+            rows.append(row_of(path, "resumed" if seg.metadata.resumed else "done"))
     return write_summary(rows, Path(folder) / SUMMARY_FILE), len(rows)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from wsiseg.errors import OutputError, OutputExistsError, option
 from wsiseg.infer.journal import Journal
+from wsiseg.io.omezarr import read_output_metadata
+from wsiseg.io.output_metadata import OutputMetadata
 
 _OVERWRITE = option("overwrite", flag=True)
 
@@ -20,19 +21,6 @@ def preview_path(out: Path) -> Path:
 
 def _is_store(path: Path) -> bool:
     return any((path / name).exists() for name in (".zgroup", ".zattrs", "zarr.json"))
-
-
-def existing_attrs(path: Path) -> dict[str, Any]:
-    """The ``wsiseg`` root attributes of an existing output (empty when there are none)."""
-    for name in (".zattrs", "zarr.json"):
-        try:
-            data = json.loads((path / name).read_text())
-        except (OSError, ValueError):
-            continue
-        attrs = data.get("attributes", data) if name == "zarr.json" else data
-        info = attrs.get("wsiseg", {}) if isinstance(attrs, dict) else {}
-        return info if isinstance(info, dict) else {}
-    return {}
 
 
 def _remove(out: Path) -> None:
@@ -55,16 +43,16 @@ def prepare(out: Path, journal: Journal, fingerprint: dict[str, Any],
     """
     state: dict[str, Any] | None = None
     if out.exists():
-        info = existing_attrs(out)
+        info = existing_metadata(out, overwrite)
         previous = journal.load()
-        if info.get("finished") and not overwrite:
+        if info is not None and info.finished is not None and not overwrite:
             journal.remove()  # a run killed between marking the output finished and removing it
             raise OutputExistsError(f"{out} is a finished segmentation; pass {_OVERWRITE} to replace it")
         if not overwrite and previous is not None and previous.get("fingerprint") != fingerprint:
             raise OutputError(f"{out} holds an unfinished run with other settings (slide, model or "
                               f"parameters); pass {_OVERWRITE} to start again")
         # a wsiseg store without a journal was killed before its first commit: start it again
-        restartable = bool(info) or not (out.is_dir() and any(out.iterdir()))
+        restartable = info is not None or not (out.is_dir() and any(out.iterdir()))
         if not overwrite and previous is None and not restartable:
             raise OutputError(f"{out} exists and is not a resumable wsiseg run; pass {_OVERWRITE} "
                               f"or choose another {option('out')}")
@@ -75,3 +63,14 @@ def prepare(out: Path, journal: Journal, fingerprint: dict[str, Any],
             state = previous["stitcher"]
     out.parent.mkdir(parents=True, exist_ok=True)
     return state
+
+
+def existing_metadata(out: Path, overwrite: bool) -> OutputMetadata | None:
+    """The metadata of an existing output at ``out`` (None: no output, or none written yet); unreadable
+    metadata is an OutputError unless the output is to be replaced anyway (``overwrite``)."""
+    try:
+        return read_output_metadata(out)
+    except OutputError:
+        if overwrite:
+            return None
+        raise

@@ -27,7 +27,7 @@ def _hatch_artifacts(seg: Segmentation, level: int, index: tuple[np.ndarray, np.
         return []
     pyramid, values = seg.label_image("qc")
     qc = np.asarray(pyramid[min(level, len(pyramid) - 1)][...])[index]
-    excluded = bool(seg.attrs.get("qc", {}).get("excluded", True))
+    excluded = seg.metadata.qc_excluded
     stripes = (np.add.outer(np.arange(qc.shape[0]), np.arange(qc.shape[1])) % 8) < 3
     legend = []
     for value in values:

@@ -26,12 +26,13 @@ from wsiseg.errors import SlideError
 from wsiseg.infer.blending import blend_window
 from wsiseg.infer.journal import WORK_DIR, Journal
 from wsiseg.infer.options import SegmentOptions
-from wsiseg.infer.output import existing_attrs, prepare, preview_path
+from wsiseg.infer.output import existing_metadata, prepare, preview_path
 from wsiseg.infer.pipeline import StageTimes
-from wsiseg.infer.quality import plan_region
+from wsiseg.infer.quality import RunQC, plan_region
 from wsiseg.infer.run import Checkpointer, SegmentationRun
 from wsiseg.infer.stitch import Layout, Stitcher
 from wsiseg.io.omezarr import SegmentationWriter
+from wsiseg.io.output_metadata import OutputMetadata, SlideRecord
 from wsiseg.predictor import Predictor
 from wsiseg.qc import QCAreas
 from wsiseg.slide import Slide, make_tile_grid, open_slide
@@ -102,16 +103,13 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _slide_info(slide: Slide, path: Path) -> dict[str, Any]:
+def _slide_record(slide: Slide, path: Path) -> SlideRecord:
     w0, h0 = slide.dimensions
-    info: dict[str, Any] = {"name": path.name, "path": str(path.resolve()), "width0": w0, "height0": h0,
-                            "mpp": list(slide.mpp), "vendor": slide.vendor,
-                            "bounds": None if slide.bounds is None else slide.bounds.as_dict()}
     try:
-        info["sha256_head"] = sha256_head(path) if path.is_file() else None
+        head = sha256_head(path) if path.is_file() else None
     except OSError as exc:
         raise SlideError(f"cannot read {path}: {exc}") from exc
-    return info
+    return SlideRecord(slide.mpp, path.name, str(path.resolve()), w0, h0, slide.vendor, slide.bounds, head)
 
 
 def _fingerprint(slide_info: dict[str, Any], provenance: dict[str, Any], params: dict[str, Any],
@@ -147,11 +145,12 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path,
     read_workers, write_workers = options.workers()
     started, t_start = _now(), time.perf_counter()
     slide_path, out = Path(slide_path), Path(out)
-    previous = existing_attrs(out) if out.exists() else {}
-    if previous.get("finished") and not options.overwrite:
+    previous = existing_metadata(out, options.overwrite)
+    if previous is not None and previous.finished is not None and not options.overwrite:
         return _skipped(slide_path, out, previous)
     with open_slide(slide_path, mpp=options.slide_mpp) as slide:  # its MissingMppError names --slide-mpp
-        slide_info = _slide_info(slide, slide_path)
+        slide_record = _slide_record(slide, slide_path)
+        slide_info = slide_record.to_json()
         provenance = model.provenance()
         region, qc = plan_region(slide, options, tiling)
         grid = make_tile_grid(slide, tiling, tissue=region, min_tissue_fraction=options.min_tissue_fraction)
@@ -162,21 +161,17 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path,
         journal = Journal(out)
         state = prepare(out, journal, fingerprint, options.overwrite)
         committed = (journal.load() or {}) if state is not None else {}
-        run_id = str(previous.get("run_id") or uuid.uuid4().hex) if state is not None else uuid.uuid4().hex
+        resumed_id = previous.run_id if previous is not None and state is not None else ""
+        run_id = resumed_id or uuid.uuid4().hex
         layout = Layout.of(grid, tiling)
         writer = SegmentationWriter(out, width=layout.width_o, height=layout.height_o, mpp=tiling.output_mpp,
                                     classes=model.classes, chunk_size=tiling.chunk_size,
                                     version=options.ngff_version, create=state is None)
-        base_attrs: dict[str, Any] = {
-            "version": __version__, "run_id": run_id, "slide": slide_info, "model": provenance,
-            "params": params,
-            "classes": model.classes.to_dict(), "mpp": tiling.output_mpp, "analysis_mpp": tiling.mpp,
-            "started": started, "finished": None,
-            "tiles": {"analysed": len(grid.tiles), "total": grid.n_total},
-            "not_analysed": "label 0 and probability 0 in every channel (outside tissue / ROI)",
-        }
+        metadata = OutputMetadata(slide_record, model.classes, tiling.output_mpp, tiling.mpp, provenance,
+                                  params, __version__, run_id, started, tiles_analysed=len(grid.tiles),
+                                  tiles_total=grid.n_total)
         previous_timings = committed.get("timings", {})
-        writer.set_provenance(base_attrs)
+        writer.write_metadata(metadata)
         window = blend_window(tiling.tile_o, tiling.overlap_o, options.blend)
         stitcher = Stitcher(layout, len(model.classes), window, journal.dir, state=state)
         if state is None:
@@ -193,33 +188,40 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path,
                               on_read_error=options.on_read_error, qc=qc)
         n_predicted = run.run()
         unreadable = checkpointer.unreadable
-        qc_record = None
-        if qc is not None:
-            areas = qc.write(writer, layout, (slide.dimensions[0] * slide.mpp[0],
-                                              slide.dimensions[1] * slide.mpp[1]))
-            qc_record = qc.record(areas)
-            _warn_if_mostly_artifact(slide_path.name, areas, options.qc_settings.warn_excluded_share)
-        from wsiseg.export.composition import composition
-        from wsiseg.io.omezarr import open_segmentation
-
-        tissue = composition(open_segmentation(out)).to_dict()
-        png: Path | None = None
-        if options.preview:  # before the output is marked finished: a run killed here redoes only this
-            from wsiseg.infer.preview import write_preview
-
-            png = write_preview(out, slide, preview_path(out), options.preview_size)
+        qc_record, tissue, png = _summaries(out, slide, writer, layout, qc, options)
         times.wall = time.perf_counter() - t_start
         timings: dict[str, Any] = dict(times.as_dict())
         if previous_timings:
             timings["previous_runs"] = previous_timings
-        writer.set_provenance({**base_attrs, "timings": timings, "finished": _now(),
-                               "resumed": state is not None, "composition": tissue, "qc": qc_record,
-                               "unreadable_tiles": {"count": len(unreadable), "tiles": unreadable}})
+        writer.write_metadata(metadata.finish(_now(), timings=timings, resumed=state is not None,
+                                              composition=tissue, qc=qc_record, unreadable_tiles=unreadable))
         journal.remove()
     status = RunStatus.RESUMED if state is not None else RunStatus.DONE
     return SegmentResult(slide_path, out, png, tiling.mpp, tiling.output_mpp, layout.width_o,
                          layout.height_o, len(grid.tiles), grid.n_total, n_predicted, status, timings,
                          len(unreadable))
+
+
+def _summaries(out: Path, slide: Slide, writer: SegmentationWriter, layout: Layout, qc: RunQC | None,
+               options: SegmentOptions) -> tuple[dict[str, Any] | None, dict[str, Any], Path | None]:
+    """What a run writes once every tile is in, before it marks the output finished (a run killed here
+    redoes only this): the QC label image and record, the tissue composition, the preview."""
+    qc_record = None
+    if qc is not None:
+        size_um = (slide.dimensions[0] * slide.mpp[0], slide.dimensions[1] * slide.mpp[1])
+        areas = qc.write(writer, layout, size_um)
+        qc_record = qc.record(areas)
+        _warn_if_mostly_artifact(slide.path.name, areas, options.qc_settings.warn_excluded_share)
+    from wsiseg.export.composition import composition
+    from wsiseg.io.omezarr import open_segmentation
+
+    tissue = composition(open_segmentation(out)).to_dict()
+    png: Path | None = None
+    if options.preview:
+        from wsiseg.infer.preview import write_preview
+
+        png = write_preview(out, slide, preview_path(out), options.preview_size)
+    return qc_record, tissue, png
 
 
 def _warn_if_mostly_artifact(name: str, areas: QCAreas, share: float) -> None:
@@ -230,19 +232,16 @@ def _warn_if_mostly_artifact(name: str, areas: QCAreas, share: float) -> None:
               "check the slide and its QC overlay (the preview, labels/qc)", file=sys.stderr)
 
 
-def _skipped(slide_path: Path, out: Path, attrs: dict[str, Any]) -> SegmentResult:
+def _skipped(slide_path: Path, out: Path, metadata: OutputMetadata) -> SegmentResult:
     """The result of a finished output left as it is."""
     from wsiseg.io.omezarr import open_segmentation
 
     seg = open_segmentation(out)
     height, width = (int(v) for v in seg.labels[0].shape)
-    tiles = attrs.get("tiles", {})
     png = preview_path(out)
-    return SegmentResult(slide_path, out, png if png.exists() else None,
-                         float(attrs.get("analysis_mpp", 0.0)),
-                         float(attrs.get("mpp", 0.0)), width, height, int(tiles.get("analysed", 0)),
-                         int(tiles.get("total", 0)), 0, RunStatus.SKIPPED, {},
-                         int(attrs.get("unreadable_tiles", {}).get("count", 0)))
+    return SegmentResult(slide_path, out, png if png.exists() else None, metadata.analysis_mpp, metadata.mpp,
+                         width, height, metadata.tiles_analysed, metadata.tiles_total, 0, RunStatus.SKIPPED,
+                         {}, len(metadata.unreadable_tiles))
 
 
 __all__ = ["WORK_DIR", "RunStatus", "SegmentResult", "plan_region", "preview_path", "segment_slide",

@@ -10,7 +10,10 @@ Layout (NGFF 0.4 on zarr v2 by default, NGFF 0.5 on zarr v3 as an option)::
                           (argmax of that level's probabilities; 0 where less than half the area was analysed)
 
 Scales are in micrometres; ``omero.channels[*].label`` names the classes; ``image-label`` gives colours and
-class names. Root attributes carry ``wsiseg`` provenance (see :class:`SegmentationWriter.set_provenance`).
+class names. The root attribute ``wsiseg`` says what the output is (slide, model, parameters, classes,
+times, composition, QC): :class:`wsiseg.io.output_metadata.OutputMetadata`, written by
+:meth:`SegmentationWriter.write_metadata` and read by :func:`open_segmentation` and
+:func:`read_output_metadata`.
 
 Everything here is torch-free; :class:`SegmentationWriter` is what :mod:`wsiseg.infer` writes with and
 :func:`open_segmentation` what :mod:`wsiseg.export` (and the preview) read with.
@@ -32,8 +35,10 @@ import zarr
 
 from wsiseg.classes import ClassList
 from wsiseg.errors import OutputError
+from wsiseg.io import _zarr_chunks
 from wsiseg.io.arrays import LevelArray
 from wsiseg.io.atomic import write_bytes
+from wsiseg.io.output_metadata import ATTRIBUTE, OutputMetadata
 
 #: Coarsest levels stop once the whole image fits in this many pixels per side.
 MIN_LEVEL_SIZE = 256
@@ -362,12 +367,11 @@ class SegmentationWriter:
         """Store ``data`` as zarr chunk ``coords`` of ``array`` (edge chunks: the part inside the array).
 
         Equivalent to ``array[region] = data`` for a chunk-aligned region, without zarr's per-call
-        machinery (event-loop round trips, selection and codec-pipeline set-up: ~3 ms per call, more than
-        the compression itself). The bytes are the C-order chunk, padded with the fill value 0 to the full
-        chunk shape, compressed with the array's Blosc settings (a Blosc frame decodes the same in zarr v2 and
-        in v3's ``bytes`` + ``blosc`` chain); the file appears atomically (written aside, then renamed).
+        machinery and atomically (why, and what it relies on: :mod:`wsiseg.io._zarr_chunks`). The bytes
+        are the C-order chunk, padded with the fill value 0 to the full chunk shape, compressed with the
+        array's Blosc settings; the file appears whole (written aside, then renamed).
         """
-        shape = self._chunk_shape(array)
+        shape = _zarr_chunks.chunk_shape(array)
         if data.shape != shape:
             full = self._scratch(("pad", data.dtype.str), shape, data.dtype)
             full.fill(0)
@@ -382,11 +386,7 @@ class SegmentationWriter:
         write_bytes(target, blob)
 
     def _chunk_file(self, array: Any, coords: tuple[int, ...]) -> Path:
-        return self.path / str(array.path) / str(array.metadata.encode_chunk_key(coords))
-
-    def _chunk_shape(self, array: Any) -> tuple[int, ...]:
-        return tuple(array.metadata.chunks if self.version is NgffVersion.V04
-                     else array.metadata.chunk_grid.chunk_shape)
+        return _zarr_chunks.chunk_file(self.path, array, self.version.zarr_format, coords)
 
     def _put_piece(self, array: Any, ly: int, lx: int, chunk: int, data: np.ndarray) -> None:
         """Write ``data`` (``(..., h, w)``) at level pixel ``(ly, lx)`` inside one zarr chunk.
@@ -395,7 +395,7 @@ class SegmentationWriter:
         """
         lead = (0,) * (data.ndim - 2)
         coords = (*lead, ly // chunk, lx // chunk)
-        shape = self._chunk_shape(array)
+        shape = _zarr_chunks.chunk_shape(array)
         full = self._scratch(("piece", data.dtype.str), shape, data.dtype)
         try:
             with open(self._chunk_file(array, coords), "rb") as fh:
@@ -412,13 +412,9 @@ class SegmentationWriter:
         with self._locks_guard:
             return self._locks.setdefault((level, ci, cj), threading.Lock())
 
-    @property
-    def attrs(self) -> dict[str, Any]:
-        return dict(cast(dict[str, Any], self._root.attrs.asdict()).get("wsiseg", {}))
-
-    def set_provenance(self, wsiseg: dict[str, Any]) -> None:
-        """Store the ``wsiseg`` root attribute (slide, model, params, classes, mpp, timings, times)."""
-        self._root.attrs["wsiseg"] = wsiseg
+    def write_metadata(self, metadata: OutputMetadata) -> None:
+        """Store what the output is (the ``wsiseg`` root attribute), replacing what was there."""
+        self._root.attrs[ATTRIBUTE] = metadata.to_json()
 
 
 # -- reader ------------------------------------------------------------------------------------------
@@ -431,7 +427,7 @@ class Segmentation:
     ``probs[l]`` is ``(k, h_l, w_l)`` uint8, ``labels[l]`` is ``(h_l, w_l)`` uint8 (0 = not analysed,
     ``i + 1`` = class ``i``); ``mpp[l]`` is microns per pixel of level ``l``; ``slide_mpp`` is the slide's
     level-0 ``(mpp_x, mpp_y)`` so that level-``l`` pixel ``x`` is level-0 slide pixel
-    ``x * mpp[l] / slide_mpp[0]``.
+    ``x * mpp[l] / slide_mpp[0]``; ``metadata`` is what the run recorded.
     """
 
     path: Path
@@ -440,8 +436,7 @@ class Segmentation:
     probs: list[LevelArray]
     labels: list[LevelArray]
     mpp: list[float]
-    slide_mpp: tuple[float, float]
-    attrs: dict[str, Any]
+    metadata: OutputMetadata
     label_images: dict[str, tuple[list[LevelArray], list[LabelValue]]] = field(default_factory=dict)
 
     def label_image(self, name: str) -> tuple[list[LevelArray], list[LabelValue]]:
@@ -458,7 +453,13 @@ class Segmentation:
 
     @property
     def finished(self) -> bool:
-        return bool(self.attrs.get("finished"))
+        """Whether the run that wrote it finished."""
+        return self.metadata.finished is not None
+
+    @property
+    def slide_mpp(self) -> tuple[float, float]:
+        """The slide's level-0 resolution ``(mpp_x, mpp_y)``, um/px."""
+        return self.metadata.slide.mpp
 
     def downsample0(self, level: int) -> tuple[float, float]:
         """Level-0 slide pixels per pixel of ``level`` along ``(x, y)``."""
@@ -479,19 +480,36 @@ def _ome_attrs(group: zarr.Group) -> dict[str, Any]:
     return dict(attrs)
 
 
-def open_segmentation(path: Path | str) -> Segmentation:
-    """Open a ``wsiseg segment`` output (NGFF 0.4 or 0.5); raises :class:`OutputError` if it is not one."""
-    path = Path(path)
+def _open_group(path: Path) -> zarr.Group:
     if not path.exists():
         raise OutputError(f"segmentation {path} does not exist")
     try:
-        root = zarr.open_group(str(path), mode="r")
+        return zarr.open_group(str(path), mode="r")
     except (OSError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as exc:
         raise OutputError(f"{path} is not a zarr group: {exc}") from exc
+
+
+def read_output_metadata(path: Path | str) -> OutputMetadata | None:
+    """What the output at ``path`` says about itself; ``None`` when it is no zarr group or holds no
+    ``wsiseg`` attribute (yet). OutputError when that attribute is malformed or from a newer wsiseg."""
+    path = Path(path)
+    try:
+        root = _open_group(path)
+    except OutputError:
+        return None
+    data = cast(dict[str, Any], root.attrs.asdict()).get(ATTRIBUTE)
+    return None if not data else OutputMetadata.from_json(data, path)
+
+
+def open_segmentation(path: Path | str) -> Segmentation:
+    """Open a ``wsiseg segment`` output (NGFF 0.4 or 0.5); raises :class:`OutputError` if it is not one."""
+    path = Path(path)
+    root = _open_group(path)
     meta = _ome_attrs(root)
-    info: dict[str, Any] = dict(cast(dict[str, Any], root.attrs.asdict()).get("wsiseg", {}))
-    if "multiscales" not in meta or not info:
+    data = cast(dict[str, Any], root.attrs.asdict()).get(ATTRIBUTE)
+    if "multiscales" not in meta or not data:
         raise OutputError(f"{path} is not a wsiseg segmentation (no multiscales/wsiseg metadata)")
+    metadata = OutputMetadata.from_json(data, path)
     version = NgffVersion(meta.get("version", meta["multiscales"][0].get("version", "0.4")))
     try:
         datasets = meta["multiscales"][0]["datasets"]
@@ -500,12 +518,10 @@ def open_segmentation(path: Path | str) -> Segmentation:
         label_meta = _ome_attrs(labels_group)  # type: ignore[arg-type]
         labels = [labels_group[d["path"]] for d in label_meta["multiscales"][0]["datasets"]]  # type: ignore[index]
         mpp = [float(d["coordinateTransformations"][0]["scale"][-1]) for d in datasets]
-        classes = ClassList.from_dict(info["classes"])
-        slide_mpp = tuple(float(v) for v in info["slide"]["mpp"])
     except (KeyError, IndexError, TypeError) as exc:
         raise OutputError(f"{path}: malformed wsiseg segmentation metadata ({exc})") from exc
-    return Segmentation(path, version, classes, probs, labels, mpp,  # type: ignore[arg-type]
-                        (slide_mpp[0], slide_mpp[1]), info, _other_label_images(root, path))
+    return Segmentation(path, version, metadata.classes, probs, labels, mpp,  # type: ignore[arg-type]
+                        metadata, _other_label_images(root, path))
 
 
 def _rgba(values: Any) -> tuple[int, int, int, int]:
