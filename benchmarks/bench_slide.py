@@ -2,8 +2,9 @@
 
 Prints megapixels per second (target pixels) for 1024x1024 reads at distinct positions, each variant on a
 fresh handle (so OpenSlide's tile cache does not favour later runs), and the ratio to raw OpenSlide.
-Also compares the three threading designs for concurrent reads: one shared handle without a lock (what
-wsiseg does), one shared handle behind a lock, and one handle per thread.
+Also wsiseg through OpenSlide's public ``read_region`` (what it does without the raw fast path of
+``wsiseg.slide._openslide_raw``), and the three threading designs for concurrent reads: one shared
+handle without a lock (what wsiseg does), one shared handle behind a lock, and one handle per thread.
 
     python benchmarks/bench_slide.py [SLIDE] [--size 8192] [--reads 48]
 
@@ -94,12 +95,20 @@ def main() -> None:
             return lambda p: slide.read_region(p[0], p[1], SIDE, SIDE, mpp)
         return make
 
+    def ours_public() -> Callable[[tuple[int, int]], object]:
+        """wsiseg through OpenSlide's public read_region (the fast path of _openslide_raw switched off)."""
+        slide = open_slide(path)
+        slide._backend._raw = False  # type: ignore[attr-defined]
+        return lambda p: slide.read_region(p[0], p[1], SIDE, SIDE, mpp0)
+
     print(f"\n{SIDE}x{SIDE} reads at {args.reads} distinct positions, Mpx/s of output, best of {args.reps}")
     for threads in (1, 2):
-        variants = {"raw": raw_rgba, "raw_rgb": raw_rgb, "ours": ours(mpp0)}
+        variants = {"raw": raw_rgba, "raw_rgb": raw_rgb, "ours": ours(mpp0), "public": ours_public}
         r = _best_of(variants, positions0, threads, args.reps)
         print(f"  threads={threads}: raw OpenSlide (PIL RGBA) {r['raw']:6.1f} | raw + RGB numpy "
-              f"{r['raw_rgb']:6.1f} | wsiseg native {r['ours']:6.1f} = {r['ours'] / r['raw']:.2f}x raw")
+              f"{r['raw_rgb']:6.1f} | wsiseg native {r['ours']:6.1f} = {r['ours'] / r['raw']:.2f}x raw | "
+              f"wsiseg through the public read_region {r['public']:6.1f} (fast path = "
+              f"{r['ours'] / r['public']:.2f}x)")
         for factor in (2.0, 3.0, 4.0):
             mpp = mpp0 * factor
             pos = _positions(w0, h0, SIDE * factor, args.reads, seed=int(factor))

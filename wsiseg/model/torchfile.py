@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import pickle
 import types
@@ -14,6 +13,7 @@ from typing import IO, Any
 import torch
 
 from wsiseg.errors import CheckpointError
+from wsiseg.model._torch_allowlist import allowed_globals
 
 
 def torch_load(path: str | os.PathLike[str], what: str) -> Any:
@@ -74,21 +74,13 @@ class InertObject:
         return f"<inert {self.qualname}>"
 
 
-@functools.cache
-def _allowed_globals() -> dict[str, Any]:
-    """Tensor/storage rebuild functions and plain containers: torch's own weights-only allowlist."""
-    from torch import _weights_only_unpickler
-
-    return dict(_weights_only_unpickler._get_allowed_globals())
-
-
 class _InertUnpickler(pickle.Unpickler):
     """Resolves only torch's weights-only allowlist; every other global becomes an :class:`InertObject`
     subclass named after it, so no callable of the file's choosing ever runs."""
 
     def find_class(self, module: str, name: str) -> Any:
         full = f"{module}.{name}"
-        allowed = _allowed_globals()
+        allowed = allowed_globals()  # torch's own weights-only allowlist (see _torch_allowlist)
         if full in allowed:
             return allowed[full]
         return type(name, (InertObject,), {"qualname": full})

@@ -19,7 +19,6 @@ open are read region by region through tifffile + zarr behind a lock.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import threading
 from abc import ABC, abstractmethod
@@ -30,10 +29,10 @@ from typing import Any, TypeVar
 import numpy as np
 import openslide
 import tifffile
-from openslide import lowlevel as _osl
 from PIL import Image
 
 from wsiseg.errors import SlideError
+from wsiseg.slide import _openslide_raw
 
 T = TypeVar("T")
 
@@ -93,7 +92,7 @@ class _Backend(ABC):
 _BGR_TO_RGB = np.array([2, 1, 0])
 
 
-def _premultiplied_bgra_on_white(buf: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def premultiplied_bgra_on_white(buf: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """OpenSlide's premultiplied ARGB words (bytes B, G, R, A on little-endian) -> RGB on white.
 
     Over white, premultiplied colour ``C`` with alpha ``A`` gives ``C + 255 - A`` exactly (C <= A), so
@@ -127,14 +126,7 @@ class _OpenSlideBackend(_Backend):
         power = self.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
         self.objective_power = _float_or_none(power)
         self.recorded_mpp = self._mpp()
-        # Fast path through the ctypes call (private to openslide-python; fall back if it changes).
-        self._raw = bool(self._little_endian() and hasattr(_osl, "_read_region") and hasattr(handle, "_osr"))
-
-    @staticmethod
-    def _little_endian() -> bool:
-        import sys
-
-        return sys.byteorder == "little"
+        self._raw = _openslide_raw.available(handle)  # the fast path (see wsiseg.slide._openslide_raw)
 
     def _mpp(self) -> tuple[float, float] | None:
         p = self.properties
@@ -186,12 +178,8 @@ class _OpenSlideBackend(_Backend):
         """The ctypes fast path: premultiplied BGRA straight from the C library, then RGB on white."""
         buf = np.empty((height_l, width_l, 4), np.uint8)
 
-        def read(handle: openslide.OpenSlide) -> None:
-            _osl._read_region(handle._osr, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
-                              x0, y0, level, width_l, height_l)
-
-        self._reading(read, x0, y0, level)
-        return _premultiplied_bgra_on_white(buf, out)
+        self._reading(lambda handle: _openslide_raw.read_argb(handle, buf, x0, y0, level), x0, y0, level)
+        return premultiplied_bgra_on_white(buf, out)
 
     def read_level(self, x0: int, y0: int, level: int, width_l: int, height_l: int) -> np.ndarray:
         if width_l <= 0 or height_l <= 0:
