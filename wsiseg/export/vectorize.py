@@ -291,111 +291,154 @@ def _vectorise_tile(labels: LevelArray, probabilities: LevelArray | None, tile: 
                     shape: tuple[int, int], selected: np.ndarray, block_size: int, simplify_px: float,
                     coverage: tuple[np.ndarray, np.ndarray] | None) -> Iterator[RegionBatch]:
     """The regions of one split tile (see :func:`vectorise_labels`); coordinates stay global."""
-    key_stride = shape[1] + 1
-    uf = _UnionFind()
-    groups: dict[int, _Group] = {}
-    next_id = 0
-    prev_bottom_ids = np.zeros(tile.width, dtype=np.int64)
-    prev_bottom_values = np.zeros(tile.width, dtype=np.int64)
-    origin = (tile.x, tile.y)
+    return _TileTracer(labels, probabilities, tile, shape, selected, block_size, simplify_px,
+                       coverage).regions()
 
-    for y in range(tile.y, tile.bottom, block_size):
-        h = min(block_size, tile.bottom - y)
-        bottom_ids = np.zeros(tile.width, dtype=np.int64)
-        bottom_values = np.zeros(tile.width, dtype=np.int64)
-        left_ids = left_values = None
-        for x in range(tile.x, tile.right, block_size):
-            w = min(block_size, tile.right - x)
-            block = np.asarray(labels[y:y + h, x:x + w])
-            if block.dtype != np.uint8:
-                block = block.astype(np.uint8)
-            weights = None
-            if coverage is not None:
-                cover_x, cover_y = coverage[0][x:x + w], coverage[1][y:y + h]
-                if (cover_x < 1).any() or (cover_y < 1).any():
-                    weights = cover_y[:, None] * cover_x[None, :]
-                    block = np.where(weights > 0, block, 0).astype(np.uint8)  # outside: not traced
-            probs = None if probabilities is None else np.asarray(probabilities[:, y:y + h, x:x + w])
-            components, pieces = _vectorise_block(block, probs, x, y, selected, simplify_px, key_stride,
-                                                  weights)
-            base = next_id
 
-            def global_ids(edge: np.ndarray, base: int = base) -> np.ndarray:
-                return edge.astype(np.int64) + base
-            next_id += int(components.max()) + 1
+class _TileTracer:
+    """Traces one split tile block by block, row by row. Pieces that touch no inner block border are
+    regions at once; the others are held as groups, joined across block borders (union-find over piece
+    ids), and emitted when their block row closes without them reaching its bottom border."""
 
-            n_local = int(components.max()) + 1
-            inner = np.zeros(n_local, dtype=bool)
-            if x > tile.x:
-                inner[components[:, 0]] = True
-            if x + w < tile.right:
-                inner[components[:, -1]] = True
-            if y > tile.y:
-                inner[components[0, :]] = True
-            if y + h < tile.bottom:
-                inner[components[-1, :]] = True
-            at_border = inner[pieces.ids]
-            crosses = _crossing(labels, block, components, n_local, x, y, tile, shape, selected)
-            split = crosses[pieces.ids]
+    def __init__(self, labels: LevelArray, probabilities: LevelArray | None, tile: _Tile,
+                 shape: tuple[int, int], selected: np.ndarray, block_size: int, simplify_px: float,
+                 coverage: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.labels, self.probabilities, self.tile, self.shape = labels, probabilities, tile, shape
+        self.selected, self.block_size, self.simplify_px = selected, block_size, simplify_px
+        self.coverage = coverage
+        self.key_stride = shape[1] + 1
+        self.uf = _UnionFind()
+        self.groups: dict[int, _Group] = {}
+        self.next_id = 0
+        # global piece ids and label values along the bottom border of the previous / current block row
+        self.prev_bottom = (np.zeros(tile.width, dtype=np.int64), np.zeros(tile.width, dtype=np.int64))
+        self.bottom = self.prev_bottom
 
+    def regions(self) -> Iterator[RegionBatch]:
+        tile = self.tile
+        for y in range(tile.y, tile.bottom, self.block_size):
+            h = min(self.block_size, tile.bottom - y)
+            yield from self._block_row(y, h)
+            batch = self._close_row(last_row=y + h >= tile.bottom)
+            if batch is not None:
+                yield batch
+            self.prev_bottom = self.bottom
+
+    def _block_row(self, y: int, h: int) -> Iterator[RegionBatch]:
+        tile = self.tile
+        self.bottom = (np.zeros(tile.width, dtype=np.int64), np.zeros(tile.width, dtype=np.int64))
+        left: tuple[np.ndarray, np.ndarray] | None = None
+        for x in range(tile.x, tile.right, self.block_size):
+            w = min(self.block_size, tile.right - x)
+            block, weights = self._read(y, x, h, w)
+            probs = (None if self.probabilities is None
+                     else np.asarray(self.probabilities[:, y:y + h, x:x + w]))
+            components, pieces = _vectorise_block(block, probs, x, y, self.selected, self.simplify_px,
+                                                  self.key_stride, weights)
+            base = self.next_id
+            self.next_id += int(components.max()) + 1
+            at_border = self._at_inner_border(components, x, y, w, h)[pieces.ids]
+            split = _crossing(self.labels, block, components, int(components.max()) + 1, x, y, tile,
+                              self.shape, self.selected)[pieces.ids]
             done = ~at_border
             if done.any():
-                yield RegionBatch(
-                    geometries=pieces.geometries[done], values=pieces.values[done],
-                    pixel_count=pieces.pixel_count[done],
-                    probability_sum=None if pieces.probability_sum is None else pieces.probability_sum[done],
-                    first_pixel=np.stack(np.divmod(pieces.first_key[done], key_stride), axis=1),
-                    from_shapely=np.full(int(done.sum()), simplify_px > 0),
-                    area=pieces.area[done], split=split[done], tile=(tile.y, tile.x),
-                )
-            sums = pieces.probability_sum
-            for i in np.flatnonzero(at_border):
-                gid = int(pieces.ids[i]) + base
-                uf.parent[gid] = gid
-                piece = pieces.geometries[i]
-                groups[gid] = _Group(
-                    value=int(pieces.values[i]), members=[gid],
-                    outlines=[shapely.Polygon(piece.exterior)], holes=list(piece.interiors), original=piece,
-                    pixel_count=int(pieces.pixel_count[i]),
-                    probability_sum=0.0 if sums is None else float(sums[i]),
-                    first_key=int(pieces.first_key[i]), area=float(pieces.area[i]), split=bool(split[i]),
-                )
+                yield self._regions_of(pieces, done, split)
+            self._hold(pieces, np.flatnonzero(at_border), split, base)
+            ids = components.astype(np.int64) + base
+            self._link(ids, block, x, y, w, left)
+            left = ids[:, -1], block[:, -1].astype(np.int64)
+            self.bottom[0][x - tile.x:x - tile.x + w] = ids[-1, :]
+            self.bottom[1][x - tile.x:x - tile.x + w] = block[-1, :]
 
-            links = []
-            if x > tile.x and left_ids is not None and left_values is not None:
-                links.append(_links(left_ids, left_values, global_ids(components[:, 0]),
-                                    block[:, 0].astype(np.int64), selected))
-            if y > tile.y:
-                links.append(_links(prev_bottom_ids[x - tile.x:x - tile.x + w],
-                                    prev_bottom_values[x - tile.x:x - tile.x + w],
-                                    global_ids(components[0, :]), block[0, :].astype(np.int64), selected))
-            for pairs in links:
-                for a, b in pairs.tolist():
-                    _union(uf, groups, a, b)
+    def _read(self, y: int, x: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The uint8 labels of a block and its pixel weights (None: all inside the exported area); pixels
+        of weight 0 read as 0 (not traced)."""
+        block = np.asarray(self.labels[y:y + h, x:x + w])
+        if block.dtype != np.uint8:
+            block = block.astype(np.uint8)
+        if self.coverage is None:
+            return block, None
+        cover_x, cover_y = self.coverage[0][x:x + w], self.coverage[1][y:y + h]
+        if not ((cover_x < 1).any() or (cover_y < 1).any()):
+            return block, None
+        weights = cover_y[:, None] * cover_x[None, :]
+        return np.where(weights > 0, block, 0).astype(np.uint8), weights
 
-            left_ids, left_values = global_ids(components[:, -1]), block[:, -1].astype(np.int64)
-            bottom_ids[x - tile.x:x - tile.x + w] = global_ids(components[-1, :])
-            bottom_values[x - tile.x:x - tile.x + w] = block[-1, :]
+    def _at_inner_border(self, components: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Per component of a block: does it touch a block border inside the tile?"""
+        tile = self.tile
+        inner = np.zeros(int(components.max()) + 1, dtype=bool)
+        if x > tile.x:
+            inner[components[:, 0]] = True
+        if x + w < tile.right:
+            inner[components[:, -1]] = True
+        if y > tile.y:
+            inner[components[0, :]] = True
+        if y + h < tile.bottom:
+            inner[components[-1, :]] = True
+        return inner
 
-        # Regions that reach the bottom border of this block row may still grow; the rest are complete.
-        last_row = y + h >= tile.bottom
+    def _regions_of(self, pieces: _BlockPieces, done: np.ndarray, split: np.ndarray) -> RegionBatch:
+        """The pieces ``done`` of a block, which are whole regions."""
+        return RegionBatch(
+            geometries=pieces.geometries[done], values=pieces.values[done],
+            pixel_count=pieces.pixel_count[done],
+            probability_sum=None if pieces.probability_sum is None else pieces.probability_sum[done],
+            first_pixel=np.stack(np.divmod(pieces.first_key[done], self.key_stride), axis=1),
+            from_shapely=np.full(int(done.sum()), self.simplify_px > 0),
+            area=pieces.area[done], split=split[done], tile=(self.tile.y, self.tile.x),
+        )
+
+    def _hold(self, pieces: _BlockPieces, indices: np.ndarray, split: np.ndarray, base: int) -> None:
+        """Hold the pieces at ``indices`` as groups of their own, to be joined with their neighbours."""
+        sums = pieces.probability_sum
+        for i in indices:
+            gid = int(pieces.ids[i]) + base
+            self.uf.parent[gid] = gid
+            piece = pieces.geometries[i]
+            self.groups[gid] = _Group(
+                value=int(pieces.values[i]), members=[gid],
+                outlines=[shapely.Polygon(piece.exterior)], holes=list(piece.interiors), original=piece,
+                pixel_count=int(pieces.pixel_count[i]),
+                probability_sum=0.0 if sums is None else float(sums[i]),
+                first_key=int(pieces.first_key[i]), area=float(pieces.area[i]), split=bool(split[i]),
+            )
+
+    def _link(self, ids: np.ndarray, block: np.ndarray, x: int, y: int, w: int,
+              left: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Join the block's pieces with those of equal value across its left and top borders."""
+        tile = self.tile
+        links = []
+        if x > tile.x and left is not None:
+            links.append(_links(left[0], left[1], ids[:, 0], block[:, 0].astype(np.int64), self.selected))
+        if y > tile.y:
+            above = slice(x - tile.x, x - tile.x + w)
+            links.append(_links(self.prev_bottom[0][above], self.prev_bottom[1][above], ids[0, :],
+                                block[0, :].astype(np.int64), self.selected))
+        for pairs in links:
+            for a, b in pairs.tolist():
+                _union(self.uf, self.groups, a, b)
+
+    def _close_row(self, *, last_row: bool) -> RegionBatch | None:
+        """The held groups that cannot grow any more once a block row is done (those that do not reach
+        its bottom border, or all of them after the last row), as one batch; None when there are none."""
         open_roots: set[int] = set()
         if not last_row:
-            crossing = selected[bottom_values]
-            for gid in np.unique(bottom_ids[crossing]).tolist():
-                if gid in uf.parent:
-                    open_roots.add(uf.find(gid))
-        finished = [root for root in groups if root not in open_roots]
-        if finished:
-            done_groups = [groups.pop(root) for root in finished]
-            for group in done_groups:
-                for gid in group.members:
-                    del uf.parent[gid]
-            batch = _finish_groups(done_groups, probabilities is not None, key_stride, simplify_px > 0,
-                                   block_size, origin)
-            batch.tile = (tile.y, tile.x)
-            yield batch
-        prev_bottom_ids, prev_bottom_values = bottom_ids, bottom_values
+            bottom_ids, bottom_values = self.bottom
+            for gid in np.unique(bottom_ids[self.selected[bottom_values]]).tolist():
+                if gid in self.uf.parent:
+                    open_roots.add(self.uf.find(gid))
+        finished = [root for root in self.groups if root not in open_roots]
+        if not finished:
+            return None
+        done_groups = [self.groups.pop(root) for root in finished]
+        for group in done_groups:
+            for gid in group.members:
+                del self.uf.parent[gid]
+        batch = _finish_groups(done_groups, self.probabilities is not None, self.key_stride,
+                               self.simplify_px > 0, self.block_size, (self.tile.x, self.tile.y))
+        batch.tile = (self.tile.y, self.tile.x)
+        return batch
 
 
 def _crossing(labels: LevelArray, block: np.ndarray, components: np.ndarray, n_local: int, x: int, y: int,

@@ -95,92 +95,115 @@ def run_pipeline(tiles: Sequence[T], read: Callable[[T, np.ndarray], object],
     exception of any stage stops the others; batches predicted before it are still consumed, then it is
     re-raised.
     """
-    stop = threading.Event()
-    lanes = max(1, prefetch)  # batches being read at once
-    read_q: queue.Queue[Any] = queue.Queue(maxsize=1)
-    write_q: queue.Queue[Any] = queue.Queue(maxsize=1)
     batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
+    _Pipeline(batches, read, predict, consume, tile_shape, max(1, read_workers), times,
+              max(1, prefetch)).run()
 
-    def timed_read(tile: T, out: np.ndarray) -> None:
-        t0 = time.perf_counter()
-        read(tile, out)
-        times.add("read", time.perf_counter() - t0)
 
-    def reader() -> None:
-        with ThreadPoolExecutor(max_workers=max(1, read_workers), thread_name_prefix="wsiseg-read") as pool, \
-                ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="wsiseg-lane") as lane_pool:
+class _Pipeline(Generic[T]):
+    """One run of :func:`run_pipeline`: the reader and writer threads and the model loop between them."""
 
-            def read_batch(batch: list[T]) -> np.ndarray:
-                arrays = np.empty((len(batch), *tile_shape), np.uint8)
+    def __init__(self, batches: list[list[T]], read: Callable[[T, np.ndarray], object],
+                 predict: Callable[[np.ndarray], np.ndarray], consume: Callable[[list[T], np.ndarray], None],
+                 tile_shape: tuple[int, ...], read_workers: int, times: StageTimes, lanes: int) -> None:
+        self.batches, self.read, self.predict, self.consume = batches, read, predict, consume
+        self.tile_shape, self.read_workers, self.times = tile_shape, read_workers, times
+        self.lanes = lanes  # batches being read at once
+        self.stop = threading.Event()
+        # the writer must not be stopped by a failing model: it drains what was predicted, then ends
+        self.write_stop = threading.Event()
+        self.read_q: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self.write_q: queue.Queue[Any] = queue.Queue(maxsize=1)
 
-                def read_slot(i: int) -> None:  # the array stays out of the graph: dask never inspects it
-                    timed_read(batch[i], arrays[i])
+    def run(self) -> None:
+        read_stage = _Stage[Any]("wsiseg-reader", self._reader, self.stop)
+        write_stage = _Stage[Any]("wsiseg-writer", self._writer, self.write_stop)
+        read_stage.thread.start()
+        write_stage.thread.start()
+        model_error: BaseException | None = None
+        try:
+            self._model_loop()
+        except BaseException as exc:
+            model_error = exc
+        finally:
+            self.stop.set()
+            # drain the read queue so a blocked reader can see ``stop``
+            while read_stage.thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    self.read_q.get(timeout=0.05)
+            _put(self.write_q, _STOP, self.write_stop)
+            write_stage.thread.join()
+            read_stage.thread.join()
+        for err in (write_stage.error, model_error, read_stage.error):
+            if err is not None:
+                raise err
 
-                if not stop.is_set():
-                    # a plain task graph for dask's threaded scheduler: dask.delayed + compute would build
-                    # the same graph at ~1.4 ms of CPU per tile, more than the pipeline's other overheads
-                    keys = [("wsiseg-read", i) for i in range(len(batch))]
-                    dask_threaded_get({key: (read_slot, key[1]) for key in keys}, keys, pool=pool)
-                return arrays
-
-            in_flight: deque[tuple[list[T], Future[np.ndarray]]] = deque()
-            for batch in batches:
-                in_flight.append((batch, lane_pool.submit(read_batch, batch)))
-                if len(in_flight) >= lanes:
-                    done, fut = in_flight.popleft()
-                    if stop.is_set() or not _put(read_q, (done, fut.result()), stop):
-                        return
-            while in_flight:
-                done, fut = in_flight.popleft()
-                if stop.is_set() or not _put(read_q, (done, fut.result()), stop):
-                    return
-        _put(read_q, _STOP, stop)
-
-    def writer() -> None:
+    # -- the calling thread: the model --------------------------------------------------------------------
+    def _model_loop(self) -> None:
         while True:
-            item = write_q.get()
+            item = self._next_input()
+            if item is None or item is _STOP:
+                return
+            batch, tiles_arr = item
+            t0 = time.perf_counter()
+            probs = self.predict(tiles_arr)
+            self.times.add("infer", time.perf_counter() - t0)
+            if not _put(self.write_q, (batch, probs), self.write_stop):
+                return
+
+    def _next_input(self) -> Any:
+        """The next read batch (or ``_STOP``), ``None`` once a stage stopped; the wait counts as
+        ``wait_input``."""
+        t0 = time.perf_counter()
+        item = None
+        while not self.stop.is_set() and not self.write_stop.is_set():
+            try:
+                item = self.read_q.get(timeout=0.1)
+                break
+            except queue.Empty:
+                continue
+        self.times.add("wait_input", time.perf_counter() - t0)
+        return item
+
+    # -- the reader thread ---------------------------------------------------------------------------------
+    def _reader(self) -> None:
+        with ThreadPoolExecutor(max_workers=self.read_workers, thread_name_prefix="wsiseg-read") as pool, \
+                ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="wsiseg-lane") as lane_pool:
+            in_flight: deque[tuple[list[T], Future[np.ndarray]]] = deque()
+            for batch in self.batches:
+                in_flight.append((batch, lane_pool.submit(self._read_batch, batch, pool)))
+                if len(in_flight) >= self.lanes and not self._hand_on(in_flight.popleft()):
+                    return
+            while in_flight:
+                if not self._hand_on(in_flight.popleft()):
+                    return
+        _put(self.read_q, _STOP, self.stop)
+
+    def _hand_on(self, read: tuple[list[T], Future[np.ndarray]]) -> bool:
+        """Queue a batch whose reads were started, once they are done; False when the run stopped."""
+        batch, fut = read
+        return not self.stop.is_set() and _put(self.read_q, (batch, fut.result()), self.stop)
+
+    def _read_batch(self, batch: list[T], pool: ThreadPoolExecutor) -> np.ndarray:
+        arrays = np.empty((len(batch), *self.tile_shape), np.uint8)
+
+        def read_slot(i: int) -> None:  # the array stays out of the graph: dask never inspects it
+            t0 = time.perf_counter()
+            self.read(batch[i], arrays[i])
+            self.times.add("read", time.perf_counter() - t0)
+
+        if not self.stop.is_set():
+            # a plain task graph for dask's threaded scheduler: dask.delayed + compute would build the same
+            # graph at ~1.4 ms of CPU per tile, more than the pipeline's other overheads
+            keys = [("wsiseg-read", i) for i in range(len(batch))]
+            dask_threaded_get({key: (read_slot, key[1]) for key in keys}, keys, pool=pool)
+        return arrays
+
+    # -- the writer thread ---------------------------------------------------------------------------------
+    def _writer(self) -> None:
+        while True:
+            item = self.write_q.get()
             if item is _STOP:
                 return
             batch, probs = item
-            consume(batch, probs)
-
-    read_stage = _Stage[Any]("wsiseg-reader", reader, stop)
-    # the writer must not be stopped by a failing model: it drains what was predicted, then ends
-    write_stop = threading.Event()
-    write_stage = _Stage[Any]("wsiseg-writer", writer, write_stop)
-    read_stage.thread.start()
-    write_stage.thread.start()
-    model_error: BaseException | None = None
-    try:
-        while True:
-            t0 = time.perf_counter()
-            item = None
-            while not stop.is_set() and not write_stop.is_set():
-                try:
-                    item = read_q.get(timeout=0.1)
-                    break
-                except queue.Empty:
-                    continue
-            times.add("wait_input", time.perf_counter() - t0)
-            if item is None or item is _STOP:
-                break
-            batch, tiles_arr = item
-            t0 = time.perf_counter()
-            probs = predict(tiles_arr)
-            times.add("infer", time.perf_counter() - t0)
-            if not _put(write_q, (batch, probs), write_stop):
-                break
-    except BaseException as exc:
-        model_error = exc
-    finally:
-        stop.set()
-        # drain the read queue so a blocked reader can see ``stop``
-        while read_stage.thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                read_q.get(timeout=0.05)
-        _put(write_q, _STOP, write_stop)
-        write_stage.thread.join()
-        read_stage.thread.join()
-    for err in (write_stage.error, model_error, read_stage.error):
-        if err is not None:
-            raise err
+            self.consume(batch, probs)
