@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from wsiseg.cli import options
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -14,7 +16,7 @@ import click
 @click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True,
               help="Training epochs of the tiny model.")
 @click.option("--overwrite", is_flag=True, help="Run again over a finished demo.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@options.quiet()
 def command(out_dir: Path, epochs: int, overwrite: bool, quiet: bool) -> None:
     """Train a tiny SAM-Path on synthetic slides, segment an unseen one, export GeoJSON and score it.
 

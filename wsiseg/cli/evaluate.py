@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from wsiseg.cli import options
 from wsiseg.errors import ConfigError
 
 METHODS = ("sampath", "sam-points", "sam-everything")
@@ -56,10 +57,9 @@ _DATA_KEYS = ("class_map", "mapping", "split_file", "source_mpp", "val_fraction"
 @click.option("--val-fraction", type=float, default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val split.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="Official SAM weights (e.g. sam_vit_b_01ec64.pth): the base of a slim .wsiseg model "
-                   "[default: the registered file], or vanilla SAM's weights for sam-points/sam-everything.")
+@options.device()
+@options.sam_checkpoint("the base of a slim .wsiseg model [default: the registered file], or vanilla "
+                        "SAM's weights for sam-points/sam-everything.")
 @click.option("--sam-model", type=click.Choice(["vit_b", "vit_l", "vit_h", "tiny"]),
               help="sam-points/sam-everything: which SAM [default: recognised from --sam-checkpoint]; "
                    "tiny = a random test model.")
@@ -68,13 +68,12 @@ _DATA_KEYS = ("class_map", "mapping", "split_file", "source_mpp", "val_fraction"
                    "image (the paper's post-processing).")
 @click.option("--points-per-side", type=int,
               help="sam-everything: the generator's grid of dots per side [default: 32].")
-@click.option("--hipt-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="HIPT weights a slim checkpoint needs [default: the registered file].")
+@options.hipt_checkpoint("the base a slim checkpoint needs [default: the registered file].")
 @click.option("--save-predictions", type=click.Path(file_okay=False, path_type=Path),
               help="Write one colour PNG per patch (per image with --per-image) here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report as JSON here.")
-@click.option("--quiet", is_flag=True)
+@options.quiet()
 def command(method: str, dataset: str, data_dir: Path | None, split: str, json_path: Path | None,
             **flags: Any) -> None:
     """Score a model on a data set split (micro Dice/IoU as in the SAM-Path paper, plus per class).
@@ -110,21 +109,15 @@ def _sampath(method: str, dataset: str, data_dir: Path, split: str, options: dic
         raise ConfigError(f"{misuse[0]} is for --method sam-points/sam-everything, not sampath")
     from wsiseg.model import load_model
     from wsiseg.registry import resolve_model
-    from wsiseg.train.datasets import build_dataset
-    from wsiseg.train.evaluate import Scoring, evaluate
+    from wsiseg.train.evaluate import Scoring, dataset_for, evaluate
     from wsiseg.train.metrics import PaperConvention
 
     model = resolve_model(flags["model_spec"], sam_checkpoint=flags["sam_checkpoint"],
                           hipt_checkpoint=flags["hipt_checkpoint"])
     predictor = load_model(model.path, device=flags["device"], sam_checkpoint=model.sam_checkpoint,
                            hipt_checkpoint=model.hipt_checkpoint)
-    recipe = predictor.provenance().get("trained", {}).get("training", {}).get("recipe", {})
-    whole_image = flags["whole_image"]
-    if whole_image is None:
-        whole_image = bool(recipe.get("whole_image", False)) and dataset == recipe.get("dataset")
-    mpp = flags["mpp"] if flags["mpp"] is not None else predictor.mpp
-    data = build_dataset(dataset, data_dir, split, patch_size=flags["patch_size"] or predictor.tile_size,
-                         mpp=None if whole_image else mpp, whole_image=whole_image or None, **options)
+    data = dataset_for(predictor, dataset, data_dir, split, patch_size=flags["patch_size"], mpp=flags["mpp"],
+                       whole_image=flags["whole_image"], **options)
     convention = flags["paper_convention"]
     report = evaluate(predictor, data, batch_size=flags["batch_size"],
                       save_predictions=flags["save_predictions"], split=split, progress=not flags["quiet"],

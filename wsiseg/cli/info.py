@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from wsiseg.cli import options
 from wsiseg.qc import QCLabel, QCSettings, assess_slide
 from wsiseg.slide import make_tile_grid, open_slide
 from wsiseg.tiling import Tiling
@@ -77,12 +78,11 @@ def _format(info: dict[str, Any]) -> str:
 @click.argument("slide", type=click.Path(path_type=Path))
 @click.option("--mpp", type=float, default=1.0, show_default=True,
               help="Resolution (um/px) at which tiles are counted (as in `wsiseg segment --mpp`).")
-@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="The slide's level-0 um/px; overrides its metadata (required when it has none).")
+@options.slide_mpp()
 @click.option("--tile-size", type=int, default=1024, show_default=True, help="Tile side in pixels at --mpp.")
 @click.option("--overlap", type=int, default=0, show_default=True,
               help="Tile overlap in pixels at --mpp (at most half the tile).")
-@click.option("--qc-config", type=click.Path(path_type=Path), help="QC settings YAML (as for `segment`).")
+@options.qc_config()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def command(slide: Path, mpp: float, slide_mpp: float | None, tile_size: int, overlap: int,
             qc_config: Path | None, as_json: bool) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from wsiseg.cli import as_flags
+from wsiseg.cli import as_flags, options
 from wsiseg.cli.segment import expand_slides
 from wsiseg.qc.settings import QCSettings
 
@@ -16,8 +16,7 @@ from wsiseg.qc.settings import QCSettings
 @click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Folder for the per-slide QC images, label images (+ JSON), GeoJSON and qc.csv.")
-@click.option("--qc-config", type=click.Path(path_type=Path),
-              help="QC settings YAML (overrides of wsiseg/qc/default.yaml).")
+@options.qc_config()
 @click.option("--blur/--no-blur", default=True, show_default=True,
               help="Check focus on the tissue read at --blur-mpp (reads the slide like a segmentation; "
                    "--no-blur: thumbnail checks only, seconds per slide).")
@@ -25,11 +24,10 @@ from wsiseg.qc.settings import QCSettings
               help="Resolution (um/px) the focus is judged at: use your segmentation's --mpp.")
 @click.option("--tile-size", type=click.IntRange(min=64), default=1024, show_default=True,
               help="Tile side in pixels at --blur-mpp.")
-@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True),
-              help="Level-0 um/px of slides that record none (plain PNG/JPEG images).")
+@options.slide_mpp()
 @click.option("--read-workers", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads reading tiles for the focus check.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@options.quiet()
 def command(slides: tuple[Path, ...], out: Path, qc_config: Path | None, blur: bool, blur_mpp: float,
             tile_size: int, slide_mpp: float | None, read_workers: int, quiet: bool) -> None:
     """Quality control of SLIDE_OR_DIR...: pen ink and out-of-focus tissue, per slide a thumbnail with the

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from wsiseg.cli import as_flags
+from wsiseg.cli import as_flags, options
 from wsiseg.errors import SlideError
 from wsiseg.frames import CoordinateFrame
 from wsiseg.infer.options import ReadErrorPolicy
@@ -50,7 +50,7 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
 @click.option("--tile-size", type=int, help="Tile side in pixels at --mpp [default: the model's].")
 @click.option("--overlap", type=int, help="Pixels shared by neighbouring tiles, <= tile/2 [default: tile/8].")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per model call.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@options.device()
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Model arithmetic: fp32 (the reference's), bf16/fp16 on GPUs (faster; probabilities "
                    "within ~1e-3).")
@@ -70,8 +70,7 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
               show_default=True,
               help="Quality control: default = leave pen ink and blurred tissue out of the analysis; report "
                    "= detect and record them, analyse everything; off = tissue detection only.")
-@click.option("--qc-config", type=click.Path(path_type=Path),
-              help="QC settings YAML (overrides of wsiseg/qc/default.yaml; see README, Quality control).")
+@options.qc_config()
 @click.option("--geojson", type=click.Path(path_type=Path),
               help="Also export QuPath GeoJSON (a file for one slide, a directory for several).")
 @click.option("--geojson-frame", type=click.Choice([f.value for f in CoordinateFrame]), default="qupath",
@@ -84,14 +83,12 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
                    "the output's metadata) or fail the slide.")
 @click.option("--overwrite", is_flag=True,
               help="Redo finished outputs (without it they are skipped; unfinished ones always resume).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--sam-checkpoint", type=click.Path(path_type=Path),
-              help="Official SAM weights a slim checkpoint needs [default: the registered file].")
-@click.option("--hipt-checkpoint", type=click.Path(path_type=Path),
-              help="HIPT weights a slim checkpoint needs [default: the registered file].")
+@options.quiet()
+@options.sam_checkpoint("the base a slim checkpoint needs [default: the registered file].")
+@options.hipt_checkpoint("the base a slim checkpoint needs [default: the registered file].")
 @click.option("--ngff-version", type=click.Choice(["0.4", "0.5"]), default="0.4", show_default=True,
               help="OME-NGFF version: 0.4 (zarr v2, widest viewer support) or 0.5 (zarr v3).")
-@click.option("--slide-mpp", type=float, help="Level-0 um/px for slides that record none.")
+@options.slide_mpp()
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write <out>.preview.png.")
 @click.option("--preview-size", type=int, default=1024, show_default=True,
               help="Longer side of the preview PNG in pixels.")

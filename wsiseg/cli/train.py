@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from wsiseg.cli import options
 from wsiseg.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -73,10 +74,8 @@ def _with_base_weights(cfg: TrainConfig) -> TrainConfig:
                    "R; not in the paper).")
 @click.option("--input-size", type=int, help="Model input side in pixels (multiple of 16).")
 @click.option("--train-encoders/--freeze-encoders", default=None, help="Train Fs/Fp too (default: frozen).")
-@click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="Official SAM weights [default: the file registered for the preset's encoder].")
-@click.option("--hipt-checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="HIPT vit256_small_dino.pth weights [default: the registered file].")
+@options.sam_checkpoint("the encoder's start [default: the file registered for the preset's encoder].")
+@options.hipt_checkpoint("the encoder's weights [default: the file registered for the preset's encoder].")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int, help="Images per forward pass.")
 @click.option("--accumulate", type=int, help="Gradient accumulation steps (effective batch = batch x this).")
@@ -85,7 +84,7 @@ def _with_base_weights(cfg: TrainConfig) -> TrainConfig:
 @click.option("--alpha", type=float, help="Loss: weight of focal vs Dice (paper: 0.25 BCSS, 0.125 CRAG).")
 @click.option("--beta", type=float, help="Loss: weight of the IoU-prediction MSE.")
 @click.option("--seed", type=int)
-@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+@options.device(default=None, extra="[default: the recipe's]")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on GPUs.")
 @click.option("--num-workers", type=int, help="Data-loading worker processes.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -95,7 +94,7 @@ def _with_base_weights(cfg: TrainConfig) -> TrainConfig:
                    "Only flips and rot90 are applied (to features and labels together); random resized "
                    "crop and colour jitter are off.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@options.quiet()
 def command(config_path: str | None, resume: bool, quiet: bool, train_encoders: bool | None,
             **flags: Any) -> None:
     """Fine-tune SAM-Path (R, class prompts, mask decoder) on a data set.

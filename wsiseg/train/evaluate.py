@@ -116,6 +116,31 @@ class EvaluationReport:
 BatchLabeller = Callable[[np.ndarray, np.ndarray, list[int]], tuple[np.ndarray, float]]
 
 
+def dataset_for(predictor: Predictor, dataset: str, data_dir: str | Path, split: str, *,
+                patch_size: int | None = None, mpp: float | None = None, whole_image: bool | None = None,
+                **options: Any) -> PatchDataset:
+    """The ``split`` of a data set as ``predictor`` is scored on it: patches of ``patch_size`` pixels
+    (default: the model's tile size) at ``mpp`` um/px (default: the model's), or whole images when
+    ``whole_image`` (default: as the model was trained, when it was trained on this data set with
+    whole images). ``options`` go to :func:`wsiseg.train.datasets.build_dataset`."""
+    from wsiseg.train.datasets import build_dataset
+
+    if whole_image is None:
+        recipe = _training_recipe(predictor)
+        whole_image = bool(recipe.get("whole_image", False)) and dataset == recipe.get("dataset")
+    return build_dataset(dataset, data_dir, split, patch_size=patch_size or predictor.tile_size,
+                         mpp=None if whole_image else (mpp if mpp is not None else predictor.mpp),
+                         whole_image=whole_image or None, **options)
+
+
+def _training_recipe(predictor: Predictor) -> dict[str, Any]:
+    """The recipe a model was trained with, as its checkpoint records it (empty when it records none)."""
+    trained = predictor.provenance().get("trained")
+    training = trained.get("training") if isinstance(trained, dict) else None
+    recipe = training.get("recipe") if isinstance(training, dict) else None
+    return recipe if isinstance(recipe, dict) else {}
+
+
 def paper_convention(dataset_name: str) -> PaperConvention:
     """The reference code's metric set-up for a data set: CRAG's leaves background out, others none."""
     return PaperConvention.GLAND if dataset_name == "crag" else PaperConvention.MULTICLASS
