@@ -18,6 +18,7 @@ install: $(BIN)/wsiseg
 lint: install
 	$(BIN)/ruff check wsiseg tests benchmarks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/python -m pytest -q

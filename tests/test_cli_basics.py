@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ast
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -41,7 +38,6 @@ def test_each_command_has_help(name: str) -> None:
 
 
 def test_public_api_names_resolve() -> None:
-    import wsiseg
 
     for name in wsiseg.__all__:
         assert getattr(wsiseg, name) is not None, name
@@ -78,38 +74,3 @@ def test_library_messages_name_options_and_the_cli_shows_flags() -> None:
     assert message.startswith("pass `overwrite=True` or `slide_mpp`;")
     assert as_flags(message) == ("pass --overwrite or --slide-mpp; --simplify and --max-file-mb and "
                                  "`wsiseg models add NAME FILE --default`")
-
-
-def _strings(tree: ast.AST) -> list[tuple[int, str]]:
-    """``(line, text)`` of a module's strings that are not docstrings; an f-string is one text, its fields
-    written ``{}``."""
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr)
-                  and isinstance(node.body[0].value, ast.Constant)}
-    in_fstrings = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)
-                   for part in node.values}
-    texts = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.JoinedStr):
-            texts.append((node.lineno, "".join(p.value if isinstance(p, ast.Constant) else "{}"
-                                               for p in node.values)))
-        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
-              and id(node) not in in_fstrings):
-            texts.append((node.lineno, node.value))
-    return texts
-
-
-def test_library_messages_name_no_command_line_flags() -> None:
-    """Outside wsiseg.cli, strings name options as wsiseg.errors.option does (`slide_mpp`), never as flags
-    (--slide-mpp); a whole command to run, in backticks (`wsiseg models add-base FILE`), may hold flags."""
-    package = Path(wsiseg.__file__).parent
-    flag = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
-    command = re.compile(r"`wsiseg [^`]*`")
-    found = []
-    for path in sorted(package.rglob("*.py")):
-        if path.relative_to(package).parts[0] == "cli":
-            continue
-        for line, text in _strings(ast.parse(path.read_text(encoding="utf-8"))):
-            found += [f"{path.relative_to(package)}:{line}: {m}" for m in flag.findall(command.sub("", text))]
-    assert not found, found
