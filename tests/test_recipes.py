@@ -26,7 +26,8 @@ def test_packaged_recipes_equal_pipelines_byte_for_byte() -> None:
 
 
 def test_recipes_load_by_name_like_their_files() -> None:
-    assert recipe_names() == ["bcss", "crag", "glas-cpu"]
+    assert recipe_names() == ["bcss", "bcss-h-optimus-0", "bcss-uni", "crag", "crag-h-optimus-0", "crag-uni",
+                              "glas-cpu"]
     assert set(DATASET_RECIPES.values()) <= set(recipe_names())
     for name in recipe_names():
         assert find_recipe(name) == recipe_path(name)
@@ -43,7 +44,8 @@ def test_recipes_load_by_name_like_their_files() -> None:
 def test_paths_stay_paths_and_unknown_names_fail_in_one_line(tmp_path: Path) -> None:
     assert find_recipe("pipelines/bcss.yaml") == Path("pipelines/bcss.yaml")
     assert find_recipe(str(tmp_path / "mine.yaml")) == tmp_path / "mine.yaml"
-    with pytest.raises(ConfigError, match="packaged: bcss, crag, glas-cpu"):
+    packaged = "packaged: bcss, bcss-h-optimus-0, bcss-uni, crag, crag-h-optimus-0, crag-uni, glas-cpu"
+    with pytest.raises(ConfigError, match=packaged):
         find_recipe("bcs")
     with pytest.raises(ConfigError, match="glas-classes"):
         recipe_path("glas-classes")  # a class map, not a recipe

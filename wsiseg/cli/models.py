@@ -55,17 +55,22 @@ def add(name: str, file: Path, make_default: bool, replace: bool) -> None:
                    f"FILE` once (or pass --{kind}-checkpoint FILE each time)", err=True)
 
 
-@command.command("add-base", short_help="Register official SAM/HIPT weight files.")
+@command.command("add-base", short_help="Register official SAM/HIPT/foundation-model weight files.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def add_base(files: tuple[Path, ...]) -> None:
-    """Register official weight files: Segment Anything's sam_vit_{b,l,h}_*.pth, HIPT's vit256_small_dino.pth.
+@click.option("--encoder", metavar="PRESET",
+              help="The encoder the files are for, where their layout cannot tell "
+                   "(h_optimus_0 or h_optimus_1).")
+def add_base(files: tuple[Path, ...], encoder: str | None) -> None:
+    """Register official weight files: Segment Anything's sam_vit_{b,l,h}_*.pth, HIPT's vit256_small_dino.pth,
+    and the pathology foundation models' files (UNI, UNI2-h, Virchow2, H-optimus-0/1, Prov-GigaPath:
+    model.safetensors or pytorch_model.bin as downloaded from their model cards).
 
     Each file's kind and size are recognised from its contents; slim models find it again by sha256 and
     training by encoder, wherever it was registered from (the file stays where it is).
     """
     registry = Registry()
     for file in files:
-        base = registry.register_base_file(file)
+        base = registry.register_base_file(file, encoder)
         click.echo(f"registered {base.kind.upper()} weights ({base.encoder}): {base.path} "
                    f"(sha256 {_short(base.sha256)})")
 

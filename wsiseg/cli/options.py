@@ -33,9 +33,10 @@ def sam_checkpoint(use: str) -> Decorator[Any]:
 
 
 def hipt_checkpoint(use: str) -> Decorator[Any]:
-    """``--hipt-checkpoint FILE``: HIPT's ViT-S weights, for ``use``."""
-    return click.option("--hipt-checkpoint", type=_WEIGHTS,
-                        help=f"HIPT weights (vit256_small_dino.pth): {use}")
+    """``--hipt-checkpoint FILE`` (also spelt ``--pathology-checkpoint``): Fp's weights, for ``use``."""
+    return click.option("--hipt-checkpoint", "--pathology-checkpoint", "hipt_checkpoint", type=_WEIGHTS,
+                        help=f"Fp weights: HIPT's vit256_small_dino.pth or the pathology foundation model's "
+                             f"file (UNI, Virchow2, ...): {use}")
 
 
 def qc_config() -> Decorator[Any]:

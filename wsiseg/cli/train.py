@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 _FLAG_KEYS = (
     "dataset", "data_dir", "class_map", "mapping", "split_file", "patch_size", "mpp", "source_mpp",
     "val_fraction",
-    "preset", "variant", "input_size", "sam_checkpoint", "hipt_checkpoint", "epochs", "batch_size",
+    "preset", "variant", "pathology_encoder", "token_grid", "input_size", "sam_checkpoint", "hipt_checkpoint",
+    "epochs", "batch_size",
     "accumulate", "lr", "weight_decay", "alpha", "beta", "seed", "device", "amp", "num_workers", "out_dir",
     "cache_embeddings",
 )
@@ -30,18 +31,21 @@ def _with_base_weights(cfg: TrainConfig) -> TrainConfig:
     from wsiseg.model import ModelConfig
     from wsiseg.registry import training_weights
 
-    model = ModelConfig.from_preset(cfg.preset, 1, variant=cfg.variant, input_size=cfg.input_size)
+    model = ModelConfig.from_preset(cfg.preset, 1, variant=cfg.variant, input_size=cfg.input_size,
+                                    pathology_encoder=cfg.pathology_encoder, token_grid=cfg.token_grid)
     weights = training_weights({"sam": model.sam, "hipt": model.hipt}, sam_checkpoint=cfg.sam_checkpoint,
                                hipt_checkpoint=cfg.hipt_checkpoint)
     if weights.missing and not cfg.train_encoders:
         files = " and ".join(f"{w.file} ({w.title})" for w in weights.missing)
-        flags = "/".join(f"--{w.kind}-checkpoint" for w in weights.missing)
+        flags = "/".join("--hipt-checkpoint" if w.encoder.startswith("hipt") else
+                         "--sam-checkpoint" if w.kind == "sam" else "--pathology-checkpoint"
+                         for w in weights.missing)
         raise ConfigError(
             f"model preset {cfg.preset} needs the official weights {files}, neither given nor registered: "
             f"pass {flags} FILE or register them once with `wsiseg models add-base FILE...` (downloads: "
             f"{', '.join(w.url for w in weights.missing)}); for a CPU try-out without them add --preset tiny")
     for kind, given, found in (("SAM", cfg.sam_checkpoint, weights.sam_checkpoint),
-                               ("HIPT", cfg.hipt_checkpoint, weights.hipt_checkpoint)):
+                               ("Fp", cfg.hipt_checkpoint, weights.hipt_checkpoint)):
         if given is None and found is not None:
             click.echo(f"using the registered {kind} weights {found}", err=True)
     return dataclasses.replace(
@@ -72,6 +76,12 @@ def _with_base_weights(cfg: TrainConfig) -> TrainConfig:
               help="sam_path (the paper's model), finetuned_sam ('Fine-tuned SAM (w.o. Fp)': SAM's own neck, "
                    "no R), pathology_only ('w.o. Fs'), sam_pre_neck (SAM's pre-neck features through a new "
                    "R; not in the paper).")
+@click.option("--pathology-encoder", metavar="NAME",
+              help="Fp instead of the preset's HIPT: uni, uni2_h, virchow2, h_optimus_0, h_optimus_1, "
+                   "prov_gigapath (their *_tiny variants for CPU try-outs); docs/foundation-encoders.md.")
+@click.option("--token-grid", type=click.Choice(["resize_input", "resample_features"]),
+              help="Patch-14 Fp: meet SAM's grid by resizing the input to 14x16ths (default) or by "
+                   "resampling Fp's features.")
 @click.option("--input-size", type=int, help="Model input side in pixels (multiple of 16).")
 @click.option("--train-encoders/--freeze-encoders", default=None, help="Train Fs/Fp too (default: frozen).")
 @options.sam_checkpoint("the encoder's start [default: the file registered for the preset's encoder].")

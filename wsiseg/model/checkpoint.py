@@ -26,7 +26,7 @@ from wsiseg.classes import ClassList
 from wsiseg.errors import CheckpointError, ConfigError, OutputError, option
 from wsiseg.io.atomic import replacing
 from wsiseg.io.hashing import file_sha256
-from wsiseg.model.official import load_hipt_weights, load_sam_weights
+from wsiseg.model.official import load_pathology_weights, load_sam_weights
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.sam_path import ModelConfig, SamPath
 from wsiseg.model.torchfile import torch_load, torch_load_inert
@@ -179,7 +179,7 @@ def build_from_checkpoint(data: CheckpointData, path: str | os.PathLike[str] = "
     if "sam" in data.base:
         load_sam_weights(model, _base_file("sam", sam_checkpoint, data.base["sam"], path))
     if "hipt" in data.base:
-        load_hipt_weights(model, _base_file("hipt", hipt_checkpoint, data.base["hipt"], path))
+        load_pathology_weights(model, _base_file("hipt", hipt_checkpoint, data.base["hipt"], path))
     own = model.state_dict()
     skip = tuple(_ENCODER_PREFIX[n] for n in data.base)
     for key, target in own.items():

@@ -13,6 +13,11 @@ HIPT (``vit256_small_dino.pth``): a DINO training dict whose ``teacher`` entry h
 14 x 14 position table is stored as it is (the reference layout interpolates it on every forward);
 layout-v1 models resize it once, bicubically, to the working grid.
 
+Pathology foundation models (UNI, UNI2-h, Virchow2, H-optimus-0/1, Prov-GigaPath): the files their
+publishers put beside the model cards, safetensors or PyTorch ``.bin`` with timm's own key names (a
+``module.`` prefix is stripped, ``head.*`` dropped); the stored position table stays at its pretraining grid
+(timm resamples it on every forward).
+
 SAM's position embeddings, learned at 1024 px (64 x 64 grid), are resized bicubically to the working grid
 ``G = input_size / 16`` (antialiased only when shrinking); the relative position tables of the
 global-attention blocks are resized linearly (what segment-anything's ``get_rel_pos`` does on the fly).
@@ -20,23 +25,28 @@ global-attention blocks are resized linearly (what segment-anything's ``get_rel_
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from wsiseg.errors import CheckpointError, ConfigError
+from wsiseg.errors import CheckpointError, ConfigError, option
 from wsiseg.io.hashing import file_sha256
 from wsiseg.model.class_decoder import ClassPromptDecoder, PromptState
+from wsiseg.model.foundation_encoder import FoundationEncoder, create_timm_vit
+from wsiseg.model.foundation_specs import FOUNDATION_SPECS, FoundationSpec
 from wsiseg.model.presets import (
     PATHOLOGY_ENCODERS,
     SAM_ENCODERS,
     build_pathology_encoder,
     build_sam_encoder,
+    is_foundation_encoder,
 )
 from wsiseg.model.sam_path import SamPath
-from wsiseg.model.torchfile import as_state_dict, check_layout, copy_into, torch_load
+from wsiseg.model.torchfile import as_state_dict, check_layout, copy_into, torch_load, weights_load
+from wsiseg.weights import known_encoder
 
 #: input size of the official SAM weights and of HIPT's ViT-S (pixels)
 SAM_PRETRAIN_SIZE = 1024
@@ -186,32 +196,117 @@ def load_hipt_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
     return digest
 
 
-def identify_base_weights(path: str | os.PathLike[str]) -> tuple[str, str]:
+def foundation_state_dict(obj: Any, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The backbone weights of a foundation model's file: a state_dict (or one under ``model`` /
+    ``state_dict``), ``module.`` prefixes stripped, ``head.*`` (classifier) dropped."""
+    what = "foundation model weights file"
+    if isinstance(obj, dict):
+        for wrapper in ("model", "state_dict"):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    state = as_state_dict(obj, path, what)
+    return {k.removeprefix("module."): v for k, v in state.items()
+            if not k.removeprefix("module.").startswith("head.")}
+
+
+def foundation_shapes(spec: FoundationSpec) -> dict[str, torch.Size]:
+    """Key -> shape of ``spec``'s timm model as published (built once, on the meta device: no memory)."""
+    return dict(_foundation_shapes(spec.name))
+
+
+@functools.cache
+def _foundation_shapes(name: str) -> tuple[tuple[str, torch.Size], ...]:
+    return tuple(_shapes(create_timm_vit(FOUNDATION_SPECS[name], meta=True)).items())
+
+
+def load_foundation_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
+    """Load a pathology foundation model's published weights into Fp; return the file's sha256.
+
+    The file must hold exactly the keys and shapes of the model's timm architecture (module docstring);
+    a missing, unexpected or misshaped key raises CheckpointError naming it. No code from the file runs
+    (safetensors holds no code; ``.bin``/``.pth`` are read weights-only)."""
+    enc = model.pathology_encoder
+    if not isinstance(enc, FoundationEncoder):
+        raise ConfigError(f"the model's pathology encoder is {model.config.hipt}, not a foundation model")
+    what = f"{enc.spec.title} weights file"
+    state = foundation_state_dict(weights_load(path, what), path)
+    try:
+        check_layout(state, foundation_shapes(enc.spec), path, what)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (is it the file of {enc.spec.name}?)") from None
+    copy_into(enc.vit, state)
+    digest = file_sha256(path)
+    model.base_weights["hipt"] = {"file": os.path.basename(os.fspath(path)), "sha256": digest}
+    return digest
+
+
+def load_pathology_weights(model: SamPath, path: str | os.PathLike[str]) -> str:
+    """Load Fp's published weights, HIPT's DINO file or a foundation model's; return the file's sha256."""
+    if is_foundation_encoder(model.config.hipt):
+        return load_foundation_weights(model, path)
+    return load_hipt_weights(model, path)
+
+
+def _foundation_matches(state: dict[str, torch.Tensor]) -> list[str]:
+    """Foundation presets whose published layout equals ``state``'s keys and shapes (several when two
+    models share an architecture, as H-optimus-0 and -1 do)."""
+    found = {k: v.shape for k, v in state.items()}
+    return [name for name, spec in FOUNDATION_SPECS.items() if found == foundation_shapes(spec)]
+
+
+def _pick_encoder(path: str | os.PathLike[str], matches: list[str], encoder: str | None) -> str:
+    if encoder is not None:
+        if encoder not in matches:
+            raise CheckpointError(f"{path} is not the weights file of {encoder} (its layout is that of "
+                                  f"{' or '.join(matches)})")
+        return encoder
+    if len(matches) > 1:
+        known = known_encoder(file_sha256(path))  # the publisher's sha256, where one is known
+        if known in matches:
+            return known
+        raise CheckpointError(f"{path} has the layout of {' and of '.join(matches)}: say which it is "
+                              f"({option('encoder')})")
+    return matches[0]
+
+
+def identify_base_weights(path: str | os.PathLike[str], encoder: str | None = None) -> tuple[str, str]:
     """Which official weights file ``path`` is, from its key layout and shapes alone.
 
     Returns ``("sam", SAM encoder preset)`` for a Segment Anything checkpoint (``sam_vit_b_01ec64.pth`` ->
-    ``"sam_vit_b"``) or ``("hipt", pathology encoder preset)`` for a HIPT/DINO checkpoint
-    (``vit256_small_dino.pth`` -> ``"hipt_vit_s"``); the presets are those of
-    :mod:`wsiseg.model.presets` at the files' pretraining sizes. Raises CheckpointError for anything else.
+    ``"sam_vit_b"``) or ``("hipt", Fp preset)`` for a HIPT/DINO checkpoint (``vit256_small_dino.pth`` ->
+    ``"hipt_vit_s"``) or a pathology foundation model's file (``"uni"``, ``"virchow2"``, ...); the presets
+    are those of :mod:`wsiseg.model.presets` at the files' pretraining sizes. Where two presets share a
+    layout (H-optimus-0 and -1) ``encoder`` says which (and is checked against the layout otherwise).
+    Raises CheckpointError for anything else.
     """
-    obj = torch_load(path, "weights file")
+    obj = weights_load(path, "weights file")
     if isinstance(obj, dict) and obj.get("format") == "wsiseg-checkpoint":
         raise CheckpointError(f"{path} is a wsiseg model checkpoint, not official SAM or HIPT weights")
     if isinstance(obj, dict) and any(str(k).startswith("image_encoder.") for k in obj):
         state = as_state_dict(obj, path, "Segment Anything checkpoint")
         found = {k: v.shape for k, v in state.items()
                  if k.startswith("image_encoder.") and not k.startswith("image_encoder.neck.")}
-        for name in SAM_ENCODERS:
-            if _shapes(_meta(build_sam_encoder, name, SAM_PRETRAIN_SIZE), "image_encoder.") == found:
-                return "sam", name
+        sams = [name for name in SAM_ENCODERS
+                if _shapes(_meta(build_sam_encoder, name, SAM_PRETRAIN_SIZE), "image_encoder.") == found]
+        if sams:
+            return "sam", _pick_encoder(path, sams, encoder)
     elif isinstance(obj, dict):
         try:
             backbone = {k: v.shape for k, v in hipt_state_dict(obj, path).items()}
         except CheckpointError:
             backbone = {}
-        for name in PATHOLOGY_ENCODERS:
-            if _shapes(_meta(build_pathology_encoder, name, HIPT_PRETRAIN_SIZE)) == backbone:
-                return "hipt", name
+        hipts = [name for name in PATHOLOGY_ENCODERS
+                 if _shapes(_meta(build_pathology_encoder, name, HIPT_PRETRAIN_SIZE)) == backbone]
+        if hipts:
+            return "hipt", _pick_encoder(path, hipts, encoder)
+        try:
+            foundations = _foundation_matches(foundation_state_dict(obj, path))
+        except CheckpointError:
+            foundations = []
+        if foundations:
+            return "hipt", _pick_encoder(path, foundations, encoder)
     raise CheckpointError(f"{path} is neither a Segment Anything checkpoint of a known size "
                           f"({', '.join(SAM_ENCODERS)}) nor a HIPT/DINO ViT checkpoint "
-                          f"({', '.join(PATHOLOGY_ENCODERS)})")
+                          f"({', '.join(PATHOLOGY_ENCODERS)}) nor a pathology foundation model's file "
+                          f"({', '.join(n for n, s in FOUNDATION_SPECS.items() if not s.tiny)})")

@@ -7,6 +7,9 @@ table's grid, None = the working grid) and ``input_norm`` (see :class:`Pathology
 Full-size presets follow segment-anything's ``build_sam_vit_{b,l,h}`` and HIPT's ``vit_small`` exactly;
 the ``*_tiny`` presets are for tests and the CPU demo (random weights, a forward well under a second), the
 ``*_mini`` ones (twice as deep) for training from scratch on a CPU (``pipelines/glas-cpu.yaml``).
+Pathology foundation models (UNI, UNI2-h, Virchow2, H-optimus-0/1, Prov-GigaPath and their ``*_tiny``
+variants) are Fp presets too (:data:`~wsiseg.model.foundation_specs.FOUNDATION_SPECS`), built by
+:func:`build_pathology_encoder` as :class:`~wsiseg.model.foundation_encoder.FoundationEncoder`.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from wsiseg.errors import ConfigError
+from wsiseg.model.foundation_encoder import FoundationEncoder, TokenGrid
+from wsiseg.model.foundation_specs import FOUNDATION_SPECS
 from wsiseg.model.pathology_encoder import PathologyEncoder
+from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.sam_encoder import SamImageEncoder
 
 PATCH_SIZE = 16
 #: The grid of HIPT's stored position table (224 px pretraining / 16 px patches).
 HIPT_POS_GRID = 14
 InputNorm = tuple[Sequence[float], Sequence[float]]
+#: An Fp module: HIPT's ViT or a foundation model; both map ``(B, 3, S, S)`` to ``(B, C, S/16, S/16)``.
+FpEncoder = PathologyEncoder | FoundationEncoder
 
 
 def check_input_size(input_size: int) -> int:
@@ -104,6 +112,7 @@ PATHOLOGY_ENCODERS: dict[str, Callable[[int, int | None, InputNorm | None], Path
 DEFAULT_INPUT_SIZE: dict[str, int] = {
     "sam_vit_b": 1024, "sam_vit_l": 1024, "sam_vit_h": 1024, "sam_tiny": 256, "sam_mini": 256,
     "hipt_vit_s": 1024, "hipt_tiny": 256, "hipt_mini": 256,
+    **{name: 256 if spec.tiny else 1024 for name, spec in FOUNDATION_SPECS.items()},
 }
 
 
@@ -137,10 +146,29 @@ def build_sam_encoder(name: str, input_size: int, neck: bool = False) -> SamImag
     return SAM_ENCODERS[name](input_size, neck)
 
 
+def pathology_encoder_names() -> tuple[str, ...]:
+    """Every Fp preset name: HIPT's and the foundation models' (with their tiny variants)."""
+    return (*PATHOLOGY_ENCODERS, *FOUNDATION_SPECS)
+
+
+def is_foundation_encoder(name: str | None) -> bool:
+    """Whether ``name`` is a pathology foundation model preset (not HIPT's ViT)."""
+    return name in FOUNDATION_SPECS
+
+
 def build_pathology_encoder(name: str, input_size: int, pos_grid: int | None = None,
-                            input_norm: InputNorm | None = None) -> PathologyEncoder:
-    """Build the pathology encoder preset ``name`` at ``input_size``; unknown names raise ConfigError."""
+                            input_norm: InputNorm | None = None,
+                            token_grid: TokenGrid = TokenGrid.RESIZE_INPUT) -> FpEncoder:
+    """Build the pathology encoder preset ``name`` at ``input_size``; unknown names raise ConfigError.
+
+    HIPT presets take ``pos_grid``/``input_norm`` (see :class:`PathologyEncoder`); foundation models take
+    ``input_norm`` (default ImageNet: the model input's) and ``token_grid`` and ignore ``pos_grid`` (timm
+    resamples their stored table itself)."""
+    if name in FOUNDATION_SPECS:
+        return FoundationEncoder(FOUNDATION_SPECS[name], check_input_size(input_size),
+                                 input_norm=input_norm or (IMAGENET_MEAN, IMAGENET_STD),
+                                 token_grid=token_grid)
     if name not in PATHOLOGY_ENCODERS:
         raise ConfigError(
-            f"unknown pathology encoder preset {name!r}; known: {', '.join(PATHOLOGY_ENCODERS)}")
+            f"unknown pathology encoder preset {name!r}; known: {', '.join(pathology_encoder_names())}")
     return PATHOLOGY_ENCODERS[name](input_size, pos_grid, input_norm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -12,15 +13,18 @@ from torch import nn
 
 from wsiseg.errors import ConfigError
 from wsiseg.model.class_decoder import PROMPT_DIM, ClassPromptDecoder, PromptState
-from wsiseg.model.pathology_encoder import PathologyEncoder
+from wsiseg.model.foundation_encoder import TokenGrid
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.presets import (
     HIPT_POS_GRID,
     MODEL_PRESETS,
     PATCH_SIZE,
+    FpEncoder,
     build_pathology_encoder,
     build_sam_encoder,
     check_input_size,
+    is_foundation_encoder,
+    pathology_encoder_names,
 )
 from wsiseg.model.reduction import Reduction
 from wsiseg.model.sam_encoder import SamImageEncoder
@@ -70,9 +74,11 @@ class ModelLayout(str, enum.Enum):
 class ModelConfig:
     """Everything needed to rebuild a :class:`SamPath` (stored in checkpoints).
 
-    ``num_classes`` is ``k``, the real classes; ``input_size`` the side (pixels) of the square model
-    input (tiles are resized to it). ``train_encoders`` makes Fs/Fp trainable (frozen and kept in eval
-    mode otherwise).
+    ``sam``/``hipt`` name the Fs/Fp presets (``hipt`` is the Fp slot: HIPT's ViT or a pathology
+    foundation model such as ``"uni"``). ``num_classes`` is ``k``, the real classes; ``input_size`` the
+    side (pixels) of the square model input (tiles are resized to it). ``train_encoders`` makes Fs/Fp
+    trainable (frozen and kept in eval mode otherwise). ``token_grid``: how a patch-14 Fp meets the
+    ``S/16`` grid (:class:`~wsiseg.model.foundation_encoder.TokenGrid`; recorded so a model runs as trained).
     """
 
     variant: Variant
@@ -82,11 +88,18 @@ class ModelConfig:
     input_size: int = 1024
     train_encoders: bool = False
     layout: ModelLayout = ModelLayout.REFERENCE
+    token_grid: TokenGrid = TokenGrid.RESIZE_INPUT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variant", Variant(self.variant))
         object.__setattr__(self, "layout", ModelLayout(self.layout))
+        object.__setattr__(self, "token_grid", TokenGrid(self.token_grid))
         check_input_size(self.input_size)
+        if self.hipt is not None and self.hipt not in pathology_encoder_names():
+            raise ConfigError(f"unknown pathology encoder {self.hipt!r}; known: "
+                              f"{', '.join(pathology_encoder_names())}")
+        if is_foundation_encoder(self.hipt) and self.layout is ModelLayout.V1:
+            raise ConfigError(f"the pathology encoder {self.hipt} exists only in the reference layout")
         if self.num_classes < 1:
             raise ConfigError(f"a model needs at least one class, got {self.num_classes}")
         needs_sam, needs_hipt = self.variant.uses_sam, self.variant.uses_hipt
@@ -101,12 +114,25 @@ class ModelConfig:
 
     @classmethod
     def from_preset(cls, name: str, num_classes: int, *, variant: Variant | str | None = None,
-                    input_size: int | None = None, train_encoders: bool = False) -> ModelConfig:
+                    input_size: int | None = None, train_encoders: bool = False,
+                    pathology_encoder: str | None = None,
+                    token_grid: TokenGrid | str = TokenGrid.RESIZE_INPUT) -> ModelConfig:
         """Config of a :data:`~wsiseg.model.presets.MODEL_PRESETS` entry (reference layout); ``variant``
-        drops an encoder (a preset with SAM only is "Fine-tuned SAM")."""
+        drops an encoder (a preset with SAM only is "Fine-tuned SAM"); ``pathology_encoder`` replaces the
+        preset's Fp (e.g. ``"uni"``), ``token_grid`` says how a patch-14 one meets the grid."""
         if name not in MODEL_PRESETS:
             raise ConfigError(f"unknown model preset {name!r}; known: {', '.join(MODEL_PRESETS)}")
         p = MODEL_PRESETS[name]
+        if pathology_encoder is not None:
+            if pathology_encoder not in pathology_encoder_names():
+                raise ConfigError(f"unknown pathology encoder {pathology_encoder!r}; known: "
+                                  f"{', '.join(pathology_encoder_names())}")
+            p = dataclasses.replace(p, hipt=pathology_encoder)
+        try:
+            token_grid = TokenGrid(token_grid)
+        except ValueError as exc:
+            raise ConfigError(f"unknown token grid {token_grid!r}; known: "
+                              f"{', '.join(t.value for t in TokenGrid)}") from exc
         if variant is None:
             variant = (Variant.SAM_PATH if p.sam and p.hipt else
                        Variant.FINETUNED_SAM if p.sam else Variant.PATHOLOGY_ONLY)
@@ -119,12 +145,17 @@ class ModelConfig:
             raise ConfigError(f"preset {name} has no encoder for variant {variant.value}")
         sam = p.sam if variant.uses_sam else None
         hipt = p.hipt if variant.uses_hipt else None
-        return cls(variant, sam, hipt, num_classes, input_size or p.input_size, train_encoders)
+        return cls(variant, sam, hipt, num_classes, input_size or p.input_size, train_encoders,
+                   token_grid=token_grid)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["variant"] = self.variant.value
         d["layout"] = self.layout.value
+        if is_foundation_encoder(self.hipt):  # recorded where it matters (HIPT files stay as they were)
+            d["token_grid"] = self.token_grid.value
+        else:
+            del d["token_grid"]
         return d
 
     @classmethod
@@ -133,7 +164,8 @@ class ModelConfig:
         try:
             return cls(Variant(data["variant"]), data["sam"], data["hipt"], int(data["num_classes"]),
                        int(data["input_size"]), bool(data.get("train_encoders", False)),
-                       ModelLayout(data.get("layout", ModelLayout.V1.value)))
+                       ModelLayout(data.get("layout", ModelLayout.V1.value)),
+                       TokenGrid(data.get("token_grid", TokenGrid.RESIZE_INPUT.value)))
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"malformed model config {data!r}: {exc}") from exc
 
@@ -158,9 +190,10 @@ class SamPath(nn.Module):
         self.sam_encoder: SamImageEncoder | None = (
             build_sam_encoder(config.sam, s, neck=config.variant is Variant.FINETUNED_SAM)
             if config.sam else None)
-        self.pathology_encoder: PathologyEncoder | None = (
+        self.pathology_encoder: FpEncoder | None = (
             build_pathology_encoder(config.hipt, s, pos_grid=HIPT_POS_GRID if reference else None,
-                                    input_norm=(IMAGENET_MEAN, IMAGENET_STD) if reference else None)
+                                    input_norm=(IMAGENET_MEAN, IMAGENET_STD) if reference else None,
+                                    token_grid=config.token_grid)
             if config.hipt else None)
         self.reduction: Reduction | None = (
             None if config.variant is Variant.FINETUNED_SAM else Reduction(self.feature_channels, PROMPT_DIM))
@@ -207,7 +240,7 @@ class SamPath(nn.Module):
         """Whether tiles are antialiased when shrunk to the model input (layout v1) or not (reference)."""
         return self.config.layout is ModelLayout.V1
 
-    def encoders(self) -> list[SamImageEncoder | PathologyEncoder]:
+    def encoders(self) -> list[SamImageEncoder | FpEncoder]:
         """The encoders present, in concatenation order (Fs, then Fp)."""
         return [e for e in (self.sam_encoder, self.pathology_encoder) if e is not None]
 

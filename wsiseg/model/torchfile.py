@@ -1,4 +1,4 @@
-"""Private helpers: reading torch files safely and copying tensors into modules with checks."""
+"""Private helpers: reading torch and safetensors files safely, copying tensors into modules with checks."""
 
 from __future__ import annotations
 
@@ -37,6 +37,44 @@ def torch_load(path: str | os.PathLike[str], what: str) -> Any:
         else:
             reason = "not a PyTorch checkpoint file"
         raise CheckpointError(f"{p} is not a readable {what}: {reason}") from exc
+
+
+#: the first bytes of a safetensors file are an 8-byte little-endian header length, then a JSON "{"
+_SAFETENSORS_JSON_START = b"{"
+
+
+def is_safetensors(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a safetensors file (by its header, not its name)."""
+    with Path(path).open("rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != _SAFETENSORS_JSON_START:
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= Path(path).stat().st_size - 8
+
+
+def safetensors_load(path: str | os.PathLike[str], what: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file (no pickle, no code: the format holds tensors and a JSON header
+    only), on CPU. Any failure (missing, truncated, malformed header) raises CheckpointError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{what} not found: {p}")
+    try:
+        return dict(load_file(p, device="cpu"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{p} is not a readable {what}: {detail}") from exc
+
+
+def weights_load(path: str | os.PathLike[str], what: str) -> Any:
+    """A weights file as published: safetensors (tensors only) or a PyTorch ``.bin``/``.pth`` read with
+    :func:`torch_load` (weights only). Failures raise CheckpointError."""
+    p = Path(path)
+    if p.is_file() and is_safetensors(p):
+        return safetensors_load(p, what)
+    return torch_load(p, what)
 
 
 class InertObject:

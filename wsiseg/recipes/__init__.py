@@ -1,4 +1,5 @@
-"""The training recipes shipped with wsiseg, loadable by name (``bcss``, ``crag``, ``glas-cpu``).
+"""The training recipes shipped with wsiseg, loadable by name (``bcss``, ``crag``, ``glas-cpu``, and the
+paper recipes with a pathology foundation model as Fp: ``bcss-uni``, ``bcss-h-optimus-0``, ``crag-uni``, ...).
 
 ``<name>.yaml`` here is a byte-identical copy of ``pipelines/<name>.yaml`` in the source tree (a test keeps
 them equal), installed as package data and read through :mod:`importlib.resources`. Files named

@@ -167,16 +167,17 @@ class Registry:
         """Registered base weight files in the order they were added."""
         return self.read().base_files
 
-    def register_base_file(self, file: str | os.PathLike[str]) -> BaseFile:
-        """Register an official SAM or HIPT weights file (kind and encoder preset recognised from its
-        layout; imports torch). Registering a file with the sha256 of a registered one updates its path.
-        Raises CheckpointError for files that are not official SAM/HIPT weights."""
+    def register_base_file(self, file: str | os.PathLike[str], encoder: str | None = None) -> BaseFile:
+        """Register an official SAM, HIPT or pathology foundation model weights file (kind and encoder
+        preset recognised from its layout; imports torch; ``encoder`` names the preset where two share a
+        layout, e.g. H-optimus-0/1). Registering a file with the sha256 of a registered one updates its
+        path. Raises CheckpointError for files that are none of these."""
         path = Path(file).expanduser().absolute()
         if not path.is_file():
             raise CheckpointError(f"weights file not found: {file}")
         from wsiseg.model.official import identify_base_weights
 
-        kind, encoder = identify_base_weights(path)
+        kind, encoder = identify_base_weights(path, encoder)
         base = BaseFile(kind, encoder, path, file_sha256(path), _now())
         with self._change() as contents:
             contents.base_files = [b for b in contents.base_files if b.sha256 != base.sha256] + [base]

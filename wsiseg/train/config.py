@@ -58,6 +58,8 @@ class TrainConfig:
     # model
     preset: str = "tiny"
     variant: str | None = None
+    pathology_encoder: str | None = None  # replaces the preset's Fp (e.g. uni, virchow2, h_optimus_0)
+    token_grid: str = "resize_input"  # patch-14 Fp: resize_input | resample_features (see TokenGrid)
     input_size: int | None = None
     train_encoders: bool = False
     sam_checkpoint: str | None = None

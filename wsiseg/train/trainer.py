@@ -35,7 +35,7 @@ from wsiseg.model import (
     ModelLayout,
     SamPath,
     build_from_checkpoint,
-    load_hipt_weights,
+    load_pathology_weights,
     load_sam_weights,
     read_checkpoint,
     resolve_device,
@@ -132,13 +132,14 @@ def _seed_all(seed: int) -> None:
 def build_model(config: TrainConfig, num_classes: int) -> SamPath:
     """A fresh SAM-Path for ``config`` (seeded init; official SAM/HIPT weights loaded when given)."""
     mcfg = ModelConfig.from_preset(config.preset, num_classes, variant=config.variant,
-                                   input_size=config.input_size, train_encoders=config.train_encoders)
+                                   input_size=config.input_size, train_encoders=config.train_encoders,
+                                   pathology_encoder=config.pathology_encoder, token_grid=config.token_grid)
     torch.manual_seed(config.seed)
     model = SamPath(mcfg)
     if config.sam_checkpoint:
         load_sam_weights(model, config.sam_checkpoint)
     if config.hipt_checkpoint:
-        load_hipt_weights(model, config.hipt_checkpoint)
+        load_pathology_weights(model, config.hipt_checkpoint)
     return model
 
 
