@@ -168,8 +168,8 @@ def main() -> None:
             est = " / ".join(f"{row['est_gib'][b]:.1f}" for b in (1, 8, 32))
             print(f"{name:14s} {grid:17s} Fp {row['fp_params_m']:7.1f}M x{row['width']:5d}  tokens "
                   f"{row['fp_tokens']:5d}  Fp {row['fp_tflop']:6.2f} TFLOP  model {row['model_tflop']:6.2f} "
-                  f"TFLOP/tile  weights {row['weights_bf16_gib']:.2f} GiB  cache {row['cache_mb_per_patch']:.1f} MB"
-                  f"/patch  est. GiB b1/8/32 {est}"
+                  f"TFLOP/tile  weights {row['weights_bf16_gib']:.2f} GiB  "
+                  f"cache {row['cache_mb_per_patch']:.1f} MB/patch  est. GiB b1/8/32 {est}"
                   + (f"  CPU {row['cpu_ms']:.0f} ms @{args.cpu_size}px" if "cpu_ms" in row else "")
                   + (f"  GPU {row['gpu']}" if "gpu" in row else ""), flush=True)
     base = next((r for r in rows if r["encoder"] == "hipt_vit_s"), None)

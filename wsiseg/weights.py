@@ -74,6 +74,13 @@ OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {w.encoder: w for w in (
 )}
 
 
+def weights_label(kind: str, encoder: str) -> str:
+    """How messages name a base file: "SAM", "HIPT", or "Fp" for a pathology foundation model's file."""
+    if kind == WeightsKind.SAM.value:
+        return "SAM"
+    return "HIPT" if encoder.startswith("hipt") else "Fp"
+
+
 def known_encoder(sha256: str) -> str | None:
     """The encoder preset whose published file has this sha256, where one is known."""
     return next((w.encoder for w in OFFICIAL_WEIGHTS.values() if w.sha256 and w.sha256 == sha256), None)

@@ -320,8 +320,10 @@ def test_patch14_grid_choices_cost() -> None:
 
 
 @pytest.mark.parametrize(("name", "dim", "hidden", "depth", "fp_in"), [
-    ("uni", 1024, 4096, 24, 1024), ("virchow2", 1280, 6832, 32, 896), ("prov_gigapath", 1536, 8192, 40, 1024)])
-def test_flops_per_tile_match_the_hand_count(name: str, dim: int, hidden: int, depth: int, fp_in: int) -> None:
+    ("uni", 1024, 4096, 24, 1024), ("virchow2", 1280, 6832, 32, 896),
+    ("prov_gigapath", 1536, 8192, 40, 1024)])
+def test_flops_per_tile_match_the_hand_count(name: str, dim: int, hidden: int, depth: int,
+                                             fp_in: int) -> None:
     """benchmarks/bench_encoders.py counts FLOPs with torch's counter on the meta device; per ViT block
     by hand: 2 N (4 D^2 + D H_in + D H_out) for qkv, proj and the MLP (SwiGLUPacked: H_out = H_in / 2),
     + 4 N^2 D for attention, N = the 4096 patch tokens at 1024 px + the prefix tokens (CLS, registers);
@@ -332,7 +334,8 @@ def test_flops_per_tile_match_the_hand_count(name: str, dim: int, hidden: int, d
     swiglu = spec.kwargs.get("mlp_layer") == "swiglu_packed" or name == "prov_gigapath"
     patches, p = (fp_in // spec.patch) ** 2, spec.patch
     n = patches + 1 + int(spec.kwargs.get("reg_tokens", 4 if "reg4" in spec.arch else 0))
-    block = 2 * n * (4 * dim * dim + dim * hidden + dim * (hidden // 2 if swiglu else hidden)) + 4 * n * n * dim
+    mlp = dim * hidden + dim * (hidden // 2 if swiglu else hidden)
+    block = 2 * n * (4 * dim * dim + mlp) + 4 * n * n * dim
     hand = depth * block + 2 * patches * 3 * p * p * dim
     with torch.device("meta"):
         enc = FoundationEncoder(spec, 1024, input_norm=(IMAGENET_MEAN, IMAGENET_STD))

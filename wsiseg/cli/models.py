@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from wsiseg.registry import ENV_DATA, ENV_HOME, ENV_MODEL, Registry
+from wsiseg.weights import weights_label
 
 
 def _short(sha256: str) -> str:
@@ -71,7 +72,8 @@ def add_base(files: tuple[Path, ...], encoder: str | None) -> None:
     registry = Registry()
     for file in files:
         base = registry.register_base_file(file, encoder)
-        click.echo(f"registered {base.kind.upper()} weights ({base.encoder}): {base.path} "
+        label = weights_label(base.kind, base.encoder)
+        click.echo(f"registered {label} weights ({base.encoder}): {base.path} "
                    f"(sha256 {_short(base.sha256)})")
 
 
@@ -113,7 +115,7 @@ def remove(name: str) -> None:
 def remove_base(file_or_sha256: str) -> None:
     """Unregister a base weights file, by its path or a sha256 prefix (the file is not deleted)."""
     base = Registry().remove_base_file(file_or_sha256)
-    click.echo(f"removed {base.kind.upper()} weights {base.path}")
+    click.echo(f"removed {weights_label(base.kind, base.encoder)} weights {base.path}")
 
 
 @command.command("default", short_help="Show or set the default model.")

@@ -33,7 +33,7 @@ from wsiseg.registry.records import (
     RegistryContents,
     check_name,
 )
-from wsiseg.weights import KINDS
+from wsiseg.weights import KINDS, weights_label
 
 REGISTRY_FILE = "registry.json"
 #: seconds a change waits for another process's change to finish
@@ -230,8 +230,8 @@ def _needed_base(path: Path, given: str | os.PathLike[str]) -> dict[str, dict[st
             kind, encoder = identify_base_weights(path)
         except CheckpointError:
             raise exc from None
-        raise CheckpointError(f"{given} holds official {kind.upper()} weights ({encoder}), not a wsiseg "
-                              f"model: register it as a base file (`wsiseg models add-base {given}`)"
-                              ) from None
+        label = weights_label(kind, encoder)
+        raise CheckpointError(f"{given} holds official {label} weights ({encoder}), not a wsiseg model: "
+                              f"register it as a base file (`wsiseg models add-base {given}`)") from None
     return {k: {"file": str(v.get("file", "")), "sha256": str(v.get("sha256", ""))}
             for k, v in data.base.items() if k in KINDS}
