@@ -46,8 +46,12 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
               help="Drop regions smaller than this many square micrometres.")
 @click.option("--classes", "class_names", multiple=True,
               help="Classes to export (repeat or comma-separate; default all).")
-@click.option("--object-type", type=click.Choice([t.value for t in ObjectType]), default="annotation",
-              show_default=True, help="QuPath object type of the features.")
+@click.option("--objects", "object_classes", multiple=True, metavar="CLASS[,CLASS...]",
+              help="Export every connected region of these classes as one object (traced whole, with area, "
+                   "perimeter, equivalent diameter, solidity, circularity, mean/max probability) and the "
+                   "object table <name>.objects.csv beside the file; --min-area drops smaller objects.")
+@click.option("--object-type", type=click.Choice([t.value for t in ObjectType]), default=None,
+              help="QuPath object type of the features [default: annotation; detection with --objects].")
 @click.option("--split-regions", is_flag=True,
               help="One feature per connected region instead of one MultiPolygon per class.")
 @click.option("--split-size", type=int, default=DEFAULT_SPLIT_SIZE, show_default=True,
@@ -69,14 +73,20 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
 def command(segmentation: Path, geojson_path: Path, frame: str, level: int | None, mpp: float | None,
             simplify_um: float, min_area_um2: float, class_names: tuple[str, ...], object_type: str,
             split_regions: bool, split_size: int, block_size: int, max_parts: int, max_file_mb: float,
-            check_validity: bool, label_image: str) -> None:
+            check_validity: bool, label_image: str, object_classes: tuple[str, ...]) -> None:
     """Export the class regions of SEGMENTATION (an OME-Zarr written by `wsiseg segment`) as GeoJSON
     that QuPath imports (File > Import objects, or drag and drop)."""
+    objects = _class_names(object_classes)
+    if objects and class_names:
+        raise click.UsageError("--objects names the classes exported as objects; drop --classes")
+    default = ObjectType.DETECTION if objects else ObjectType.ANNOTATION
+    kind = ObjectType(object_type) if object_type else default
     result = export_geojson(
         segmentation, geojson_path, level=level, mpp=mpp, simplify_um=simplify_um, min_area_um2=min_area_um2,
-        classes=_class_names(class_names), object_type=ObjectType(object_type), split_regions=split_regions,
+        classes=objects or _class_names(class_names), object_type=kind, split_regions=split_regions,
         block_size=block_size, check_validity=check_validity, frame=CoordinateFrame(frame),
         split_size=split_size, max_parts=max_parts, max_bytes=round(max_file_mb * 1e6), labels=label_image,
+        objects=bool(objects),
     )
     per_class = ", ".join(f"{name} {n}" for name, n in result.regions_per_class.items())
     ox, oy = result.origin
@@ -93,4 +103,5 @@ def command(segmentation: Path, geojson_path: Path, frame: str, level: int | Non
         f"{result.n_vertices} vertices, {result.n_bytes / 1e6:.2f} MB from level {result.level} "
         f"({result.mpp:.4g} um/px) in {result.seconds:.1f} s; coordinates in the {where}"
         + "".join(f"; {n}" for n in notes if n)
+        + (f"; object table {result.table}" if result.table else "")
     )

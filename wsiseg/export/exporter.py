@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ import shapely
 
 from wsiseg.errors import ConfigError, OutputError, option
 from wsiseg.export._source import LabelSource, open_label_source
+from wsiseg.export.objects import ObjectTable, measure_objects, object_ids, table_path
 from wsiseg.export.vectorize import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_SPLIT_SIZE,
@@ -44,7 +46,8 @@ class ExportResult:
     rectangle geometries were clipped to, in that frame (None: unknown slide size, not clipped);
     ``n_clipped``: regions cut by it; ``split_size``/``n_split``: the split tile side (pixels of the
     level, 0 = none) and the pieces written of regions that cross a split-tile border. ``paths``: every
-    file written, ``path`` first (more than one when the export passed ``max_bytes``).
+    file written, ``path`` first (more than one when the export passed ``max_bytes``). ``table``: the
+    object table of an objects export (:mod:`wsiseg.export.objects`), else None.
     """
 
     path: Path
@@ -64,6 +67,7 @@ class ExportResult:
     split_size: int = 0
     n_split: int = 0
     paths: list[Path] = field(default_factory=list)
+    table: Path | None = None
 
 
 def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
@@ -151,7 +155,8 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
                    block_size: int = DEFAULT_BLOCK_SIZE, check_validity: bool = False,
                    frame: CoordinateFrame | str = CoordinateFrame.QUPATH,
                    split_size: int = DEFAULT_SPLIT_SIZE, max_parts: int = DEFAULT_MAX_PARTS,
-                   max_bytes: int = DEFAULT_MAX_BYTES, labels: str = "classes") -> ExportResult:
+                   max_bytes: int = DEFAULT_MAX_BYTES, labels: str = "classes",
+                   objects: bool = False) -> ExportResult:
     """Export the class regions of a wsiseg OME-Zarr segmentation as QuPath GeoJSON.
 
     ``level`` (pyramid level) or ``mpp`` (um/px; the finest level at least that coarse) choose the
@@ -183,6 +188,11 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
     ``labels``: the label image to export: ``classes`` (the segmentation) or ``qc`` (its QC: by default
     the artifacts, as QuPath annotations classified ``Artifact: pen``, ``Artifact: blur``, ... for review;
     ``segment --mask`` takes the reviewed file back).
+
+    ``objects``: every connected region of ``classes`` becomes one object (a feature of its own, traced
+    whole: no split tiles) with the measurements of :mod:`wsiseg.export.objects`, and the object table
+    is written beside the file (``<name>.objects.csv``, :func:`wsiseg.export.objects.table_path`).
+    ``min_area_um2`` then drops every smaller object.
     """
     start = time.perf_counter()
     _check_options(Path(out_path), simplify_um, min_area_um2, block_size, split_size, max_parts, max_bytes)
@@ -190,7 +200,8 @@ def export_geojson(zarr_path: str | Path, out_path: str | Path, *, level: int | 
     return export_label_source(source, out_path, simplify_um=simplify_um, min_area_um2=min_area_um2,
                                classes=classes, object_type=object_type, split_regions=split_regions,
                                block_size=block_size, check_validity=check_validity, frame=frame,
-                               split_size=split_size, max_parts=max_parts, max_bytes=max_bytes, _start=start)
+                               split_size=split_size, max_parts=max_parts, max_bytes=max_bytes,
+                               objects=objects, _start=start)
 
 
 def _check_options(out: Path, simplify_um: float, min_area_um2: float, block_size: int,
@@ -227,10 +238,13 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
                         block_size: int = DEFAULT_BLOCK_SIZE, check_validity: bool = False,
                         frame: CoordinateFrame | str = CoordinateFrame.QUPATH,
                         split_size: int = DEFAULT_SPLIT_SIZE, max_parts: int = DEFAULT_MAX_PARTS,
-                        max_bytes: int = DEFAULT_MAX_BYTES, _start: float | None = None) -> ExportResult:
+                        max_bytes: int = DEFAULT_MAX_BYTES, objects: bool = False,
+                        _start: float | None = None) -> ExportResult:
     """:func:`export_geojson` for an already opened :class:`LabelSource` (e.g. arrays in memory)."""
     start = time.perf_counter() if _start is None else _start
     out = Path(out_path)
+    if objects:  # one feature per region, each traced whole
+        split_regions, split_size = True, 0
     _check_options(out, simplify_um, min_area_um2, block_size, split_size, max_parts, max_bytes)
     try:
         kind = ObjectType(object_type)
@@ -254,7 +268,8 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
                            collection_properties={"wsiseg": header}, max_parts=max_parts,
                            max_bytes=max_bytes, check_assembled=check_validity,
                            qupath_names=source.qupath_names)
-    with writer:
+    table = ObjectTable(table_path(out), source.probabilities is not None) if objects else None
+    with writer, table or contextlib.nullcontext():
         for batch in vectorise_labels(source.labels, probabilities=source.probabilities, values=values,
                                       block_size=block_size, simplify_px=simplify_px,
                                       split_size=split_size if tiled else 0,
@@ -270,8 +285,10 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
             if not written.all():  # a sliver outside the slide that rounding to 0.01 px removed
                 kept, geometries = kept.select(written), geometries[written]
             mean = None if kept.probability_sum is None else kept.probability_sum / kept.area / 255.0
+            measures = None if table is None else _measure(table, geometries, kept, mean, source)
             writer.add(geometries, kept.values - 1, kept.area, kept.area * pixel_area_um2, mean,
-                       kept.first_pixel, kept.tile, _tile_bounds(kept.tile, split_size, source, slide_frame))
+                       kept.first_pixel, kept.tile, _tile_bounds(kept.tile, split_size, source, slide_frame),
+                       measures)
             n_regions += len(kept)
             n_split += int(kept.split.sum())
             n_vertices += int(shapely.get_num_coordinates(geometries).sum())
@@ -284,7 +301,21 @@ def export_label_source(source: LabelSource, out_path: str | Path, *, simplify_u
         regions_per_class={source.classes.names[v - 1]: int(per_class[v - 1]) for v in values},
         frame=slide_frame.frame, origin=slide_frame.origin, extent=slide_frame.extent, n_clipped=n_clipped,
         split_size=split_size if tiled else 0, n_split=n_split, paths=list(writer.paths),
+        table=None if table is None else table.path,
     )
+
+
+def _measure(table: ObjectTable, geometries: np.ndarray, kept: RegionBatch, mean: np.ndarray | None,
+             source: LabelSource) -> dict[str, np.ndarray]:
+    """The objects' measurements (GeoJSON and table), their rows written to ``table``."""
+    um0 = (source.mpp_x / source.downsample_x, source.mpp_y / source.downsample_y)
+    peak = None if kept.probability_max is None else kept.probability_max / 255.0
+    measures = measure_objects(geometries, kept.area * source.mpp_x * source.mpp_y, um0,
+                               math.sqrt(source.mpp_x * source.mpp_y), mean, peak)
+    names = [source.classes.names[v - 1] for v in kept.values]
+    centroids = shapely.get_coordinates(shapely.centroid(geometries))
+    table.add(object_ids(source.identity, names, source.level, kept.first_pixel), names, centroids, measures)
+    return measures
 
 
 def qc_geojson_path(path: str | Path) -> Path:

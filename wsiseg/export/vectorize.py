@@ -64,7 +64,9 @@ class RegionBatch:
     ``area``: pixels of the region weighted by ``coverage`` (the part inside the exported area; equal
     to ``pixel_count`` without coverage), and ``probability_sum`` is weighted the same way;
     ``split``: True for a piece of a region that continues in a neighbouring split tile; ``tile``: the
-    ``(y, x)`` origin of the split tile the batch belongs to (batches come tile by tile).
+    ``(y, x)`` origin of the split tile the batch belongs to (batches come tile by tile);
+    ``probability_max``: the largest uint8 probability of its own class over the region's pixels (inside
+    the exported area), ``None`` without probabilities.
     """
 
     geometries: np.ndarray
@@ -76,13 +78,14 @@ class RegionBatch:
     area: np.ndarray
     split: np.ndarray
     tile: tuple[int, int] = (0, 0)
+    probability_max: np.ndarray | None = None
 
     def select(self, keep: np.ndarray) -> RegionBatch:
         """The regions where ``keep`` (a boolean mask or indices)."""
         return RegionBatch(self.geometries[keep], self.values[keep], self.pixel_count[keep],
                            None if self.probability_sum is None else self.probability_sum[keep],
                            self.first_pixel[keep], self.from_shapely[keep], self.area[keep], self.split[keep],
-                           self.tile)
+                           self.tile, None if self.probability_max is None else self.probability_max[keep])
 
     def __len__(self) -> int:
         return len(self.geometries)
@@ -108,6 +111,7 @@ class _Group:
     first_key: int
     area: float
     split: bool
+    probability_max: int = 0
 
 
 @dataclass
@@ -119,6 +123,7 @@ class _BlockPieces:
     probability_sum: np.ndarray | None
     first_key: np.ndarray  # y * key_stride + x of the first pixel (global coordinates)
     area: np.ndarray  # pixels weighted by coverage (float)
+    probability_max: np.ndarray | None = None  # uint8 probability of the own class, max over the pixels
 
 
 @dataclass
@@ -172,13 +177,16 @@ def _vectorise_block(labels: np.ndarray, probabilities: np.ndarray | None, x: in
     pixel_count = np.bincount(flat, minlength=n + 1)
     area = (pixel_count.astype(np.float64) if weights is None
             else np.bincount(flat, weights=weights.ravel(), minlength=n + 1))
-    probability_sum = None
+    probability_sum = probability_max = None
     if probabilities is not None:
         own = np.zeros(labels.shape, dtype=np.uint8)  # each pixel's probability of its own class
         for c in range(min(probabilities.shape[0], 255)):
             np.copyto(own, probabilities[c], where=labels == c + 1)
         own_weighted = own.ravel() if weights is None else own.ravel() * weights.ravel()
         probability_sum = np.bincount(flat, weights=own_weighted, minlength=n + 1)
+        probability_max = np.zeros(n + 1, dtype=np.uint8)
+        inside = own.ravel() if weights is None else np.where(weights.ravel() > 0, own.ravel(), 0)
+        np.maximum.at(probability_max, flat, inside)
 
     keep = selected[labels]
     mask = None if simplify_px > 0 else keep
@@ -205,7 +213,7 @@ def _vectorise_block(labels: np.ndarray, probabilities: np.ndarray | None, x: in
     return components, _BlockPieces(
         ids=ids, geometries=geometries, values=values, pixel_count=pixel_count[ids],
         probability_sum=None if probability_sum is None else probability_sum[ids], first_key=first_key,
-        area=area[ids],
+        area=area[ids], probability_max=None if probability_max is None else probability_max[ids],
     )
 
 
@@ -387,11 +395,12 @@ class _TileTracer:
             first_pixel=np.stack(np.divmod(pieces.first_key[done], self.key_stride), axis=1),
             from_shapely=np.full(int(done.sum()), self.simplify_px > 0),
             area=pieces.area[done], split=split[done], tile=(self.tile.y, self.tile.x),
+            probability_max=None if pieces.probability_max is None else pieces.probability_max[done],
         )
 
     def _hold(self, pieces: _BlockPieces, indices: np.ndarray, split: np.ndarray, base: int) -> None:
         """Hold the pieces at ``indices`` as groups of their own, to be joined with their neighbours."""
-        sums = pieces.probability_sum
+        sums, maxes = pieces.probability_sum, pieces.probability_max
         for i in indices:
             gid = int(pieces.ids[i]) + base
             self.uf.parent[gid] = gid
@@ -402,6 +411,7 @@ class _TileTracer:
                 pixel_count=int(pieces.pixel_count[i]),
                 probability_sum=0.0 if sums is None else float(sums[i]),
                 first_key=int(pieces.first_key[i]), area=float(pieces.area[i]), split=bool(split[i]),
+                probability_max=0 if maxes is None else int(maxes[i]),
             )
 
     def _link(self, ids: np.ndarray, block: np.ndarray, x: int, y: int, w: int,
@@ -477,6 +487,7 @@ def _union(uf: _UnionFind, groups: dict[int, _Group], a: int, b: int) -> None:
     ga.original = None
     ga.pixel_count += gb.pixel_count
     ga.probability_sum += gb.probability_sum
+    ga.probability_max = max(ga.probability_max, gb.probability_max)
     ga.first_key = min(ga.first_key, gb.first_key)
     ga.area += gb.area
     ga.split = ga.split or gb.split
@@ -550,4 +561,6 @@ def _finish_groups(finished: list[_Group], with_probabilities: bool, key_stride:
         from_shapely=np.full(len(finished), simplified),
         area=np.array([g.area for g in finished], dtype=np.float64),
         split=np.array([g.split for g in finished], dtype=bool),
+        probability_max=(np.array([g.probability_max for g in finished], dtype=np.uint8)
+                         if with_probabilities else None),
     )

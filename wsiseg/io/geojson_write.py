@@ -75,12 +75,15 @@ def feature_id(identity: str, class_name: str, level: int, region: str) -> str:
 
 
 def properties(class_name: str, color: tuple[int, int, int], object_type: ObjectType, area_um2: float,
-               mean_probability: float | None, classification: str | None = None) -> dict[str, Any]:
+               mean_probability: float | None, classification: str | None = None,
+               extra: dict[str, float] | None = None) -> dict[str, Any]:
     """QuPath ``properties`` of one feature (``classification``: the QuPath class when it is not the class
-    name, e.g. ``Artifact: pen``)."""
+    name, e.g. ``Artifact: pen``; ``extra``: further measurements, e.g. an object's)."""
     measurements: dict[str, float] = {AREA_MEASUREMENT: round(float(area_um2), 3)}
     if mean_probability is not None:
         measurements[PROBABILITY_MEASUREMENT] = round(float(mean_probability), 4)
+    for name, value in (extra or {}).items():
+        measurements.setdefault(name, round(float(value), 4))
     return {
         "objectType": object_type.value,
         "classification": {"name": classification or class_name, "color": [int(c) for c in color]},
@@ -278,12 +281,13 @@ class GeoJSONWriter:
     def add(self, geometries: np.ndarray, class_indices: np.ndarray, weight: np.ndarray,
             area_um2: np.ndarray, mean_probability: np.ndarray | None, first_pixel: np.ndarray,
             tile: tuple[int, int] = (0, 0), tile_bounds: tuple[float, float, float, float] | None = None,
-            ) -> None:
+            measurements: dict[str, np.ndarray] | None = None) -> None:
         """Add regions: geometries (in the output frame), class indices, weights of their mean
         probabilities (pixels measured), areas, mean probabilities (0..1, or None), first pixels ``(n, 2)``
         ``(y, x)`` at the traced level and the split tile ``(y, x)`` they come from, with its rectangle
         ``(x0, y0, x1, y1)`` in the output frame (recorded in the features' ``metadata``). Class features
-        of a tile are written when regions of another tile arrive, or on close."""
+        of a tile are written when regions of another tile arrive, or on close. ``measurements`` (name ->
+        ``(n,)``, one feature per region only): further measurements of each feature."""
         if self._tile is not None and tile != self._tile and not self.split_regions:
             self._flush_tile()
         self._tile, self._tile_bounds = tile, tile_bounds
@@ -298,7 +302,8 @@ class GeoJSONWriter:
                 fy, fx = int(first_pixel[i, 0]), int(first_pixel[i, 1])
                 props = properties(cls.name, cls.color, self.object_type, float(area_um2[i]),
                                    None if mean_probability is None else float(mean_probability[i]),
-                                   self._classification(index))
+                                   self._classification(index),
+                                   {k: float(v[i]) for k, v in (measurements or {}).items()})
                 fid = feature_id(self.identity, cls.name, self.level, f"{fy},{fx}")
                 feature = (f'{{"type":"Feature","id":"{fid}","geometry":{text},'
                            f'"properties":{json.dumps(props)}}}')
