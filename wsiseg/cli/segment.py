@@ -92,6 +92,10 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Write <out>.preview.png.")
 @click.option("--preview-size", type=int, default=1024, show_default=True,
               help="Longer side of the preview PNG in pixels.")
+@click.option("--objects", "object_classes", multiple=True, metavar="CLASS[,CLASS...]",
+              help="With --geojson: also export every connected region of these classes as one object with "
+                   "measurements (<name>.objects.geojson, table <name>.objects.csv; counts and densities in "
+                   "summary.csv).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="dask.distributed scheduler address (tcp://host:8786): slides run in parallel on its "
                    "workers, which must see the same files.")
@@ -102,7 +106,7 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
             qc_config: Path | None, geojson: Path | None, geojson_frame: str, on_read_error: str,
             overwrite: bool, quiet: bool, sam_checkpoint: Path | None, hipt_checkpoint: Path | None,
             ngff_version: str, slide_mpp: float | None, preview: bool, preview_size: int,
-            scheduler: str | None) -> None:
+            scheduler: str | None, object_classes: tuple[str, ...]) -> None:
     """Segment SLIDE_OR_DIR... into OME-Zarr probability and label pyramids.
 
     Running the same command again continues: finished outputs are skipped, a run that was killed
@@ -117,13 +121,16 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
 
     if os.environ.get(OPT_OUT, "1") != "0":
         tame_malloc()  # a setting of the whole process: this command's, not the library's
+    objects = tuple(n.strip() for v in object_classes for n in v.split(",") if n.strip())
+    if objects and geojson is None:
+        raise click.UsageError("--objects needs --geojson (where the objects and their table go)")
     options = SegmentOptions(mpp=mpp, tile_size=tile_size, overlap=overlap, output_mpp=output_mpp,
                              batch_size=batch_size, read_workers=read_workers, write_workers=write_workers,
                              tissue=tissue, mask=mask, overwrite=overwrite, slide_mpp=slide_mpp,
                              ngff_version=NgffVersion(ngff_version), preview=preview,
                              preview_size=preview_size, geojson_frame=CoordinateFrame(geojson_frame),
                              on_read_error=ReadErrorPolicy(on_read_error), qc=QCMode(qc_mode),
-                             qc_settings=QCSettings.load(qc_config))
+                             qc_settings=QCSettings.load(qc_config), objects=objects)
     paths = expand_slides(slides)
     single = len(paths) == 1 and not slides[0].is_dir()
     if model_spec == NULL_MODEL:

@@ -98,16 +98,24 @@ class SummaryRow:
     excluded_um2: dict[str, float] | None = None
     #: whether those artifacts were left out of the analysis (``--qc default``) or only reported
     qc_mode: str = ""
+    #: objects per class (:mod:`wsiseg.export.objects`), when the run exported objects
+    objects: dict[str, int] | None = None
 
 
 def summary_csv(rows: Sequence[SummaryRow]) -> str:
     """The cohort table as CSV text: slide, status, analysed area (mm^2), then per class (the union of the
     rows' classes, in first-seen order) its area (mm^2) and share of the analysed area, then, when any
     row did QC, the QC mode and the area of each artifact (``excluded_pen_mm2``, ...: left out of the
-    analysis under ``--qc default``, only measured under ``report``), model, version."""
+    analysis under ``--qc default``, only measured under ``report``), then, when any row exported objects,
+    per object class the count and the density (``objects_<class>``, ``objects_<class>_per_mm2``: per mm^2
+    of analysed tissue), model, version."""
     classes: list[str] = []
     artifacts: list[str] = []
+    object_classes: list[str] = []
     for row in rows:
+        for name in row.objects or {}:
+            if name not in object_classes:
+                object_classes.append(name)
         for name in row.composition.class_names if row.composition else ():
             if name not in classes:
                 classes.append(name)
@@ -119,6 +127,8 @@ def summary_csv(rows: Sequence[SummaryRow]) -> str:
         header += [f"{name}_mm2", f"{name}_share"]
     if artifacts:
         header += ["qc", *(f"excluded_{name}_mm2" for name in artifacts)]
+    for name in object_classes:
+        header += [f"objects_{name}", f"objects_{name}_per_mm2"]
     header += ["model", "wsiseg_version", "error"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -141,9 +151,23 @@ def summary_csv(rows: Sequence[SummaryRow]) -> str:
             excluded = row.excluded_um2 or {}
             values.append(row.qc_mode)
             values += [_number(excluded[name] / 1e6) if name in excluded else "" for name in artifacts]
+        values += _object_values(row, object_classes)
         values += [row.model, row.version, row.error]
         writer.writerow(values)
     return buffer.getvalue()
+
+
+def _object_values(row: SummaryRow, object_classes: list[str]) -> list[str]:
+    """Count and density (per mm^2 of analysed tissue) of each object class; blank where not exported."""
+    values: list[str] = []
+    analysed_mm2 = row.composition.analysed_um2 / 1e6 if row.composition is not None else 0.0
+    for name in object_classes:
+        if row.objects is None or name not in row.objects:
+            values += ["", ""]
+            continue
+        count = row.objects[name]
+        values += [str(count), _number(count / analysed_mm2) if analysed_mm2 > 0 else ""]
+    return values
 
 
 def _number(value: float) -> str:

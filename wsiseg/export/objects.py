@@ -77,14 +77,40 @@ def object_ids(identity: str, class_names: list[str], level: int, first_pixel: n
             for name, (fy, fx) in zip(class_names, first_pixel, strict=True)]
 
 
-def table_path(geojson_path: str | os.PathLike[str]) -> Path:
-    """The object table beside an objects GeoJSON: ``glands.geojson`` -> ``glands.objects.csv``."""
-    path = Path(geojson_path)
+_GEOJSON_ENDINGS = (".geojson.gz", ".json.gz", ".geojson", ".json")
+
+
+def _split_name(path: Path) -> tuple[str, str]:
     lower = path.name.lower()
-    for ext in (".geojson.gz", ".json.gz", ".geojson", ".json"):
+    for ext in _GEOJSON_ENDINGS:
         if lower.endswith(ext):
-            return path.with_name(f"{path.name[:-len(ext)]}.objects.csv")
-    return path.with_name(path.name + ".objects.csv")
+            return path.name[:-len(ext)], path.name[-len(ext):]
+    return path.name, ""
+
+
+def table_path(geojson_path: str | os.PathLike[str]) -> Path:
+    """The object table beside an objects GeoJSON: ``glands.geojson`` -> ``glands.objects.csv``
+    (``slide.objects.geojson`` -> ``slide.objects.csv``)."""
+    path = Path(geojson_path)
+    stem, _ = _split_name(path)
+    return path.with_name(f"{stem.removesuffix('.objects')}.objects.csv")
+
+
+def objects_geojson_path(geojson_path: str | os.PathLike[str]) -> Path:
+    """Where ``segment --geojson FILE --objects`` puts the objects: ``slide.geojson`` ->
+    ``slide.objects.geojson`` (the class regions stay in ``slide.geojson``)."""
+    path = Path(geojson_path)
+    stem, ext = _split_name(path)
+    return path.with_name(f"{stem}.objects{ext or '.geojson'}")
+
+
+def count_objects(table: str | os.PathLike[str]) -> dict[str, int]:
+    """Objects per class in an object table."""
+    counts: dict[str, int] = {}
+    with open(table, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            counts[row["class"]] = counts.get(row["class"], 0) + 1
+    return counts
 
 
 class ObjectTable:

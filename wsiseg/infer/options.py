@@ -57,7 +57,9 @@ class SegmentOptions:
     (:class:`~wsiseg.qc.QCSettings`, e.g. ``QCSettings.load("qc.yaml")``); a GeoJSON ``mask`` with
     ``Artifact`` features carries reviewed artifacts instead (:mod:`wsiseg.infer.quality`).
     ``geojson_frame``: the frame of GeoJSON coordinates (a ``mask`` file and the ``--geojson`` export):
-    QuPath's (level 0 minus the slide's bounds offset) or OpenSlide's level 0. ``on_read_error``: a tile
+    QuPath's (level 0 minus the slide's bounds offset) or OpenSlide's level 0. ``objects``: classes whose
+    connected regions the ``--geojson`` export also writes as objects with measurements (``<name>.objects
+    .geojson`` and the table ``<name>.objects.csv``; counts in summary.csv). ``on_read_error``: a tile
     that cannot be decoded is skipped (written as not analysed, listed in the metadata) or fails the slide.
 
     Output: ``blend`` window; ``ngff_version``; ``slide_mpp``: level-0 um/px of slides that record none;
@@ -80,6 +82,7 @@ class SegmentOptions:
     qc: QCMode = QCMode.DEFAULT
     qc_settings: QCSettings = field(default_factory=QCSettings)
     geojson_frame: CoordinateFrame = CoordinateFrame.QUPATH
+    objects: tuple[str, ...] = ()
     on_read_error: ReadErrorPolicy = ReadErrorPolicy.SKIP
     blend: BlendWindow = BlendWindow.COSINE
     ngff_version: NgffVersion = NgffVersion.V04

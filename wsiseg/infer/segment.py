@@ -74,6 +74,8 @@ class SegmentResult:
     status: RunStatus
     timings: dict[str, Any] = field(default_factory=dict)
     n_unreadable: int = 0
+    #: objects per class when the run exported objects (``SegmentOptions.objects``), else None
+    objects: dict[str, int] | None = None
 
     @property
     def resumed(self) -> bool:

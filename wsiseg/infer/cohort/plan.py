@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ def plan_jobs(slides: Sequence[Path], out: Path, single: bool, geojson: Path | N
 def run_job(job: SlideJob, model: Predictor, progress: bool, options: SegmentOptions) -> SegmentResult:
     """Segment one slide and export its GeoJSON if asked (the same in both modes; a skipped slide's
     GeoJSON is written only when it is missing): the classes, and beside them the QC artifacts for review
-    (``<name>.qc.geojson``) when the run did QC."""
+    (``<name>.qc.geojson``) when the run did QC, and the objects of ``options.objects`` with their table
+    (``<name>.objects.geojson``, ``<name>.objects.csv``), counted into the result."""
     result = segment_slide(job.slide, model, job.out, options, progress=progress)
     if job.geojson is not None and (result.status is not RunStatus.SKIPPED or not job.geojson.exists()):
         from wsiseg.export import export_geojson, qc_geojson_path
@@ -73,4 +75,21 @@ def run_job(job: SlideJob, model: Predictor, progress: bool, options: SegmentOpt
         export_geojson(job.out, job.geojson, frame=options.geojson_frame)
         if options.qc is not QCMode.OFF and "qc" in open_segmentation(job.out).label_images:
             export_geojson(job.out, qc_geojson_path(job.geojson), frame=options.geojson_frame, labels="qc")
+    if job.geojson is not None and options.objects:
+        return dataclasses.replace(result, objects=_objects(job, result, options))
     return result
+
+
+def _objects(job: SlideJob, result: SegmentResult, options: SegmentOptions) -> dict[str, int]:
+    """Export the objects (again only when the slide was segmented now or their table is missing) and
+    count them from their table."""
+    from wsiseg.export import export_geojson
+    from wsiseg.export.objects import count_objects, objects_geojson_path, table_path
+
+    assert job.geojson is not None
+    path = objects_geojson_path(job.geojson)
+    if result.status is not RunStatus.SKIPPED or not table_path(path).exists():
+        export_geojson(job.out, path, classes=options.objects, objects=True, frame=options.geojson_frame,
+                       object_type="detection")
+    counts = count_objects(table_path(path))
+    return {name: counts.get(name, 0) for name in options.objects}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,8 @@ def write_summary(out: Path, slides: Sequence[Path], results: dict[int, SegmentR
     rows = []
     for index in range(len(slides)):
         if index in results:
-            rows.append(row_of(results[index].out, results[index].status.value))
+            row = row_of(results[index].out, results[index].status.value)
+            rows.append(dataclasses.replace(row, objects=results[index].objects))
         else:
             rows.append(SummaryRow(Path(slides[index]).name, "failed", error=failures[index][1]))
     out.mkdir(parents=True, exist_ok=True)
