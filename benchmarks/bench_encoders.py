@@ -6,11 +6,12 @@
 Per encoder: parameters and width; FLOPs of Fp alone and of the whole SAM-Path ViT-B + Fp for one 1024 px
 tile (counted by ``torch.utils.flop_counter`` on the meta device: 2 FLOPs per multiply-add, attention
 included), for patch-14 models under both token-grid choices; the embedding cache's disk cost per patch
-(float16 ``(768 + C) x 64 x 64``); the bf16 weights of the whole model; CPU milliseconds of Fp alone at a
-small input (``--cpu-size`` px, batch 1, fp32, random weights: speed does not depend on them). Without a
-GPU the memory at batch 1/8/32 is an estimate (weights + batch x the features kept and the largest
-transient of one block, bf16); with ``--device cuda`` it is measured (``max_memory_allocated`` around
-``Predictor.predict``), with tiles/s.
+(float16 ``(768 + C) x 64 x 64``); the weights of the whole model as the predictor holds them in bf16 runs
+(fp32 parameters, autocast's bf16 copies beside them); CPU milliseconds of Fp alone at a small input
+(``--cpu-size`` px, batch 1, fp32, random weights: speed does not depend on them). Without a GPU the memory
+at batch 1/8/32 is an estimate (those weights + batch x the features kept and the largest transient of one
+block, bf16); with ``--device cuda`` it is measured (``max_memory_allocated`` around ``Predictor.predict``),
+with tiles/s.
 """
 
 from __future__ import annotations
@@ -52,21 +53,21 @@ def static_costs(name: str, grid: str) -> dict[str, Any]:
     tokens = (getattr(fp, "fp_input_size", 1024) // getattr(fp, "patch", 16)) ** 2
     return {"encoder": name, "token_grid": grid, "fp_params_m": fp_params / 1e6, "width": width,
             "fp_tokens": tokens, "fp_tflop": fp_flops / 1e12, "model_tflop": all_flops / 1e12,
-            "weights_bf16_gib": all_params * 2 / GIB,
+            "weights_gib": all_params * (4 + 2) / GIB,
             "cache_mb_per_patch": (768 + width) * 64 * 64 * 2 / 1e6,
             "est_gib": {b: estimate_memory(all_params, fp, tokens, b) for b in (1, 8, 32)}}
 
 
 def estimate_memory(params: int, fp: Any, tokens: int, batch: int) -> float:
-    """bf16 inference memory (GiB), an estimate: weights + batch x (the concatenated features and the
-    decoder's 256 x 256 output, kept, plus the largest transient of one ViT block of either encoder: its
-    tokens x (MLP hidden + 4 x width), attention fused)."""
+    """bf16 inference memory (GiB), an estimate: the weights (fp32, and autocast's bf16 copies) + batch x
+    (the concatenated features and the decoder's 256 x 256 output, kept, plus the largest transient of one
+    ViT block of either encoder: its tokens x (MLP hidden + 4 x width), attention fused), bf16."""
     vit = getattr(fp, "vit", None)
     hidden = vit.blocks[0].mlp.fc1.out_features if vit is not None else 4 * fp.out_channels
     fp_block = tokens * (hidden + 4 * fp.out_channels)
     sam_block = 4096 * (3072 + 4 * 768)
     kept = (768 + fp.out_channels) * 4096 + 6 * 256 * 256 * 4
-    return (params * 2 + batch * 2 * (max(fp_block, sam_block) + kept)) / GIB
+    return (params * (4 + 2) + batch * 2 * (max(fp_block, sam_block) + kept)) / GIB
 
 
 def _filled(module: Any, device: str) -> Any:
@@ -154,10 +155,12 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    from wsiseg.model.presets import has_token_grid_choice
+
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.encoders.split(","):
-        patch14 = name not in ("hipt_vit_s", "uni", "prov_gigapath")
+        patch14 = has_token_grid_choice(name)
         for grid in ("resize_input", "resample_features") if patch14 else ("resize_input",):
             row = static_costs(name, grid)
             if not args.skip_cpu_time:
@@ -168,7 +171,7 @@ def main() -> None:
             est = " / ".join(f"{row['est_gib'][b]:.1f}" for b in (1, 8, 32))
             print(f"{name:14s} {grid:17s} Fp {row['fp_params_m']:7.1f}M x{row['width']:5d}  tokens "
                   f"{row['fp_tokens']:5d}  Fp {row['fp_tflop']:6.2f} TFLOP  model {row['model_tflop']:6.2f} "
-                  f"TFLOP/tile  weights {row['weights_bf16_gib']:.2f} GiB  "
+                  f"TFLOP/tile  weights {row['weights_gib']:.2f} GiB  "
                   f"cache {row['cache_mb_per_patch']:.1f} MB/patch  est. GiB b1/8/32 {est}"
                   + (f"  CPU {row['cpu_ms']:.0f} ms @{args.cpu_size}px" if "cpu_ms" in row else "")
                   + (f"  GPU {row['gpu']}" if "gpu" in row else ""), flush=True)

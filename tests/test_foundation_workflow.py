@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wsiseg.infer import open_segmentation
@@ -37,7 +38,8 @@ def test_register_train_and_segment(user: Path, encoder: str, grid: str,  # noqa
     assert ckpt.base["hipt"]["sha256"] == file_sha256(weights)  # slim: the file is needed again
     assert not any(k.startswith("pathology_encoder.") for k in ckpt.state_dict)
     assert ckpt.state_dict["reduction.layers.0.weight"].shape[1] == 64 + 48  # sam_tiny + the Fp's width
-    assert any(Path("cache").rglob("*")), "the embedding cache holds the Fp features"
+    cached = sorted(Path("cache").rglob("*.npy"))
+    assert cached and np.load(cached[0]).shape == (64 + 48, 4, 4)  # Fs and Fp features, G = 64 / 16
 
     write_synthetic_slide(Path("slide.svs"), 512, 512, mpp=0.5, seed=2)
     code, _, err = _cli(["segment", "slide.svs", "--out", "slide.zarr", "--model", "run/best.wsiseg",

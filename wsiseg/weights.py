@@ -74,11 +74,12 @@ OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {w.encoder: w for w in (
 )}
 
 
-def weights_label(kind: str, encoder: str) -> str:
-    """How messages name a base file: "SAM", "HIPT", or "Fp" for a pathology foundation model's file."""
+def weights_label(kind: str, encoder: str | None = None) -> str:
+    """How messages name a base file: "SAM", "HIPT", or "Fp" for a pathology foundation model's file
+    (and for an Fp file whose ``encoder`` is not known here)."""
     if kind == WeightsKind.SAM.value:
         return "SAM"
-    return "HIPT" if encoder.startswith("hipt") else "Fp"
+    return "HIPT" if encoder is not None and encoder.startswith("hipt") else "Fp"
 
 
 def known_encoder(sha256: str) -> str | None:

@@ -7,7 +7,6 @@ foundation-encoders.md), so that the spec table in wsiseg is checked against the
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -180,26 +179,27 @@ def test_position_table_is_resampled_by_timm_not_stored_resized(tmp_path: Path) 
         assert torch.equal(enc.vit.pos_embed, state["pos_embed"]) and state["pos_embed"].shape[1] == 256
 
 
-@pytest.mark.parametrize("name", ["virchow2", "uni2_h", "prov_gigapath"])
+@pytest.mark.parametrize("name", ["virchow2", "uni2_h", "h_optimus_0"])
 def test_resample_features_grid(tmp_path: Path, name: str) -> None:
-    """RESAMPLE_FEATURES: Fp sees the input itself (whole patches of it) and its token grid is resized to
-    S/16; by hand with timm for a 64 px input."""
+    """RESAMPLE_FEATURES: Fp sees the input itself (whole patches of it: 9 x 9 tokens over the first 126 px
+    of 128) and its token grid is resized to S/16 = 8; by hand with timm."""
     path, state = official_file(tmp_path, name, "bin")
-    model = tiny_model(name, TokenGrid.RESAMPLE_FEATURES)
+    model = tiny_model(name, TokenGrid.RESAMPLE_FEATURES, input_size=128)
     load_pathology_weights(model, path)
     card = card_model(name, tiny=True)
     card.load_state_dict(state)
     spec = FOUNDATION_SPECS[name]
-    x = torch.randn(1, 3, 64, 64)
-    g = 64 // spec.patch
+    x = torch.randn(1, 3, 128, 128)
+    g = 128 // spec.patch
+    assert g == 9
     with torch.no_grad():
         ours = model.pathology_encoder(x)  # type: ignore[misc]
-        own = _renormalised(x, spec.mean, spec.std, 64)[..., :g * spec.patch, :g * spec.patch]
+        own = _renormalised(x, spec.mean, spec.std, 128)[..., :g * spec.patch, :g * spec.patch]
         tokens = card.forward_features(own)[:, card.num_prefix_tokens:]
         tokens = tokens.reshape(1, g, g, 48).permute(0, 3, 1, 2)
-        if g != 4:
-            tokens = torch.nn.functional.interpolate(tokens, size=(4, 4), mode="bilinear",
-                                                     align_corners=False, antialias=True)
+        tokens = torch.nn.functional.interpolate(tokens, size=(8, 8), mode="bilinear", align_corners=False,
+                                                 antialias=True)
+    assert ours.shape == (1, 48, 8, 8)
     torch.testing.assert_close(ours, tokens, rtol=0, atol=1e-5)
 
 
@@ -301,6 +301,8 @@ def test_config_errors() -> None:
         ModelConfig.from_preset("tiny", 2, pathology_encoder="unii")
     with pytest.raises(ConfigError, match="unknown token grid"):
         ModelConfig.from_preset("tiny", 2, pathology_encoder="uni_tiny", token_grid="nearest")
+    with pytest.raises(ConfigError, match="applies to patch-14 pathology encoders"):
+        ModelConfig.from_preset("tiny", 2, pathology_encoder="uni_tiny", token_grid="resample_features")
     with pytest.raises(ConfigError, match="only in the reference layout"):
         ModelConfig.from_dict({"variant": "sam_path", "sam": "sam_tiny", "hipt": "uni_tiny", "num_classes": 2,
                                "input_size": 64})
@@ -315,8 +317,12 @@ def test_patch14_grid_choices_cost() -> None:
     assert isinstance(enc, FoundationEncoder) and enc.fp_input_size == 896
     resampled = tiny_model("virchow2", TokenGrid.RESAMPLE_FEATURES, input_size=1024).pathology_encoder
     assert isinstance(resampled, FoundationEncoder) and resampled.fp_input_size == 1024
-    assert pytest.approx(1.30, abs=0.01) == (1024 // 14) ** 2 / 64 ** 2
-    assert math.isclose(tiny_model("uni", input_size=1024).pathology_encoder.fp_input_size, 1024)  # type: ignore[union-attr]
+    uni = tiny_model("uni", input_size=1024).pathology_encoder
+    assert isinstance(uni, FoundationEncoder) and uni.fp_input_size == 1024
+    # the choice is recorded where it matters only
+    assert "token_grid" not in ModelConfig.from_preset("tiny", 2, pathology_encoder="uni_tiny").to_dict()
+    assert ModelConfig.from_preset("tiny", 2, pathology_encoder="virchow2_tiny").to_dict()["token_grid"] == (
+        "resize_input")
 
 
 @pytest.mark.parametrize(("name", "dim", "hidden", "depth", "fp_in"), [

@@ -46,14 +46,16 @@ def add(name: str, file: Path, make_default: bool, replace: bool) -> None:
     """Register the .wsiseg checkpoint FILE as NAME (checked, sha256 recorded; the file stays where it is)."""
     registry = Registry()
     model = registry.add(name, file, default=make_default, replace=replace)
-    slim = f", slim: needs {' and '.join(k.upper() for k in model.base)} weights" if model.base else ""
+    needs = " and ".join(weights_label(k) for k in model.base)
+    slim = f", slim: needs {needs} weights" if model.base else ""
     click.echo(f"registered model {name}: {model.path} (sha256 {_short(model.sha256)}{slim})"
                + (" as the default" if make_default else ""))
     for kind in registry.missing_base(model.base):
         record = model.base[kind]
-        click.echo(f"wsiseg: note: {name} needs the {kind.upper()} weights {record.get('file')!r} (sha256 "
-                   f"{_short(record.get('sha256', ''))}...), not registered yet: run `wsiseg models add-base "
-                   f"FILE` once (or pass --{kind}-checkpoint FILE each time)", err=True)
+        click.echo(f"wsiseg: note: {name} needs the {weights_label(kind)} weights {record.get('file')!r} "
+                   f"(sha256 {_short(record.get('sha256', ''))}...), not registered yet: run "
+                   f"`wsiseg models add-base FILE` once (or pass --{kind}-checkpoint FILE each time)",
+                   err=True)
 
 
 @command.command("add-base", short_help="Register official SAM/HIPT/foundation-model weight files.")

@@ -43,7 +43,9 @@ def _with_base_weights(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(
             f"model preset {cfg.preset} needs the official weights {files}, neither given nor registered: "
             f"pass {flags} FILE or register them once with `wsiseg models add-base FILE...` (downloads: "
-            f"{', '.join(w.url for w in weights.missing)}); for a CPU try-out without them add --preset tiny")
+            f"{', '.join(w.url for w in weights.missing)}); for a CPU try-out without them add --preset tiny"
+            + (f" --pathology-encoder {cfg.pathology_encoder}_tiny"
+               if cfg.pathology_encoder and not cfg.pathology_encoder.endswith("_tiny") else ""))
     for kind, given, found in (("SAM", cfg.sam_checkpoint, weights.sam_checkpoint),
                                ("Fp", cfg.hipt_checkpoint, weights.hipt_checkpoint)):
         if given is None and found is not None:

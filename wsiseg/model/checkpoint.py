@@ -30,6 +30,7 @@ from wsiseg.model.official import load_pathology_weights, load_sam_weights
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from wsiseg.model.sam_path import ModelConfig, SamPath
 from wsiseg.model.torchfile import torch_load, torch_load_inert
+from wsiseg.weights import weights_label
 
 FORMAT = "wsiseg-checkpoint"
 FORMAT_VERSION = 2
@@ -153,19 +154,21 @@ def _what_else(obj: Any) -> str | None:
     return None
 
 
-def _base_file(name: str, given: str | os.PathLike[str] | None, record: dict[str, str],
+def _base_file(name: str, encoder: str, given: str | os.PathLike[str] | None, record: dict[str, str],
                path: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """The base file ``given`` for the ``name`` slot ("sam"/"hipt") of ``encoder``, checked by sha256."""
     flag = option(f"{name}_checkpoint")
+    label = weights_label(name, encoder)
     if given is None:
         raise CheckpointError(
-            f"{path} is slim: it needs the {name.upper()} weights file {record.get('file')!r} "
+            f"{path} is slim: it needs the {label} weights file {record.get('file')!r} "
             f"(sha256 {record.get('sha256', '?')[:12]}...); pass it with {flag}")
     if not Path(given).is_file():
-        raise CheckpointError(f"{name.upper()} weights file not found: {given}")
+        raise CheckpointError(f"{label} weights file not found: {given}")
     digest = file_sha256(given)
     if digest != record.get("sha256"):
         raise CheckpointError(
-            f"{given} is not the {name.upper()} weights file this model was trained with "
+            f"{given} is not the {label} weights file this model was trained with "
             f"(sha256 {digest[:12]}... != {record.get('sha256', '?')[:12]}..., "
             f"expected {record.get('file')!r})")
     return given
@@ -177,9 +180,11 @@ def build_from_checkpoint(data: CheckpointData, path: str | os.PathLike[str] = "
     """Rebuild the model: base weights (slim checkpoints, sha256-checked) first, then the stored tensors."""
     model = SamPath(data.config)
     if "sam" in data.base:
-        load_sam_weights(model, _base_file("sam", sam_checkpoint, data.base["sam"], path))
+        load_sam_weights(model, _base_file("sam", str(data.config.sam), sam_checkpoint, data.base["sam"],
+                                           path))
     if "hipt" in data.base:
-        load_pathology_weights(model, _base_file("hipt", hipt_checkpoint, data.base["hipt"], path))
+        load_pathology_weights(model, _base_file("hipt", str(data.config.hipt), hipt_checkpoint,
+                                                 data.base["hipt"], path))
     own = model.state_dict()
     skip = tuple(_ENCODER_PREFIX[n] for n in data.base)
     for key, target in own.items():

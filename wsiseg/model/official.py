@@ -235,6 +235,10 @@ def load_foundation_weights(model: SamPath, path: str | os.PathLike[str]) -> str
         check_layout(state, foundation_shapes(enc.spec), path, what)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc} (is it the file of {enc.spec.name}?)") from None
+    for key, value in state.items():  # weights are floating point, whatever their precision
+        if not value.is_floating_point():
+            raise CheckpointError(f"{path}: {what} key {key!r} holds {value.dtype}, not floating-point "
+                                  "weights")
     copy_into(enc.vit, state)
     digest = file_sha256(path)
     model.base_weights["hipt"] = {"file": os.path.basename(os.fspath(path)), "sha256": digest}
@@ -282,7 +286,8 @@ def identify_base_weights(path: str | os.PathLike[str], encoder: str | None = No
     """
     obj = weights_load(path, "weights file")
     if isinstance(obj, dict) and obj.get("format") == "wsiseg-checkpoint":
-        raise CheckpointError(f"{path} is a wsiseg model checkpoint, not official SAM or HIPT weights")
+        raise CheckpointError(f"{path} is a wsiseg model checkpoint, not official SAM, HIPT or foundation "
+                              "model weights")
     if isinstance(obj, dict) and any(str(k).startswith("image_encoder.") for k in obj):
         state = as_state_dict(obj, path, "Segment Anything checkpoint")
         found = {k: v.shape for k, v in state.items()

@@ -156,6 +156,11 @@ def is_foundation_encoder(name: str | None) -> bool:
     return name in FOUNDATION_SPECS
 
 
+def has_token_grid_choice(name: str | None) -> bool:
+    """Whether the Fp preset ``name`` needs a :class:`TokenGrid` choice: a patch-14 foundation model."""
+    return name in FOUNDATION_SPECS and FOUNDATION_SPECS[name].patch != PATCH_SIZE
+
+
 def build_pathology_encoder(name: str, input_size: int, pos_grid: int | None = None,
                             input_norm: InputNorm | None = None,
                             token_grid: TokenGrid = TokenGrid.RESIZE_INPUT) -> FpEncoder:

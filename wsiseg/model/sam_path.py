@@ -23,6 +23,7 @@ from wsiseg.model.presets import (
     build_pathology_encoder,
     build_sam_encoder,
     check_input_size,
+    has_token_grid_choice,
     is_foundation_encoder,
     pathology_encoder_names,
 )
@@ -100,6 +101,9 @@ class ModelConfig:
                               f"{', '.join(pathology_encoder_names())}")
         if is_foundation_encoder(self.hipt) and self.layout is ModelLayout.V1:
             raise ConfigError(f"the pathology encoder {self.hipt} exists only in the reference layout")
+        if self.token_grid is not TokenGrid.RESIZE_INPUT and not has_token_grid_choice(self.hipt):
+            raise ConfigError(f"the token grid {self.token_grid.value} applies to patch-14 pathology "
+                              f"encoders (uni2_h, virchow2, h_optimus_*), not to {self.hipt}")
         if self.num_classes < 1:
             raise ConfigError(f"a model needs at least one class, got {self.num_classes}")
         needs_sam, needs_hipt = self.variant.uses_sam, self.variant.uses_hipt
@@ -152,7 +156,7 @@ class ModelConfig:
         d = asdict(self)
         d["variant"] = self.variant.value
         d["layout"] = self.layout.value
-        if is_foundation_encoder(self.hipt):  # recorded where it matters (HIPT files stay as they were)
+        if has_token_grid_choice(self.hipt):  # recorded where it matters (other files stay as they were)
             d["token_grid"] = self.token_grid.value
         else:
             del d["token_grid"]

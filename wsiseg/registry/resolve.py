@@ -15,7 +15,7 @@ from wsiseg.errors import CheckpointError, ConfigError, option
 from wsiseg.registry.places import ENV_MODEL
 from wsiseg.registry.records import RegisteredModel, looks_like_model_path
 from wsiseg.registry.store import Registry
-from wsiseg.weights import KINDS, OFFICIAL_WEIGHTS, OfficialWeights
+from wsiseg.weights import KINDS, OFFICIAL_WEIGHTS, OfficialWeights, weights_label
 
 #: One line listing the three ways of choosing a model.
 NO_MODEL_MESSAGE = (f"no model given: pass {option('model')} NAME|FILE, set {ENV_MODEL}=NAME|FILE, or "
@@ -103,8 +103,8 @@ def _registered_base(registry: Registry, spec: str, kind: str, record: dict[str,
     found = registry.find_base(str(record.get("sha256")))
     if found is None:
         raise CheckpointError(
-            f"model {spec} is slim: it needs the {kind.upper()} weights {record.get('file')!r} (sha256 "
-            f"{str(record.get('sha256'))[:12]}...), which are not registered: pass "
+            f"model {spec} is slim: it needs the {weights_label(kind)} weights {record.get('file')!r} "
+            f"(sha256 {str(record.get('sha256'))[:12]}...), which are not registered: pass "
             f"{option(kind + '_checkpoint')} FILE or register the file once with "
             "`wsiseg models add-base FILE`")
     _check_present(kind, found.path)
@@ -113,8 +113,8 @@ def _registered_base(registry: Registry, spec: str, kind: str, record: dict[str,
 
 def _check_present(kind: str, path: Path) -> None:
     if not path.is_file():
-        raise CheckpointError(f"the registered {kind.upper()} weights {path} are missing; register them "
-                              "again with `wsiseg models add-base FILE`")
+        raise CheckpointError(f"the registered {weights_label(kind)} weights {path} are missing; register "
+                              "them again with `wsiseg models add-base FILE`")
 
 
 def _locate(registry: Registry, spec: str, source: ModelSource) -> tuple[Path, RegisteredModel | None]:

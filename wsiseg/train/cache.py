@@ -34,7 +34,7 @@ def encoder_key(model: SamPath) -> str:
         raise ConfigError("the embedding cache needs frozen encoders (train_encoders: false)")
     h = hashlib.sha256()
     cfg = model.config.to_dict()
-    encoder_cfg = {k: cfg.get(k) for k in ("variant", "sam", "hipt", "input_size", "token_grid")}
+    encoder_cfg = {k: cfg[k] for k in ("variant", "sam", "hipt", "input_size", "token_grid") if k in cfg}
     h.update(json.dumps(encoder_cfg, sort_keys=True).encode())
     for enc in model.encoders():
         for name, tensor in sorted(enc.state_dict().items()):

@@ -346,9 +346,9 @@ class Trainer:
         if len(data.classes) != len(self.classes):
             raise CheckpointError(f"{last_path} has {len(data.classes)} classes, "
                                   f"the data set {len(self.classes)}")
-        saved = state["config"]
-        for key in ("dataset", "preset", "variant", "input_size", "train_encoders", "batch_size",
-                    "accumulate", "seed", "patch_size"):
+        saved = {"pathology_encoder": None, "token_grid": "resize_input", **state["config"]}  # older runs
+        for key in ("dataset", "preset", "variant", "pathology_encoder", "token_grid", "input_size",
+                    "train_encoders", "batch_size", "accumulate", "seed", "patch_size"):
             if saved.get(key) != self.config.to_dict().get(key):
                 raise ConfigError(f"cannot resume: {key} was {saved.get(key)!r} in the run, now "
                                   f"{self.config.to_dict().get(key)!r}")
