@@ -100,6 +100,7 @@ def _export_child(zarr_path: str, out: str, kwargs: dict[str, Any], queue: Any) 
                "seconds": result.seconds, "n_repaired": result.n_repaired, "n_clipped": result.n_clipped,
                "n_split": result.n_split, "n_files": len(result.paths),
                "largest_file_mb": max(p.stat().st_size for p in result.paths) / 1e6,
+               "table_mb": result.table.stat().st_size / 1e6 if result.table else None,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
@@ -115,6 +116,8 @@ def run_one(args: argparse.Namespace, size: int) -> dict[str, Any]:
         kwargs = {"block_size": args.block_size, "split_regions": args.split_regions,
                   "simplify_um": args.simplify, "split_size": args.split_size,
                   "max_parts": args.max_parts, "max_bytes": round(args.max_file_mb * 1e6)}
+        if args.objects:  # every region of the named classes (all: every class) as an object
+            kwargs.update(objects=True, classes=None if args.objects == "all" else args.objects.split(","))
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         child = ctx.Process(target=_export_child, args=(str(seg), str(out), kwargs, queue))
@@ -129,7 +132,8 @@ def run_one(args: argparse.Namespace, size: int) -> dict[str, Any]:
         child.join()
     return {
         "size": size, "pattern": args.pattern, "block_size": args.block_size, "split_size": args.split_size,
-        "split_regions": args.split_regions, "simplify_um": args.simplify, "gz": args.gz, **stats,
+        "split_regions": args.split_regions, "simplify_um": args.simplify, "gz": args.gz,
+        "objects": args.objects, **stats,
         "regions_per_s": stats["n_regions"] / stats["seconds"],
         "label_mb_per_s": n_pixels / 1e6 / stats["seconds"],
         "output_mb": stats["n_bytes"] / 1e6,
@@ -155,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_BYTES / 1e6,
                         help="uncompressed MB per file at most (0 = no limit)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--objects", default="", metavar="CLASS[,CLASS]|all",
+                        help="export these classes' regions as objects with measurements and a table")
     args = parser.parse_args(argv)
     for size in args.size:
         print(json.dumps(run_one(args, size), indent=1), flush=True)
