@@ -35,8 +35,8 @@ def main(out_dir: Path, figure: Path | None) -> None:
         rows = list(csv.DictReader(f))
     areas = np.array([float(r["Area um^2"]) for r in rows])
     circularity = np.array([float(r["Circularity"]) for r in rows])
-    print(f"{len(rows)} {CLASS} objects >= 50 um^2 in {result.path.name} and {result.table.name}: median area "
-          f"{np.median(areas):.0f} um^2, median circularity {np.median(circularity):.2f}")
+    print(f"{len(rows)} {CLASS} objects >= 50 um^2 in {result.path.name} and {result.table.name}: "
+          f"median area {np.median(areas):.0f} um^2, median circularity {np.median(circularity):.2f}")
 
     seg = open_segmentation(out_dir / "synthetic.zarr")
     mpp = seg.mpp[0]
