@@ -198,3 +198,20 @@ def test_export_geojson_objects_on_a_pyramid(make_segmentation: Callable[..., Pa
     comps = components(labels == GLAND, connectivity=1)
     areas = sorted(p.area * 0.5 * 0.5 for p in regionprops(comps))  # the fixture's 0.5 um/px
     assert sorted(float(r["Area um^2"]) for r in rows) == pytest.approx(areas, abs=1e-3)
+
+
+def test_spatialdata_without_the_extra_is_one_line(make_segmentation: Callable[..., Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """In the main environment (no spatialdata: it pins an older dask) the export says what to install."""
+    import importlib.util
+
+    if importlib.util.find_spec("spatialdata") is not None:
+        pytest.skip("spatialdata is installed here; tests/export/test_spatialdata.py covers the export")
+    labels, _ = known_map()
+    seg = make_segmentation(labels, known_probabilities(labels), classes=CLASSES)
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(seg), "--spatialdata", str(tmp_path / "sd.zarr")])
+    err = capsys.readouterr().err
+    assert exc.value.code != 0 and err.count("\n") == 1 and 'pip install "wsiseg[spatialdata]"' in err
+    with pytest.raises(SystemExit):
+        main(["export", str(seg)])  # no output named

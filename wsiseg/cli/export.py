@@ -24,9 +24,16 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
 
 @click.command(name="export")
 @click.argument("segmentation", type=click.Path(path_type=Path))
-@click.option("--geojson", "geojson_path", required=True, type=click.Path(path_type=Path),
+@click.option("--geojson", "geojson_path", type=click.Path(path_type=Path),
               help="Output file (.geojson, .json, or .geojson.gz for gzip); coordinates in slide level-0 "
                    "pixels of --frame, clipped to the slide.")
+@click.option("--spatialdata", "spatialdata_path", type=click.Path(path_type=Path),
+              help="Write a SpatialData store instead (scverse; needs pip install 'wsiseg[spatialdata]'): "
+                   "labels, probabilities (--probabilities), class regions, the --objects as shapes and "
+                   "their measurements as a table, in micrometres aligned with the slide.")
+@click.option("--probabilities", "probability_classes", default="all", show_default=True,
+              metavar="all|none|CLASS[,CLASS...]", help="With --spatialdata: the probability channels kept.")
+@click.option("--overwrite", is_flag=True, help="With --spatialdata: replace an existing store.")
 @click.option("--frame", type=click.Choice([f.value for f in CoordinateFrame]), default="qupath",
               show_default=True,
               help="Coordinate frame: QuPath's (OpenSlide level 0 minus the corner of the slide's "
@@ -73,12 +80,25 @@ def _class_names(values: tuple[str, ...]) -> list[str] | None:
 def command(segmentation: Path, geojson_path: Path, frame: str, level: int | None, mpp: float | None,
             simplify_um: float, min_area_um2: float, class_names: tuple[str, ...], object_type: str,
             split_regions: bool, split_size: int, block_size: int, max_parts: int, max_file_mb: float,
-            check_validity: bool, label_image: str, object_classes: tuple[str, ...]) -> None:
+            check_validity: bool, label_image: str, object_classes: tuple[str, ...],
+            spatialdata_path: Path | None, probability_classes: str, overwrite: bool) -> None:
     """Export the class regions of SEGMENTATION (an OME-Zarr written by `wsiseg segment`) as GeoJSON
     that QuPath imports (File > Import objects, or drag and drop)."""
     objects = _class_names(object_classes)
     if objects and class_names:
         raise click.UsageError("--objects names the classes exported as objects; drop --classes")
+    if (geojson_path is None) == (spatialdata_path is None):
+        raise click.UsageError("give one output: --geojson FILE or --spatialdata STORE.zarr")
+    if spatialdata_path is not None:
+        from wsiseg.export.spatialdata import export_spatialdata
+
+        chosen = (None if probability_classes == "all" else [] if probability_classes == "none"
+                  else _class_names((probability_classes,)) or [])
+        out = export_spatialdata(segmentation, spatialdata_path, objects=objects or (), probabilities=chosen,
+                                 min_area_um2=min_area_um2, overwrite=overwrite)
+        click.echo(f"wrote {out}: SpatialData (labels, probabilities, regions"
+                   + (", objects and their measurements table" if objects else "") + "; micrometres)")
+        return
     default = ObjectType.DETECTION if objects else ObjectType.ANNOTATION
     kind = ObjectType(object_type) if object_type else default
     result = export_geojson(
