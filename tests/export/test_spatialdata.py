@@ -95,3 +95,20 @@ def test_cli(make_segmentation: Callable[..., Path], tmp_path: Path,
     sdata = spatialdata.read_zarr(out)
     assert not sdata.images and len(sdata.shapes["objects"]) == sdata.tables["measurements"].n_obs
     assert (sdata.tables["measurements"][:, "Area um^2"].X >= 20).all()
+
+
+def test_plots_with_spatialdata_plot(store: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    """spatialdata-plot draws the labels and the objects coloured by a measurement of the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import spatialdata_plot  # noqa: F401  (registers the .pl accessor)
+
+    out, _, _ = store
+    sdata = spatialdata.read_zarr(out)
+    figure = tmp_path / "plot.png"
+    (sdata.pl.render_labels("classes").pl.render_shapes("objects", color="Circularity", table_name="measurements")
+     .pl.show(coordinate_systems="global", save=str(figure)))
+    plt.close("all")
+    assert figure.stat().st_size > 5_000
