@@ -108,7 +108,8 @@ def test_plots_with_spatialdata_plot(store: tuple[Path, np.ndarray, np.ndarray],
     out, _, _ = store
     sdata = spatialdata.read_zarr(out)
     figure = tmp_path / "plot.png"
-    (sdata.pl.render_labels("classes").pl.render_shapes("objects", color="Circularity", table_name="measurements")
+    (sdata.pl.render_labels("classes")
+     .pl.render_shapes("objects", color="Circularity", table_name="measurements")
      .pl.show(coordinate_systems="global", save=str(figure)))
     plt.close("all")
     assert figure.stat().st_size > 5_000
