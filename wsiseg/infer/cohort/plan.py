@@ -66,6 +66,10 @@ def run_job(job: SlideJob, model: Predictor, progress: bool, options: SegmentOpt
     GeoJSON is written only when it is missing): the classes, and beside them the QC artifacts for review
     (``<name>.qc.geojson``) when the run did QC, and the objects of ``options.objects`` with their table
     (``<name>.objects.geojson``, ``<name>.objects.csv``), counted into the result."""
+    unknown = [c for c in options.objects if c not in model.classes.names]
+    if unknown:  # before the slide is segmented, not after
+        raise ConfigError(f"no class {', '.join(map(repr, unknown))} to export as objects; the model's "
+                          f"classes: {', '.join(model.classes.names)}")
     result = segment_slide(job.slide, model, job.out, options, progress=progress)
     if job.geojson is not None and (result.status is not RunStatus.SKIPPED or not job.geojson.exists()):
         from wsiseg.export import export_geojson, qc_geojson_path
