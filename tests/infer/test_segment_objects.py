@@ -63,7 +63,7 @@ def test_unknown_object_class_fails_before_segmenting(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     write_synthetic_slide(tmp_path / "a.tiff", 256, 256, mpp=0.5, seed=3)
     code, _, err = _cli(["segment", str(tmp_path / "a.tiff"), "--model", "null", "--mpp", "2",
-                         "--tile-size", "64", "--out", str(tmp_path / "a.zarr"), "--geojson", str(tmp_path / "a.geojson"),
-                         "--objects", "glands", "--quiet"], capsys)
+                         "--tile-size", "64", "--out", str(tmp_path / "a.zarr"),
+                         "--geojson", str(tmp_path / "a.geojson"), "--objects", "glands", "--quiet"], capsys)
     assert code != 0 and "no class 'glands' to export as objects" in err
     assert not (tmp_path / "a.zarr").exists()
