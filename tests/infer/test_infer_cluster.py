@@ -248,3 +248,40 @@ def test_worker_death_mid_slide_resumes_on_another_worker(checkpoint: Path,
     probs_l, labels_l = _arrays(tmp_path / "local" / "big.zarr")
     probs_c, labels_c = _arrays(out / "big.zarr")
     assert labels_c.tobytes() == labels_l.tobytes() and probs_c.tobytes() == probs_l.tobytes()
+
+
+def test_several_devices_match_one_and_share_the_slides(slide_dir: Path, checkpoint: Path,
+                                                        tmp_path: Path) -> None:
+    """``devices=["cpu", "cpu"]``: two worker processes, each with its own model replica pinned to its
+    device; the two good slides run on different workers (none is queued behind a busy one) and give
+    byte-identical outputs to the one-device run; the corrupt slide fails alone."""
+    spec = ModelSpec(checkpoint, "cpu")
+    slides = _slides(slide_dir)
+    one = segment_slides(slides, spec, tmp_path / "one", single=False, progress=False, batch_size=2)
+    lines: list[str] = []
+    two = segment_slides(slides, spec, tmp_path / "two", single=False, devices=["cpu", "cpu"], progress=True,
+                         report=lines.append, batch_size=2)
+    assert [r.slide.name for r in two.results] == ["a.svs", "b.tiff"]
+    assert [p.name for p, _ in two.failures] == ["c_corrupt.svs"]
+    for name in ("a", "b"):
+        assert _arrays(tmp_path / "two" / f"{name}.zarr")[0].tobytes() == \
+            _arrays(tmp_path / "one" / f"{name}.zarr")[0].tobytes()
+    workers = [line.split("[worker ")[1].rstrip("]") for line in lines if "[worker " in line]
+    assert len(workers) == 2 and all(w.endswith(" cpu") for w in workers) and len(set(workers)) == 2
+    assert one.n_tiles == two.n_tiles
+
+
+def test_devices_are_checked() -> None:
+    from wsiseg.errors import ConfigError
+    from wsiseg.infer.cohort.devices import parse_devices
+
+    assert parse_devices("cuda:0, cuda:1") == ("cuda:0", "cuda:1")
+    assert parse_devices("cpu,cpu") == ("cpu", "cpu")
+    for bad in ("", "gpu:0", "cuda:x"):
+        with pytest.raises(ConfigError):
+            parse_devices(bad)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            parse_devices("all")

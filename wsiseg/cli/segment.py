@@ -96,6 +96,10 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
               help="With --geojson: also export every connected region of these classes as one object with "
                    "measurements (<name>.objects.geojson, table <name>.objects.csv; counts and densities in "
                    "summary.csv).")
+@click.option("--devices", "devices_value", metavar="all|DEVICE,DEVICE...",
+              help="Use several devices of this machine at once: one worker process and model replica per "
+                   "device (e.g. cuda:0,cuda:1, or all CUDA devices), slides handed out as workers finish. "
+                   "One device is the same as --device.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="dask.distributed scheduler address (tcp://host:8786): slides run in parallel on its "
                    "workers, which must see the same files.")
@@ -106,7 +110,7 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
             qc_config: Path | None, geojson: Path | None, geojson_frame: str, on_read_error: str,
             overwrite: bool, quiet: bool, sam_checkpoint: Path | None, hipt_checkpoint: Path | None,
             ngff_version: str, slide_mpp: float | None, preview: bool, preview_size: int,
-            scheduler: str | None, object_classes: tuple[str, ...]) -> None:
+            scheduler: str | None, object_classes: tuple[str, ...], devices_value: str | None) -> None:
     """Segment SLIDE_OR_DIR... into OME-Zarr probability and label pyramids.
 
     Running the same command again continues: finished outputs are skipped, a run that was killed
@@ -115,6 +119,7 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
     default of `wsiseg models` (wsiseg segment slide.svs --out slide.zarr).
     """
     from wsiseg.infer.cohort import NULL_MODEL, ModelSpec, segment_slides
+    from wsiseg.infer.cohort.devices import parse_devices
     from wsiseg.infer.memory import OPT_OUT, tame_malloc
     from wsiseg.infer.options import SegmentOptions
     from wsiseg.io.omezarr import NgffVersion
@@ -131,6 +136,9 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
                              preview_size=preview_size, geojson_frame=CoordinateFrame(geojson_frame),
                              on_read_error=ReadErrorPolicy(on_read_error), qc=QCMode(qc_mode),
                              qc_settings=QCSettings.load(qc_config), objects=objects)
+    devices = parse_devices(devices_value) if devices_value else None
+    if devices is not None and len(devices) == 1:
+        device, devices = devices[0], None
     paths = expand_slides(slides)
     single = len(paths) == 1 and not slides[0].is_dir()
     if model_spec == NULL_MODEL:
@@ -145,7 +153,7 @@ def command(slides: tuple[Path, ...], model_spec: str | None, out: Path, mpp: fl
         tqdm.write(as_flags(line), file=sys.stderr)
 
     batch = segment_slides(paths, spec, out, options, single=single, geojson=geojson, scheduler=scheduler,
-                           progress=not quiet, report=report)
+                           devices=devices, progress=not quiet, report=report)
     if quiet:  # no per-slide lines were written while running
         for path, message in batch.failures:
             click.echo(f"wsiseg: error: {path.name}: {as_flags(message)}", err=True)

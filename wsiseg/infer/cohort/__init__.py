@@ -15,8 +15,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from wsiseg.errors import ConfigError, WsisegError, one_line
+from wsiseg.errors import ConfigError, WsisegError, one_line, option
 from wsiseg.infer.cohort.cluster import connect, run_cluster
+from wsiseg.infer.cohort.devices import DeviceCluster
 from wsiseg.infer.cohort.local import run_local
 from wsiseg.infer.cohort.model_spec import NULL_MODEL, ModelSpec
 from wsiseg.infer.cohort.plan import plan_jobs
@@ -70,8 +71,8 @@ class CohortResult:
 
 def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Path,
                    options: SegmentOptions | None = None, *, single: bool, geojson: Path | None = None,
-                   scheduler: str | None = None, progress: bool = True, report: Report = _stderr,
-                   **changes: Any) -> CohortResult:
+                   scheduler: str | None = None, devices: Sequence[str] | None = None, progress: bool = True,
+                   report: Report = _stderr, **changes: Any) -> CohortResult:
     """Segment several slides; one that fails is reported and the others go on.
 
     Args:
@@ -88,6 +89,9 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
         scheduler: ``None`` (run here, slide after slide) or a ``distributed`` scheduler address
             (``tcp://host:8786``): one task per slide on its workers, which must see the slides, the
             checkpoint files and ``out`` under the same paths (all are sent as absolute paths).
+        devices: several devices of this machine (``["cuda:0", "cuda:1"]``, ``["cpu", "cpu"]``): one
+            worker process per device with its own model replica, slides handed out as workers finish
+            (:mod:`wsiseg.infer.cohort.devices`); needs a :class:`ModelSpec`. One device: the spec's.
         progress: progress bars (overall slides; tiles of the current slide when local) and one summary
             or error line per slide, given to ``report`` (default: stderr, under the bars).
 
@@ -102,8 +106,11 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
     """
     t0 = time.perf_counter()
     options = (options or SegmentOptions()).replace(**changes)
+    several = devices is not None and len(devices) > 1
+    if several and scheduler is not None:
+        raise ConfigError(f"give {option('devices')} or {option('scheduler')}, not both")
     jobs, clashes = plan_jobs(slides, Path(out), single, None if geojson is None else Path(geojson),
-                              absolute=scheduler is not None)
+                              absolute=scheduler is not None or several)
     failures: dict[int, tuple[Path, str]] = {i: (Path(slides[i]), msg) for i, msg in clashes}
     results: dict[int, SegmentResult] = {}
     with contextlib.ExitStack() as stack:
@@ -112,11 +119,17 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
                 raise ConfigError("cluster mode needs a checkpoint path (a ModelSpec), not a built model: "
                                   "workers load the model themselves")
             outcomes = run_cluster(stack.enter_context(connect(scheduler)), jobs, model, options)
+        elif several:
+            assert devices is not None
+            if not isinstance(model, ModelSpec):
+                raise ConfigError("several devices need a checkpoint path (a ModelSpec), not a built model: "
+                                  "each device loads its own replica")
+            outcomes = run_cluster(stack.enter_context(DeviceCluster(devices)), jobs, model, options)
         else:
             predictor = model.build() if isinstance(model, ModelSpec) else model
             outcomes = run_local(jobs, predictor, progress, single, options)
         stack.callback(outcomes.close)  # before the client closes
-        local_single = single and scheduler is None  # its own tile bar says it all
+        local_single = single and scheduler is None and not several  # its own tile bar says it all
         overall = stack.enter_context(tqdm(total=len(slides), unit="slide", desc="slides", file=sys.stderr,
                                            disable=not progress or local_single, dynamic_ncols=True))
         for index, message in clashes:

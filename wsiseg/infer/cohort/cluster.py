@@ -38,12 +38,17 @@ def cached_predictor(spec: ModelSpec) -> Predictor:
 
 
 def _worker_address() -> str | None:
+    """This worker's address, with the device it is pinned to (several-device runs)."""
+    from wsiseg.infer.cohort.devices import pinned_device
+
     try:
         from distributed import get_worker
 
-        return str(get_worker().address)
+        address = str(get_worker().address)
     except (ImportError, ValueError):
         return None
+    device = pinned_device()
+    return address if device is None else f"{address} {device}"
 
 
 class Cancelled(Exception):
@@ -101,8 +106,15 @@ def run_on_worker(spec: ModelSpec, job: SlideJob, options: SegmentOptions) -> Ou
     A cluster-wide lock on the output makes a rerun's task wait for one of an interrupted run that is
     still finishing its current batch, instead of writing the same output at the same time.
     """
+    import dataclasses
+
     from distributed import Lock
 
+    from wsiseg.infer.cohort.devices import pinned_device
+
+    device = pinned_device()  # a worker of a DeviceCluster builds its replica on its own device
+    if device is not None:
+        spec = dataclasses.replace(spec, device=device)
     model = StopWhenCancelled(cached_predictor(spec), cancel_check())
     try:
         with Lock(f"wsiseg-output:{job.out}"):
