@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["slide", "model", "segment", "export", "train", "encoders"]
+BENCHMARKS = ["slide", "model", "segment", "export", "train", "encoders", "devices"]
 
 
 def main(names: list[str]) -> int:

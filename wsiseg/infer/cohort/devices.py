@@ -59,9 +59,10 @@ def pinned_device() -> str | None:
 class DeviceCluster:
     """A context manager: a local cluster with one pinned worker per device; ``client`` to submit to.
 
-    Raises ConfigError when ``distributed`` is not installed."""
+    ``threads``: torch threads per worker (default: this machine's cores shared out). Raises ConfigError
+    when ``distributed`` is not installed."""
 
-    def __init__(self, devices: Sequence[str]) -> None:
+    def __init__(self, devices: Sequence[str], threads: int | None = None) -> None:
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -75,7 +76,7 @@ class DeviceCluster:
                                          dashboard_address=None)
         self.client: Any = Client(self._cluster, set_as_default=False)
         workers = sorted(self.client.scheduler_info()["workers"])
-        threads = (os.cpu_count() or 1) // len(devices)
+        threads = threads or (os.cpu_count() or 1) // len(devices)
         for address, device in zip(workers, self.devices, strict=True):
             self.client.run(pin_device, device, threads, workers=[address])
 

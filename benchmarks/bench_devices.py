@@ -1,0 +1,68 @@
+"""Throughput of ``segment --devices`` with N model replicas against one, on the same slides in one run.
+
+    python benchmarks/bench_devices.py [--devices cpu,cpu] [--slides 6] [--size 2048]
+
+Both runs take the path of ``segment --devices`` (a DeviceCluster and run_cluster), with ``--threads`` torch
+threads per replica: first one replica on the first device, then one per device, so they differ only in
+the number of replicas. Synthetic slides, a random-weight tiny SAM-Path at 2 um/px, 128 px tiles.
+Prints tiles/s of each and the scaling ratio (target >= 0.9 N); on a GPU machine pass cuda devices and a
+real checkpoint with ``--checkpoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devices", default="cpu,cpu")
+    ap.add_argument("--slides", type=int, default=6)
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--checkpoint", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per replica (both runs)")
+    args = ap.parse_args()
+    import torch
+
+    from wsiseg.infer.cohort import ModelSpec
+    from wsiseg.infer.cohort.cluster import run_cluster
+    from wsiseg.infer.cohort.devices import DeviceCluster, parse_devices
+    from wsiseg.infer.cohort.plan import plan_jobs
+    from wsiseg.infer.options import SegmentOptions
+    from wsiseg.model.checkpoint import save_checkpoint
+    from wsiseg.model.sam_path import ModelConfig, SamPath
+    from wsiseg.synthetic import SYNTHETIC_CLASSES, write_synthetic_slide
+
+    devices = parse_devices(args.devices)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        slides = [write_synthetic_slide(root / f"s{i}.svs", args.size, args.size, mpp=0.5, seed=i).path
+                  for i in range(args.slides)]
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            torch.manual_seed(0)
+            model = SamPath(ModelConfig.from_preset("tiny", len(SYNTHETIC_CLASSES), input_size=128))
+            checkpoint = save_checkpoint(model, root / "tiny.wsiseg", classes=SYNTHETIC_CLASSES, mpp=2.0,
+                                         tile_size=128, self_contained=True)
+        rates = {}
+        spec = ModelSpec(checkpoint, devices[0])
+        for run_devices in (devices[:1], devices):
+            jobs, _ = plan_jobs(slides, root / f"out{len(run_devices)}", False, None, absolute=True)
+            t0 = time.perf_counter()
+            with DeviceCluster(run_devices, threads=args.threads) as client:
+                outcomes = list(run_cluster(client, jobs, spec, SegmentOptions(overwrite=True)))
+            seconds = time.perf_counter() - t0
+            tiles = sum(o.result.n_tiles for o in outcomes if o.result is not None)
+            rates[len(run_devices)] = tiles / seconds
+            print(f"{len(run_devices)} replica(s) on {','.join(run_devices)}: {tiles} tiles of {len(slides)} "
+                  f"slides in {seconds:.1f} s = {tiles / seconds:.1f} tiles/s", flush=True)
+        one, many = rates[1], rates[len(devices)]
+        target = 0.9 * len(devices)
+        print(f"scaling: {many / one:.2f}x with {len(devices)} replicas (target >= {target:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
