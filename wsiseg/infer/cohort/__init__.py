@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from wsiseg.infer.cohort.cluster import connect, run_cluster
 from wsiseg.infer.cohort.devices import DeviceCluster
 from wsiseg.infer.cohort.local import run_local
 from wsiseg.infer.cohort.model_spec import NULL_MODEL, ModelSpec
-from wsiseg.infer.cohort.plan import plan_jobs
+from wsiseg.infer.cohort.plan import Outcome, SlideJob, plan_jobs
 from wsiseg.infer.cohort.summary import write_summary
 from wsiseg.infer.options import SegmentOptions
 from wsiseg.infer.segment import RunStatus, SegmentResult
@@ -114,20 +114,8 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
     failures: dict[int, tuple[Path, str]] = {i: (Path(slides[i]), msg) for i, msg in clashes}
     results: dict[int, SegmentResult] = {}
     with contextlib.ExitStack() as stack:
-        if scheduler is not None:
-            if not isinstance(model, ModelSpec):
-                raise ConfigError("cluster mode needs a checkpoint path (a ModelSpec), not a built model: "
-                                  "workers load the model themselves")
-            outcomes = run_cluster(stack.enter_context(connect(scheduler)), jobs, model, options)
-        elif several:
-            assert devices is not None
-            if not isinstance(model, ModelSpec):
-                raise ConfigError("several devices need a checkpoint path (a ModelSpec), not a built model: "
-                                  "each device loads its own replica")
-            outcomes = run_cluster(stack.enter_context(DeviceCluster(devices)), jobs, model, options)
-        else:
-            predictor = model.build() if isinstance(model, ModelSpec) else model
-            outcomes = run_local(jobs, predictor, progress, single, options)
+        outcomes = _outcomes(stack, jobs, model, options, scheduler=scheduler,
+                             devices=devices if several else None, progress=progress, single=single)
         stack.callback(outcomes.close)  # before the client closes
         local_single = single and scheduler is None and not several  # its own tile bar says it all
         overall = stack.enter_context(tqdm(total=len(slides), unit="slide", desc="slides", file=sys.stderr,
@@ -157,6 +145,22 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
         write_summary(Path(out), slides, results, failures)
     return CohortResult([results[i] for i in sorted(results)], [failures[i] for i in sorted(failures)],
                         time.perf_counter() - t0)
+
+
+def _outcomes(stack: contextlib.ExitStack[Any], jobs: list[SlideJob], model: Predictor | ModelSpec,
+              options: SegmentOptions, *, scheduler: str | None, devices: Sequence[str] | None,
+              progress: bool, single: bool) -> Generator[Outcome, None, None]:
+    """The jobs' outcomes as they finish: on the cluster at ``scheduler``, on one local worker per device
+    of ``devices`` (several), or here, slide after slide; a client or cluster closes with ``stack``."""
+    if scheduler is not None or devices is not None:
+        if not isinstance(model, ModelSpec):
+            what = "cluster mode needs" if scheduler is not None else "several devices need"
+            raise ConfigError(f"{what} a checkpoint path (a ModelSpec), not a built model: each worker loads "
+                              "its own model")
+        client = connect(scheduler) if scheduler is not None else DeviceCluster(devices or ())
+        return run_cluster(stack.enter_context(client), jobs, model, options)
+    predictor = model.build() if isinstance(model, ModelSpec) else model
+    return run_local(jobs, predictor, progress, single, options)
 
 
 __all__ = ["NULL_MODEL", "CohortResult", "ModelSpec", "Report", "segment_slides"]
