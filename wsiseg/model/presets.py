@@ -108,14 +108,6 @@ PATHOLOGY_ENCODERS: dict[str, Callable[[int, int | None, InputNorm | None], Path
     "hipt_mini": hipt_mini,
 }
 
-#: input size (pixels) each encoder preset is meant for
-DEFAULT_INPUT_SIZE: dict[str, int] = {
-    "sam_vit_b": 1024, "sam_vit_l": 1024, "sam_vit_h": 1024, "sam_tiny": 256, "sam_mini": 256,
-    "hipt_vit_s": 1024, "hipt_tiny": 256, "hipt_mini": 256,
-    **{name: 256 if spec.tiny else 1024 for name, spec in FOUNDATION_SPECS.items()},
-}
-
-
 @dataclass(frozen=True)
 class ModelPreset:
     """A named combination of encoder presets and input size (pixels)."""

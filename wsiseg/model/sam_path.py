@@ -127,10 +127,7 @@ class ModelConfig:
         if name not in MODEL_PRESETS:
             raise ConfigError(f"unknown model preset {name!r}; known: {', '.join(MODEL_PRESETS)}")
         p = MODEL_PRESETS[name]
-        if pathology_encoder is not None:
-            if pathology_encoder not in pathology_encoder_names():
-                raise ConfigError(f"unknown pathology encoder {pathology_encoder!r}; known: "
-                                  f"{', '.join(pathology_encoder_names())}")
+        if pathology_encoder is not None:  # checked with the rest of the config in __post_init__
             p = dataclasses.replace(p, hipt=pathology_encoder)
         try:
             token_grid = TokenGrid(token_grid)
