@@ -30,6 +30,7 @@ from wsiseg.io.geojson_write import (
     DEFAULT_MAX_PARTS,
     GeoJSONWriter,
     ObjectType,
+    split_geojson_name,
 )
 
 
@@ -322,11 +323,8 @@ def qc_geojson_path(path: str | Path) -> Path:
     """Where the QC artifacts of an export to ``path`` go: ``slide.geojson`` -> ``slide.qc.geojson`` (the
     same for ``.json`` and ``.gz`` endings)."""
     path = Path(path)
-    lower = path.name.lower()
-    for ext in (".geojson.gz", ".json.gz", ".geojson", ".json"):
-        if lower.endswith(ext):
-            return path.with_name(f"{path.name[:-len(ext)]}.qc{path.name[-len(ext):]}")
-    return path.with_name(path.name + ".qc.geojson")
+    stem, ext = split_geojson_name(path)
+    return path.with_name(f"{stem}.qc{ext or '.geojson'}")
 
 
 def _tile_bounds(tile: tuple[int, int], split_size: int, source: LabelSource,

@@ -27,7 +27,7 @@ from typing import IO
 import numpy as np
 import shapely
 
-from wsiseg.io.geojson_write import feature_id
+from wsiseg.io.geojson_write import feature_id, split_geojson_name
 
 AREA = "Area um^2"
 PERIMETER = "Perimeter um"
@@ -77,22 +77,11 @@ def object_ids(identity: str, class_names: list[str], level: int, first_pixel: n
             for name, (fy, fx) in zip(class_names, first_pixel, strict=True)]
 
 
-_GEOJSON_ENDINGS = (".geojson.gz", ".json.gz", ".geojson", ".json")
-
-
-def _split_name(path: Path) -> tuple[str, str]:
-    lower = path.name.lower()
-    for ext in _GEOJSON_ENDINGS:
-        if lower.endswith(ext):
-            return path.name[:-len(ext)], path.name[-len(ext):]
-    return path.name, ""
-
-
 def table_path(geojson_path: str | os.PathLike[str]) -> Path:
     """The object table beside an objects GeoJSON: ``glands.geojson`` -> ``glands.objects.csv``
     (``slide.objects.geojson`` -> ``slide.objects.csv``)."""
     path = Path(geojson_path)
-    stem, _ = _split_name(path)
+    stem, _ = split_geojson_name(path)
     return path.with_name(f"{stem.removesuffix('.objects')}.objects.csv")
 
 
@@ -100,7 +89,7 @@ def objects_geojson_path(geojson_path: str | os.PathLike[str]) -> Path:
     """Where ``segment --geojson FILE --objects`` puts the objects: ``slide.geojson`` ->
     ``slide.objects.geojson`` (the class regions stay in ``slide.geojson``)."""
     path = Path(geojson_path)
-    stem, ext = _split_name(path)
+    stem, ext = split_geojson_name(path)
     return path.with_name(f"{stem}.objects{ext or '.geojson'}")
 
 

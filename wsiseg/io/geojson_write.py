@@ -107,18 +107,25 @@ def _integral(geometry_json: str) -> str:
     return geometry_json.replace(".0,", ",").replace(".0]", "]")
 
 
+#: The endings of GeoJSON file names, longest first.
+GEOJSON_ENDINGS = (".geojson.gz", ".json.gz", ".geojson", ".json")
+
+
+def split_geojson_name(path: Path, endings: tuple[str, ...] = GEOJSON_ENDINGS) -> tuple[str, str]:
+    """``(stem, ending)`` of a GeoJSON file name: ``slide.geojson.gz`` -> ``("slide", ".geojson.gz")``
+    (the ending as written, matched case-insensitively; ``""`` when none of ``endings`` matches)."""
+    lower = path.name.lower()
+    ext = next((e for e in endings if lower.endswith(e)), "")
+    return path.name[:len(path.name) - len(ext)], path.name[len(path.name) - len(ext):]
+
+
 def part_path(path: Path, number: int) -> Path:
     """File ``number`` (1-based) of an export to ``path``: ``path`` itself, then ``<name>-002<ext>``,
     ``<name>-003<ext>``, ... (``ext``: ``.geojson``, ``.json``, optionally with ``.gz``)."""
     if number == 1:
         return path
-    lower = path.name.lower()
-    ext = next((e for e in _EXTENSIONS if lower.endswith(e)), "")
-    base = path.name[:len(path.name) - len(ext)]
-    return path.with_name(f"{base}-{number:03d}{path.name[len(base):]}")
-
-
-_EXTENSIONS = (".geojson.gz", ".json.gz", ".geojson", ".json", ".gz")
+    base, ext = split_geojson_name(path, (*GEOJSON_ENDINGS, ".gz"))
+    return path.with_name(f"{base}-{number:03d}{ext}")
 #: How every file this writer produces begins (before ``"wsiseg"``'s contents): how a stale part of an
 #: earlier export is recognised before it is removed.
 _HEAD = '{"type":"FeatureCollection","properties":{"wsiseg":'
