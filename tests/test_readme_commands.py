@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def paper_official_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def paper_official_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """``sam_vit_b_01ec64.pth`` (segment-anything's build_sam_vit_b layout, ~375 MB) and
     ``vit256_small_dino.pth`` (HIPT's DINO ViT-S/16 layout), random values."""
     import torch
@@ -68,7 +69,9 @@ def paper_official_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     files = {"sam": d / "sam_vit_b_01ec64.pth", "hipt": d / "vit256_small_dino.pth"}
     torch.save(sam_state_dict("vit_b", seed=11), files["sam"])
     torch.save(dino_checkpoint(384, 12, seed=12)[0], files["hipt"])
-    return files
+    yield files
+    for path in files.values():  # ~550 MB: not kept until the session ends
+        path.unlink(missing_ok=True)
 
 
 def test_segment_slide_svs_out_slide_zarr(user: Path, slim_tiny_model: Path,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -98,12 +98,15 @@ def dino_checkpoint(embed: int, depth: int,
 
 
 @pytest.fixture(scope="module")
-def sam_vit_b_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
-    """``sam_vit_b_01ec64.pth``-layout file (~360 MB, random values), written once per module."""
+def sam_vit_b_file(
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
+    """``sam_vit_b_01ec64.pth``-layout file (~360 MB, random values), written once per module and
+    removed after it (CI's disk holds the whole suite's temporary files)."""
     state = sam_state_dict("vit_b", seed=1)
     path = tmp_path_factory.mktemp("sam") / "sam_vit_b_01ec64.pth"
     torch.save(state, path)
-    return path, state
+    yield path, state
+    path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
