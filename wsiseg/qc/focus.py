@@ -99,6 +99,26 @@ def _ratio(plane: np.ndarray, size: int, ny: int, nx: int) -> tuple[np.ndarray, 
     return e1 / np.maximum(e0, np.float32(1e-6)), e0 / np.float32(size * size)
 
 
+def _finest_ratios(plane: np.ndarray, block: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Re-blur ratio at the finest scale (float32 ``(k,)``) of the blocks ``(rows[i], cols[i])`` of the green
+    ``plane`` ``(h, w)`` (uint8), each measured with the 2 px its filters reach into (within the plane), as in
+    a whole-plane pass. Blocks whose reach the plane clips alike are measured together, as one stack."""
+    h, w = plane.shape
+    y0s, x0s = rows * block, cols * block
+    reach = np.stack([np.minimum(y0s, 2), np.minimum(x0s, 2),
+                      np.minimum(h - y0s - block, 2), np.minimum(w - x0s - block, 2)], axis=1)
+    out = np.empty(len(rows), np.float32)
+    for top, left, bottom, right in np.unique(reach, axis=0):
+        same = np.nonzero((reach == (top, left, bottom, right)).all(axis=1))[0]
+        pieces = np.stack([plane[y - top:y + block + bottom, x - left:x + block + right]
+                           for y, x in zip(y0s[same], x0s[same], strict=True)]).astype(np.float32)
+        inner = (slice(None), slice(top, top + block), slice(left, left + block))
+        e0 = _laplacian_energy(pieces)[inner].sum(axis=(1, 2), dtype=np.float64)
+        e1 = _laplacian_energy(_binomial(pieces))[inner].sum(axis=(1, 2), dtype=np.float64)
+        out[same] = e1 / np.maximum(e0, 1e-6)
+    return out
+
+
 def focus_ratios(tile: np.ndarray, block: int, ny: int, nx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per block of the top-left ``ny x nx`` blocks of an RGB uint8 ``tile`` ``(h, w, 3)``: ``(ratio,
     tissue share, mean squared Laplacian at the second scale)``, each float32 ``(ny, nx)`` (see the module
@@ -110,8 +130,11 @@ def focus_ratios(tile: np.ndarray, block: int, ny: int, nx: int) -> tuple[np.nda
     much blur", so the largest ratio is the answer). The finest scale costs most, so it is measured only on
     blocks that the second scale does not already show sharp (ratio < :data:`SHARP_AT_SCALE_2`: less than
     ~0.9 px of blur at the finest scale, whose ratio then stays below ~0.5): most tissue is sharp."""
-    plane = tile[:ny * block, :nx * block, 1]  # green: where H&E absorb most
-    tissue = _block_sums((plane < TISSUE_BELOW).astype(np.float32), block, ny, nx) / float(block * block)
+    # green, where H&E absorb most; one contiguous copy (0.3 ms for 1024 px) makes every later pass over it
+    # several times faster than strided reads of the interleaved RGB
+    plane = np.ascontiguousarray(tile[:ny * block, :nx * block, 1])
+    below = (plane < TISSUE_BELOW).view(np.uint8).reshape(ny, block, nx, block)
+    tissue = below.sum(axis=(1, 3), dtype=np.int32) / np.float32(block * block)
     ratio = np.zeros((ny, nx), np.float32)
     energy = np.zeros((ny, nx), np.float32)
     green = np.empty(0, np.float32)
@@ -131,14 +154,9 @@ def focus_ratios(tile: np.ndarray, block: int, ny: int, nx: int) -> tuple[np.nda
     if block // SCALES[1] < MIN_SCALED_BLOCK:  # small blocks: the finest scale everywhere
         r, e = _ratio(plane.astype(np.float32), block, ny, nx)
         return np.maximum(ratio, r).astype(np.float32), tissue.astype(np.float32), e.astype(np.float32)
-    for by, bx in zip(*np.nonzero(ratio >= SHARP_AT_SCALE_2), strict=True):
-        y0, x0 = by * block, bx * block
-        # the block with the 2 px its filters reach into (within the tile), as in a whole-tile pass
-        piece = plane[max(y0 - 2, 0):y0 + block + 2, max(x0 - 2, 0):x0 + block + 2].astype(np.float32)
-        oy, ox = y0 - max(y0 - 2, 0), x0 - max(x0 - 2, 0)
-        e0 = _laplacian_energy(piece)[oy:oy + block, ox:ox + block].sum(dtype=np.float64)
-        e1 = _laplacian_energy(_binomial(piece))[oy:oy + block, ox:ox + block].sum(dtype=np.float64)
-        ratio[by, bx] = max(float(ratio[by, bx]), e1 / max(e0, 1e-6))
+    unsure = np.nonzero(ratio >= SHARP_AT_SCALE_2)
+    if len(unsure[0]):
+        ratio[unsure] = np.maximum(ratio[unsure], _finest_ratios(plane, block, *unsure))
     return ratio, tissue.astype(np.float32), energy
 
 
