@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from wsiseg.infer.journal import Journal
 from wsiseg.infer.options import ReadErrorPolicy
 from wsiseg.infer.pipeline import StageTimes, run_pipeline
 from wsiseg.infer.quality import RunQC
+from wsiseg.infer.replicas import replicas_of
 from wsiseg.infer.stitch import FinishedChunk, Stitcher
 from wsiseg.io.omezarr import SegmentationWriter
 from wsiseg.predictor import Predictor
@@ -173,16 +175,20 @@ class SegmentationRun:
         self.name, self.on_read_error = name, on_read_error
         self._failed: dict[int, str] = {}  # tile index -> why it could not be read (reader threads)
         self._failed_lock = threading.Lock()
-        self._bar = tqdm(total=len(grid.tiles), initial=len(grid.tiles) - len(self.remaining), unit="tile",
-                         desc=name, disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=True)
+        self._progress = progress
+        self._bar: tqdm[Any] | None = None  # made when the run starts (a cohort plans the next slide earlier)
 
     def run(self) -> int:
         """Segment the remaining tiles; every chunk is written and the journal committed when it returns
         (also when it raises: what was stitched before the error is committed first)."""
         t = self.tiling
+        n = len(self.grid.tiles)
+        self._bar = tqdm(total=n, initial=n - len(self.remaining), unit="tile", desc=self.name,
+                         disable=not self._progress, file=sys.stderr, dynamic_ncols=True, leave=True)
         try:
             try:
-                run_pipeline(self.remaining, self._read, self._predict, self._consume,
+                predict = [partial(self._predict, replica) for replica in replicas_of(self.model)]
+                run_pipeline(self.remaining, self._read, predict, self._consume,
                              tile_shape=(t.tile_size, t.tile_size, 3), batch_size=self.batch_size,
                              read_workers=self.read_workers, times=self.times)
             finally:
@@ -211,9 +217,9 @@ class SegmentationRun:
         if self.qc is not None:  # in the reader thread: the focus check overlaps the model
             self.qc.measure(tile, out)
 
-    def _predict(self, tiles: np.ndarray) -> np.ndarray:
+    def _predict(self, model: Predictor, tiles: np.ndarray) -> np.ndarray:
         tile_o = self.tiling.tile_o
-        probs = self.model.predict(tiles, tile_o)
+        probs = model.predict(tiles, tile_o)
         if probs.shape != (tiles.shape[0], self._k, tile_o, tile_o):
             raise ConfigError(f"model returned probabilities of shape {probs.shape}, expected "
                               f"({tiles.shape[0]}, {self._k}, {tile_o}, {tile_o})")
@@ -232,7 +238,8 @@ class SegmentationRun:
                 finished.extend(self.stitcher.advance(tile.index + 1))
         self.checkpointer.stitched(self.chunks.submit(finished), len(batch))
         self.times.add("stitch", time.perf_counter() - t0)
-        self._bar.update(len(batch))
+        if self._bar is not None:
+            self._bar.update(len(batch))
         self.checkpointer.commit_ready()
 
     def _skip_unreadable(self, tile: Tile, problem: str) -> None:

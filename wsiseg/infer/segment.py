@@ -116,9 +116,11 @@ def _slide_record(slide: Slide, path: Path) -> SlideRecord:
 
 def _fingerprint(slide_info: dict[str, Any], provenance: dict[str, Any], params: dict[str, Any],
                  grid: TileGrid) -> dict[str, Any]:
-    """What must not change for a run to resume: slide, model, parameters, wsiseg and the tile set."""
+    """What must not change for a run to resume: slide, model, parameters, wsiseg and the tile set; not
+    where the model runs (a run of two GPUs may resume on one: same weights, same precision)."""
     tile_set = hashlib.sha256(np.array([t.index for t in grid.tiles], np.int64).tobytes()).hexdigest()
-    data = {"slide": slide_info, "model": provenance, "params": params, "version": __version__,
+    model = {k: v for k, v in provenance.items() if k != "device"}
+    data = {"slide": slide_info, "model": model, "params": params, "version": __version__,
             "tiles_sha256": tile_set}
     fingerprint: dict[str, Any] = json.loads(json.dumps(data))  # as a journal stores it
     return fingerprint
@@ -140,68 +142,129 @@ def segment_slide(slide_path: str | Path, model: Predictor, out: str | Path,
         progress: a progress bar on stderr.
 
     A run killed with ``kill -9`` redoes only the tiles stitched since its last checkpoint; a run stopped
-    by an error or Ctrl-C checkpoints everything it stitched before it ends.
+    by an error or Ctrl-C checkpoints everything it stitched before it ends. The three phases
+    (:func:`plan_slide`, :meth:`SlideTask.predict`, :meth:`SlideTask.finish`) are public so that a cohort
+    can overlap one slide's model phase with its neighbours' planning and finishing.
     """
-    options = (options or SegmentOptions()).replace(**changes)
-    tiling = options.tiling(model)
-    read_workers, write_workers = options.workers()
-    started, t_start = _now(), time.perf_counter()
+    task = plan_slide(slide_path, model, out, (options or SegmentOptions()).replace(**changes),
+                      progress=progress)
+    if isinstance(task, SegmentResult):
+        return task
+    with task:
+        task.predict()
+        return task.finish()
+
+
+def plan_slide(slide_path: str | Path, model: Predictor, out: str | Path, options: SegmentOptions, *,
+               progress: bool = True) -> SlideTask | SegmentResult:
+    """The first phase of :func:`segment_slide` (no model call): open the slide, find its analysable tissue
+    (QC), lay out the tiles, and create or reopen the output; the :class:`SlideTask` that runs the rest, or
+    the result when the output is finished already (skipped). The task holds the slide open: use it as a
+    context manager (or call :meth:`SlideTask.close`)."""
+    t_start = time.perf_counter()
     slide_path, out = Path(slide_path), Path(out)
     previous = existing_metadata(out, options.overwrite)
     if previous is not None and previous.finished is not None and not options.overwrite:
         return _skipped(slide_path, out, previous)
-    with open_slide(slide_path, mpp=options.slide_mpp) as slide:  # its MissingMppError names --slide-mpp
+    slide = open_slide(slide_path, mpp=options.slide_mpp)  # its MissingMppError names --slide-mpp
+    try:
+        return SlideTask(slide_path, out, slide, model, options, previous, progress, t_start)
+    except BaseException:
+        slide.close()
+        raise
+
+
+class SlideTask:
+    """One slide between :func:`plan_slide` and its result: :meth:`predict` runs the model over its tiles
+    (read -> infer -> stitch -> write), :meth:`finish` writes what needs every tile (QC label image,
+    composition, preview) and marks the output finished. Timings: ``wall`` counts planning, the model phase
+    and finishing, not time spent waiting between them."""
+
+    def __init__(self, slide_path: Path, out: Path, slide: Slide, model: Predictor, options: SegmentOptions,
+                 previous: OutputMetadata | None, progress: bool, t_start: float) -> None:
+        self.slide_path, self.out, self.slide, self.options = slide_path, out, slide, options
+        self.tiling = tiling = options.tiling(model)
         slide_record = _slide_record(slide, slide_path)
-        slide_info = slide_record.to_json()
         provenance = model.provenance()
-        region, qc = plan_region(slide, options, tiling)
-        grid = make_tile_grid(slide, tiling, tissue=region, min_tissue_fraction=options.min_tissue_fraction)
-        if qc is not None:
-            qc.attach(grid)
+        region, self.qc = plan_region(slide, options, tiling)
+        self.grid = grid = make_tile_grid(slide, tiling, tissue=region,
+                                          min_tissue_fraction=options.min_tissue_fraction)
+        if self.qc is not None:
+            self.qc.attach(grid)
         params = options.recorded(tiling)
-        fingerprint = _fingerprint(slide_info, provenance, params, grid)
-        journal = Journal(out)
-        state = prepare(out, journal, fingerprint, options.overwrite)
+        fingerprint = _fingerprint(slide_record.to_json(), provenance, params, grid)
+        self.journal = journal = Journal(out)
+        self.state = state = prepare(out, journal, fingerprint, options.overwrite)
         committed = (journal.load() or {}) if state is not None else {}
         resumed_id = previous.run_id if previous is not None and state is not None else ""
-        run_id = resumed_id or uuid.uuid4().hex
-        layout = Layout.of(grid, tiling)
-        writer = SegmentationWriter(out, width=layout.width_o, height=layout.height_o, mpp=tiling.output_mpp,
-                                    classes=model.classes, chunk_size=tiling.chunk_size,
-                                    version=options.ngff_version, create=state is None)
-        metadata = OutputMetadata(slide_record, model.classes, tiling.output_mpp, tiling.mpp, provenance,
-                                  params, __version__, run_id, started, tiles_analysed=len(grid.tiles),
-                                  tiles_total=grid.n_total)
-        previous_timings = committed.get("timings", {})
-        writer.write_metadata(metadata)
+        self.layout = layout = Layout.of(grid, tiling)
+        self.writer = SegmentationWriter(out, width=layout.width_o, height=layout.height_o,
+                                         mpp=tiling.output_mpp, classes=model.classes,
+                                         chunk_size=tiling.chunk_size, version=options.ngff_version,
+                                         create=state is None)
+        self.metadata = OutputMetadata(slide_record, model.classes, tiling.output_mpp, tiling.mpp, provenance,
+                                       params, __version__, resumed_id or uuid.uuid4().hex, _now(),
+                                       tiles_analysed=len(grid.tiles), tiles_total=grid.n_total)
+        self.previous_timings = committed.get("timings", {})
+        self.writer.write_metadata(self.metadata)
         window = blend_window(tiling.tile_o, tiling.overlap_o, options.blend)
         stitcher = Stitcher(layout, len(model.classes), window, journal.dir, state=state)
         if state is None:
             journal.commit({"fingerprint": fingerprint, "stitcher": stitcher.save_state(), "timings": {}})
-        times = StageTimes()
-        focus = None if qc is None else qc.focus
+        self.times = StageTimes()
+        focus = None if self.qc is None else self.qc.focus
         if focus is not None:
             focus.restore(committed.get("blurred", []))
-        checkpointer = Checkpointer(journal, stitcher, fingerprint, times, options.checkpoint_s,
-                                    unreadable=list(committed.get("unreadable", [])), focus=focus)
-        run = SegmentationRun(slide, model, tiling, grid, stitcher, writer, checkpointer,
-                              batch_size=options.batch_size, read_workers=read_workers,
-                              write_workers=write_workers, progress=progress, name=slide_path.name,
-                              on_read_error=options.on_read_error, qc=qc)
-        n_predicted = run.run()
-        unreadable = checkpointer.unreadable
-        qc_record, tissue, png = _summaries(out, slide, writer, layout, qc, options)
-        times.wall = time.perf_counter() - t_start
-        timings: dict[str, Any] = dict(times.as_dict())
-        if previous_timings:
-            timings["previous_runs"] = previous_timings
-        writer.write_metadata(metadata.finish(_now(), timings=timings, resumed=state is not None,
-                                              composition=tissue, qc=qc_record, unreadable_tiles=unreadable))
-        journal.remove()
-    status = RunStatus.RESUMED if state is not None else RunStatus.DONE
-    return SegmentResult(slide_path, out, png, tiling.mpp, tiling.output_mpp, layout.width_o,
-                         layout.height_o, len(grid.tiles), grid.n_total, n_predicted, status, timings,
-                         len(unreadable))
+        self.checkpointer = Checkpointer(journal, stitcher, fingerprint, self.times, options.checkpoint_s,
+                                         unreadable=list(committed.get("unreadable", [])), focus=focus)
+        read_workers, write_workers = options.workers()
+        self.run = SegmentationRun(slide, model, tiling, grid, stitcher, self.writer, self.checkpointer,
+                                   batch_size=options.batch_size, read_workers=read_workers,
+                                   write_workers=write_workers, progress=progress, name=slide_path.name,
+                                   on_read_error=options.on_read_error, qc=self.qc)
+        self.n_predicted = 0
+        self._busy_s = time.perf_counter() - t_start  # planning; predict and finish add theirs
+
+    def predict(self) -> int:
+        """Run the model over the tiles not stitched yet; the number of tiles predicted."""
+        t0 = time.perf_counter()
+        try:
+            self.n_predicted = self.run.run()
+        finally:
+            self._busy_s += time.perf_counter() - t0
+        return self.n_predicted
+
+    def finish(self) -> SegmentResult:
+        """Write what needs every tile, mark the output finished and remove the journal (after
+        :meth:`predict`)."""
+        t0 = time.perf_counter()
+        unreadable = self.checkpointer.unreadable
+        qc_record, tissue, png = _summaries(self.out, self.slide, self.writer, self.layout, self.qc,
+                                            self.options)
+        self.times.wall = self._busy_s + time.perf_counter() - t0
+        timings: dict[str, Any] = dict(self.times.as_dict())
+        if self.previous_timings:
+            timings["previous_runs"] = self.previous_timings
+        resumed = self.state is not None
+        self.writer.write_metadata(self.metadata.finish(_now(), timings=timings, resumed=resumed,
+                                                        composition=tissue, qc=qc_record,
+                                                        unreadable_tiles=unreadable))
+        self.journal.remove()
+        status = RunStatus.RESUMED if resumed else RunStatus.DONE
+        layout, grid = self.layout, self.grid
+        return SegmentResult(self.slide_path, self.out, png, self.tiling.mpp, self.tiling.output_mpp,
+                             layout.width_o, layout.height_o, len(grid.tiles), grid.n_total, self.n_predicted,
+                             status, timings, len(unreadable))
+
+    def close(self) -> None:
+        """Close the slide."""
+        self.slide.close()
+
+    def __enter__(self) -> SlideTask:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _summaries(out: Path, slide: Slide, writer: SegmentationWriter, layout: Layout, qc: RunQC | None,
@@ -246,5 +309,5 @@ def _skipped(slide_path: Path, out: Path, metadata: OutputMetadata) -> SegmentRe
                          {}, len(metadata.unreadable_tiles))
 
 
-__all__ = ["WORK_DIR", "RunStatus", "SegmentResult", "plan_region", "preview_path", "segment_slide",
-           "sha256_head"]
+__all__ = ["WORK_DIR", "RunStatus", "SegmentResult", "SlideTask", "plan_region", "plan_slide", "preview_path",
+           "segment_slide", "sha256_head"]

@@ -61,16 +61,25 @@ def plan_jobs(slides: Sequence[Path], out: Path, single: bool, geojson: Path | N
     return jobs, clashes
 
 
+def check_objects(model: Predictor, options: SegmentOptions) -> None:
+    """The classes ``options.objects`` asks for exist (checked before a slide is segmented, not after)."""
+    unknown = [c for c in options.objects if c not in model.classes.names]
+    if unknown:
+        raise ConfigError(f"no class {', '.join(map(repr, unknown))} to export as objects; the model's "
+                          f"classes: {', '.join(model.classes.names)}")
+
+
 def run_job(job: SlideJob, model: Predictor, progress: bool, options: SegmentOptions) -> SegmentResult:
-    """Segment one slide and export its GeoJSON if asked (the same in both modes; a skipped slide's
+    """Segment one slide and export what it asks for (:func:`export_job`)."""
+    check_objects(model, options)
+    return export_job(job, segment_slide(job.slide, model, job.out, options, progress=progress), options)
+
+
+def export_job(job: SlideJob, result: SegmentResult, options: SegmentOptions) -> SegmentResult:
+    """Export a segmented slide's GeoJSON if the job asks for it (the same in every mode; a skipped slide's
     GeoJSON is written only when it is missing): the classes, and beside them the QC artifacts for review
     (``<name>.qc.geojson``) when the run did QC, and the objects of ``options.objects`` with their table
     (``<name>.objects.geojson``, ``<name>.objects.csv``), counted into the result."""
-    unknown = [c for c in options.objects if c not in model.classes.names]
-    if unknown:  # before the slide is segmented, not after
-        raise ConfigError(f"no class {', '.join(map(repr, unknown))} to export as objects; the model's "
-                          f"classes: {', '.join(model.classes.names)}")
-    result = segment_slide(job.slide, model, job.out, options, progress=progress)
     if job.geojson is not None and (result.status is not RunStatus.SKIPPED or not job.geojson.exists()):
         from wsiseg.export import export_geojson, qc_geojson_path
         from wsiseg.io.omezarr import open_segmentation
