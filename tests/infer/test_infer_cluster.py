@@ -285,3 +285,21 @@ def test_devices_are_checked() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             parse_devices("all")
+
+
+def test_one_slide_on_several_devices_uses_replicas_here(slide_dir: Path, checkpoint: Path,
+                                                         tmp_path: Path) -> None:
+    """Fewer slides than devices: one model replica per device in this process, sharing the slide's
+    batches (no worker processes); the output equals the one-device run (measured: byte-identical)."""
+    spec = ModelSpec(checkpoint, "cpu")
+    slide = [slide_dir / "a.svs"]
+    one = segment_slides(slide, spec, tmp_path / "one.zarr", single=True, progress=False, batch_size=2)
+    lines: list[str] = []
+    two = segment_slides(slide, spec, tmp_path / "two.zarr", single=True, devices=["cpu", "cpu"],
+                         progress=True, report=lines.append, batch_size=2)
+    assert not any("[worker " in line for line in lines)  # ran here, not on a worker
+    assert open_segmentation(tmp_path / "two.zarr").metadata.model["device"] == "cpu,cpu"
+    probs_one, labels_one = _arrays(tmp_path / "one.zarr")
+    probs_two, labels_two = _arrays(tmp_path / "two.zarr")
+    assert probs_one.tobytes() == probs_two.tobytes() and labels_one.tobytes() == labels_two.tobytes()
+    assert one.n_tiles == two.n_tiles

@@ -142,11 +142,11 @@ def test_resume_keeps_the_blurred_blocks(inked: dict[str, Any], tmp_path: Path,
     original = run_module.SegmentationRun._predict
     calls = {"n": 0}
 
-    def failing(self: Any, tiles: np.ndarray) -> np.ndarray:
+    def failing(self: Any, model: Any, tiles: np.ndarray) -> np.ndarray:
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, tiles)
+        return original(self, model, tiles)
 
     monkeypatch.setattr(run_module.SegmentationRun, "_predict", failing)
     code, _, _ = run(["segment", str(inked["path"]), "--slide-mpp", str(MPP), "--model", "null", "--mpp", "1",

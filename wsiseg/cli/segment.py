@@ -98,7 +98,8 @@ def expand_slides(inputs: tuple[Path, ...]) -> list[Path]:
                    "summary.csv).")
 @click.option("--devices", "devices_value", metavar="all|DEVICE,DEVICE...",
               help="Use several devices of this machine at once: one worker process and model replica per "
-                   "device (e.g. cuda:0,cuda:1, or all CUDA devices), slides handed out as workers finish. "
+                   "device (e.g. cuda:0,cuda:1, or all CUDA devices), slides handed out as workers finish; "
+                   "with fewer slides than devices, one replica per device shares each slide's batches. "
                    "One device is the same as --device.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="dask.distributed scheduler address (tcp://host:8786): slides run in parallel on its "

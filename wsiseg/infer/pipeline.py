@@ -5,12 +5,15 @@
     reader thread:  batches of tiles -> one dask task graph of reads per batch (dask's threaded
                     scheduler), ``prefetch`` batches in flight at once on a shared thread pool
                     (``read_workers``) -> queue, in batch order
-    calling thread: queue -> model.predict(batch) (the device stays busy) -> queue
-    writer thread:  queue -> consume(tiles, probs)  (stitch, write finished chunks, commit the journal)
+    model threads:  queue -> predict(batch) (the device stays busy) -> queue; one per model replica
+                    (the calling thread runs the first), each taking the next batch when it is free
+    writer thread:  queue -> consume(tiles, probs) in batch order (stitch, write finished chunks, commit
+                    the journal)
 
 Keeping several batches' reads in flight means the pool never idles at a batch boundary waiting for the
 slowest tile of a batch. Both queues are bounded, so memory holds a few batches whatever the slide size.
-Order is preserved end to end: batches leave in the order they were formed.
+Order is preserved end to end: batches are consumed in the order they were formed, whichever replica
+predicted them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -35,7 +39,8 @@ _STOP = object()
 @dataclass
 class StageTimes:
     """Seconds spent per stage. ``read`` and ``write`` sum the tasks over all their worker threads;
-    ``infer`` is time inside the model; ``wait_input`` is the model stage idle waiting for tiles;
+    ``infer`` is time inside the model (summed over replicas); ``wait_input`` is the model stage idle
+    waiting for tiles;
     ``stitch`` is blending (and saving resume state); ``journal`` is committing the resume journal;
     ``wall`` is the whole run."""
 
@@ -83,28 +88,32 @@ def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     return False
 
 
-def run_pipeline(tiles: Sequence[T], read: Callable[[T, np.ndarray], object],
-                 predict: Callable[[np.ndarray], np.ndarray],
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def run_pipeline(tiles: Sequence[T], read: Callable[[T, np.ndarray], object], predict: Sequence[Predict],
                  consume: Callable[[list[T], np.ndarray], None], *, tile_shape: tuple[int, ...],
                  batch_size: int, read_workers: int, times: StageTimes, prefetch: int = 2) -> None:
     """Read, predict and consume ``tiles`` in order, overlapping the three stages.
 
     ``read(tile, out)`` writes one tile (RGB uint8 ``tile_shape``, e.g. ``(S, S, 3)``) into ``out``, its
-    slot of the batch array (no copy to stack a batch); ``predict`` maps ``(N, *tile_shape)`` to
-    ``(N, k, s, s)``; ``consume(batch_tiles, probs)`` runs in the writer thread in batch order. The first
-    exception of any stage stops the others; batches predicted before it are still consumed, then it is
-    re-raised.
+    slot of the batch array (no copy to stack a batch); each of ``predict`` (one per model replica, each
+    called from its own thread) maps ``(N, *tile_shape)`` to ``(N, k, s, s)``; ``consume(batch_tiles,
+    probs)`` runs in the writer thread in batch order. The first exception of any stage stops the others;
+    batches predicted before it are still consumed in order, then it is re-raised.
     """
+    if not predict:
+        raise ValueError("run_pipeline needs at least one predict function")
     batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
-    _Pipeline(batches, read, predict, consume, tile_shape, max(1, read_workers), times,
-              max(1, prefetch)).run()
+    lanes = max(1, prefetch, len(predict) + 1)  # every replica finds a batch read when it is free
+    _Pipeline(batches, read, predict, consume, tile_shape, max(1, read_workers), times, lanes).run()
 
 
 class _Pipeline(Generic[T]):
     """One run of :func:`run_pipeline`: the reader and writer threads and the model loop between them."""
 
     def __init__(self, batches: list[list[T]], read: Callable[[T, np.ndarray], object],
-                 predict: Callable[[np.ndarray], np.ndarray], consume: Callable[[list[T], np.ndarray], None],
+                 predict: Sequence[Predict], consume: Callable[[list[T], np.ndarray], None],
                  tile_shape: tuple[int, ...], read_workers: int, times: StageTimes, lanes: int) -> None:
         self.batches, self.read, self.predict, self.consume = batches, read, predict, consume
         self.tile_shape, self.read_workers, self.times = tile_shape, read_workers, times
@@ -113,19 +122,24 @@ class _Pipeline(Generic[T]):
         # the writer must not be stopped by a failing model: it drains what was predicted, then ends
         self.write_stop = threading.Event()
         self.read_q: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self.write_q: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self.write_q: queue.Queue[Any] = queue.Queue(maxsize=max(1, len(predict) - 1))
 
     def run(self) -> None:
         read_stage = _Stage[Any]("wsiseg-reader", self._reader, self.stop)
         write_stage = _Stage[Any]("wsiseg-writer", self._writer, self.write_stop)
-        read_stage.thread.start()
-        write_stage.thread.start()
+        model_stages = [_Stage[Any](f"wsiseg-model-{i}", partial(self._model_loop, fn), self.stop)
+                        for i, fn in enumerate(self.predict[1:], start=1)]
+        for stage in (read_stage, write_stage, *model_stages):
+            stage.thread.start()
         model_error: BaseException | None = None
         try:
-            self._model_loop()
+            self._model_loop(self.predict[0])
         except BaseException as exc:
             model_error = exc
+            self.stop.set()
         finally:
+            for stage in model_stages:
+                stage.thread.join()
             self.stop.set()
             # drain the read queue so a blocked reader can see ``stop``
             while read_stage.thread.is_alive():
@@ -134,21 +148,26 @@ class _Pipeline(Generic[T]):
             _put(self.write_q, _STOP, self.write_stop)
             write_stage.thread.join()
             read_stage.thread.join()
-        for err in (write_stage.error, model_error, read_stage.error):
+        errors = [write_stage.error, model_error, *(s.error for s in model_stages), read_stage.error]
+        for err in errors:
             if err is not None:
                 raise err
 
-    # -- the calling thread: the model --------------------------------------------------------------------
-    def _model_loop(self) -> None:
+    # -- the model threads ---------------------------------------------------------------------------------
+    def _model_loop(self, predict: Predict) -> None:
         while True:
             item = self._next_input()
-            if item is None or item is _STOP:
+            if item is None:
                 return
-            batch, tiles_arr = item
+            if item is _STOP:  # back for the other model threads (the reader put its last item: room for it)
+                with contextlib.suppress(queue.Full):
+                    self.read_q.put_nowait(_STOP)
+                return
+            seq, batch, tiles_arr = item
             t0 = time.perf_counter()
-            probs = self.predict(tiles_arr)
+            probs = predict(tiles_arr)
             self.times.add("infer", time.perf_counter() - t0)
-            if not _put(self.write_q, (batch, probs), self.write_stop):
+            if not _put(self.write_q, (seq, batch, probs), self.write_stop):
                 return
 
     def _next_input(self) -> Any:
@@ -169,9 +188,9 @@ class _Pipeline(Generic[T]):
     def _reader(self) -> None:
         with ThreadPoolExecutor(max_workers=self.read_workers, thread_name_prefix="wsiseg-read") as pool, \
                 ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="wsiseg-lane") as lane_pool:
-            in_flight: deque[tuple[list[T], Future[np.ndarray]]] = deque()
-            for batch in self.batches:
-                in_flight.append((batch, lane_pool.submit(self._read_batch, batch, pool)))
+            in_flight: deque[tuple[int, list[T], Future[np.ndarray]]] = deque()
+            for seq, batch in enumerate(self.batches):
+                in_flight.append((seq, batch, lane_pool.submit(self._read_batch, batch, pool)))
                 if len(in_flight) >= self.lanes and not self._hand_on(in_flight.popleft()):
                     return
             while in_flight:
@@ -179,10 +198,10 @@ class _Pipeline(Generic[T]):
                     return
         _put(self.read_q, _STOP, self.stop)
 
-    def _hand_on(self, read: tuple[list[T], Future[np.ndarray]]) -> bool:
+    def _hand_on(self, read: tuple[int, list[T], Future[np.ndarray]]) -> bool:
         """Queue a batch whose reads were started, once they are done; False when the run stopped."""
-        batch, fut = read
-        return not self.stop.is_set() and _put(self.read_q, (batch, fut.result()), self.stop)
+        seq, batch, fut = read
+        return not self.stop.is_set() and _put(self.read_q, (seq, batch, fut.result()), self.stop)
 
     def _read_batch(self, batch: list[T], pool: ThreadPoolExecutor) -> np.ndarray:
         arrays = np.empty((len(batch), *self.tile_shape), np.uint8)
@@ -201,9 +220,15 @@ class _Pipeline(Generic[T]):
 
     # -- the writer thread ---------------------------------------------------------------------------------
     def _writer(self) -> None:
+        """Consume predicted batches in batch order (replicas may finish them out of order)."""
+        waiting: dict[int, tuple[list[T], np.ndarray]] = {}
+        expected = 0
         while True:
             item = self.write_q.get()
             if item is _STOP:
                 return
-            batch, probs = item
-            self.consume(batch, probs)
+            seq, batch, probs = item
+            waiting[seq] = (batch, probs)
+            while expected in waiting:
+                self.consume(*waiting.pop(expected))
+                expected += 1

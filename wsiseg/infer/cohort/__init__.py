@@ -6,6 +6,7 @@ distributed cluster (:mod:`.cluster`); the jobs (:mod:`.plan`), the model each r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -23,6 +24,7 @@ from wsiseg.infer.cohort.model_spec import NULL_MODEL, ModelSpec
 from wsiseg.infer.cohort.plan import Outcome, SlideJob, plan_jobs
 from wsiseg.infer.cohort.summary import write_summary
 from wsiseg.infer.options import SegmentOptions
+from wsiseg.infer.replicas import ModelReplicas
 from wsiseg.infer.segment import RunStatus, SegmentResult
 from wsiseg.predictor import Predictor
 
@@ -91,7 +93,9 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
             checkpoint files and ``out`` under the same paths (all are sent as absolute paths).
         devices: several devices of this machine (``["cuda:0", "cuda:1"]``, ``["cpu", "cpu"]``): one
             worker process per device with its own model replica, slides handed out as workers finish
-            (:mod:`wsiseg.infer.cohort.devices`); needs a :class:`ModelSpec`. One device: the spec's.
+            (:mod:`wsiseg.infer.cohort.devices`); with fewer slides than devices, one replica per device in
+            this process instead, each slide's batches spread over all of them
+            (:mod:`wsiseg.infer.replicas`). Needs a :class:`ModelSpec`. One device: the spec's.
         progress: progress bars (overall slides; tiles of the current slide when local) and one summary
             or error line per slide, given to ``report`` (default: stderr, under the bars).
 
@@ -150,8 +154,14 @@ def segment_slides(slides: Sequence[Path], model: Predictor | ModelSpec, out: Pa
 def _outcomes(stack: contextlib.ExitStack[Any], jobs: list[SlideJob], model: Predictor | ModelSpec,
               options: SegmentOptions, *, scheduler: str | None, devices: Sequence[str] | None,
               progress: bool, single: bool) -> Generator[Outcome, None, None]:
-    """The jobs' outcomes as they finish: on the cluster at ``scheduler``, on one local worker per device
-    of ``devices`` (several), or here, slide after slide; a client or cluster closes with ``stack``."""
+    """The jobs' outcomes as they finish: on the cluster at ``scheduler``; with several ``devices``, on one
+    local worker per device, or, when there are fewer slides than devices, here with one model replica per
+    device sharing each slide's batches; else here, slide after slide; a client or cluster closes with
+    ``stack``."""
+    if devices is not None and len(jobs) < len(devices) and isinstance(model, ModelSpec):
+        # fewer slides than devices: every device on each slide in turn (replicas in this process)
+        replicas = ModelReplicas([dataclasses.replace(model, device=d).build() for d in devices])
+        return run_local(jobs, replicas, progress, single, options)
     if scheduler is not None or devices is not None:
         if not isinstance(model, ModelSpec):
             what = "cluster mode needs" if scheduler is not None else "several devices need"
