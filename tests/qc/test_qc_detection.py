@@ -99,9 +99,12 @@ def test_pure_ink_over_glass_leaves_no_tissue(tmp_path: Path, colour: str) -> No
 def test_ink_over_real_tissue(shared_data: Path, tmp_path: Path) -> None:
     """Red ink beside eosin-rich tissue included: most ink excluded, little clean tissue."""
     scores = score_strokes(list(real_images(shared_data)), tmp_path)
-    for name, (ink_excluded, clean_excluded) in scores.items():  # measured: 0.87-1.0 and 0.15-4.1 %
-        assert ink_excluded >= {"black": 0.85}.get(name, 0.95), (name, scores)
-        assert clean_excluded <= {"blue": 0.05}.get(name, 0.02), (name, scores)
+    # measured on these 4 images: ink 0.93 (black) to 1.0; clean tissue 1.0 % (red, black), 3.3 % (green),
+    # 4.8 % (blue): the tissue beside a found stroke is not in the image's own tissue sample, which finds
+    # more of the stroke's faint edges (60 images: recall +5-7 points) and some tissue beside them
+    for name, (ink_excluded, clean_excluded) in scores.items():
+        assert ink_excluded >= {"black": 0.9}.get(name, 0.95), (name, scores)
+        assert clean_excluded <= {"blue": 0.06, "green": 0.04}.get(name, 0.015), (name, scores)
 
 
 def test_ink_over_synthetic_tissue(synthetic_tissue: np.ndarray, tmp_path: Path) -> None:
