@@ -164,8 +164,11 @@ def section_a(slide_path: Path, workers: int, batch: int, repeats: int) -> dict[
 
 
 def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: int, overlap: int,
-                workers: int, batch: int, max_tiles: int | None, repeats: int) -> dict[str, Any]:
-    """Model alone on pre-read tiles vs ``segment_slide`` on the same tiles (best of ``repeats`` each)."""
+                workers: int, batch: int, max_tiles: int | None, repeats: int,
+                segment_predictor: Any = None) -> dict[str, Any]:
+    """Model alone on pre-read tiles vs ``segment_slide`` on the same tiles (best of ``repeats`` each);
+    ``segment_predictor`` (default ``predictor``): what segment runs, e.g. several lanes of the model."""
+    segment_predictor = segment_predictor or predictor
     import numpy as np
 
     with open_slide(slide_path) as slide:
@@ -200,7 +203,7 @@ def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: 
             predictor.predict(tiles[i:i + batch], out_size)
         model_times.append(time.perf_counter() - t0)
         with tempfile.TemporaryDirectory() as tmp:
-            res = segment_slide(slide_path, predictor, Path(tmp) / "m.zarr", mpp=mpp, tile_size=tile,
+            res = segment_slide(slide_path, segment_predictor, Path(tmp) / "m.zarr", mpp=mpp, tile_size=tile,
                                 overlap=overlap, batch_size=batch, read_workers=workers, progress=False,
                                 preview=False, mask=mask)
         walls.append(res.timings["wall"])
@@ -219,9 +222,12 @@ def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: 
 
 def section_b(slide_path: Path, large: Path, cache: Path, workers: int, batch: int, device: str,
               precision: str, real_preset: str, real_input: int, real_tiles: int,
-              real_mpp: float = 1.0, real_repeats: int = 2, real_compile: bool = False) -> dict[str, Any]:
+              real_mpp: float = 1.0, real_repeats: int = 2, real_compile: bool = False,
+              lanes: int = 1) -> dict[str, Any]:
     """Tiny preset over the whole ``large`` slide (fixed per-slide costs amortised); the real preset on
-    ``real_tiles`` tiles of ``slide_path``."""
+    ``real_tiles`` tiles of ``slide_path``, in segment with ``lanes`` model threads on the one device
+    (:class:`~wsiseg.infer.replicas.ModelReplicas` of predictors sharing one module: while one lane waits
+    for its probabilities to come back, the next lane's batch is already queued on the device)."""
     import torch
 
     from wsiseg.model import SamPathPredictor, load_model
@@ -244,8 +250,16 @@ def section_b(slide_path: Path, large: Path, cache: Path, workers: int, batch: i
         real = SamPath(ModelConfig.from_preset(real_preset, len(SYNTHETIC_CLASSES), input_size=real_input))
         pred = SamPathPredictor(real, SYNTHETIC_CLASSES, mpp=real_mpp, tile_size=real_input, device=device,
                                 precision=precision, compile=real_compile)
-        out["real"] = _efficiency(f"{real_preset} at {real_input} px", slide_path, pred, real_mpp, real_input,
-                                  real_input // 8, workers, batch, real_tiles, real_repeats)
+        lane_models = None
+        if lanes > 1:
+            from wsiseg.infer.replicas import ModelReplicas
+
+            lane_models = ModelReplicas([pred] + [
+                SamPathPredictor(real, SYNTHETIC_CLASSES, mpp=real_mpp, tile_size=real_input, device=device,
+                                 precision=precision, compile=real_compile) for _ in range(lanes - 1)])
+        out["real"] = _efficiency(f"{real_preset} at {real_input} px, {lanes} lane(s)", slide_path, pred,
+                                  real_mpp, real_input, real_input // 8, workers, batch, real_tiles,
+                                  real_repeats, lane_models)
     return out
 
 
@@ -293,6 +307,7 @@ def main() -> None:
     ap.add_argument("--real-mpp", type=float, default=1.0, help="its tiles' resolution, um/px")
     ap.add_argument("--real-repeats", type=int, default=2, help="runs of each (model alone, segment)")
     ap.add_argument("--real-compile", action="store_true", help="torch.compile the real model")
+    ap.add_argument("--lanes", type=int, default=1, help="model threads on the device in segment (b)")
     ap.add_argument("--read-workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--sections", default="abc")
@@ -306,7 +321,8 @@ def main() -> None:
     if "b" in args.sections and small is not None:
         results["b"] = section_b(small, large, args.cache_dir, args.read_workers, args.batch_size,
                                  args.device, args.precision, args.real_preset, args.real_input_size,
-                                 args.real_tiles, args.real_mpp, args.real_repeats, args.real_compile)
+                                 args.real_tiles, args.real_mpp, args.real_repeats, args.real_compile,
+                                 args.lanes)
     if "c" in args.sections:
         sizes = [int(v) for v in args.rss_sizes.split(",") if v]
         results["c"] = section_c([synthetic(args.cache_dir, n) for n in sizes], args.read_workers,

@@ -22,6 +22,9 @@ step compiled 150 python3 benchmarks/bench_model.py --device cuda --precision bf
 step segment 190 python3 benchmarks/bench_segment.py --sections b --device cuda --precision bf16 \
   --real-preset sam_path_vit_b --real-input-size 1024 --real-mpp 0.25 --real-tiles 1536 --real-repeats 1 \
   --size 20000 --small-size 20000 --batch-size 32 --read-workers 12 --cache-dir /tmp/wsiseg-bench
+step lanes 190 python3 benchmarks/bench_segment.py --sections b --device cuda --precision bf16 \
+  --real-preset sam_path_vit_b --real-input-size 1024 --real-mpp 0.25 --real-tiles 1536 --real-repeats 1 \
+  --size 20000 --small-size 20000 --batch-size 32 --read-workers 12 --cache-dir /tmp/wsiseg-bench --lanes 2
 step profile 60 python3 benchmarks/profile_model.py --preset sam_path_vit_b --batch 16
 step encoders 300 python3 benchmarks/bench_encoders.py --device cuda --skip-cpu-time --batches 1,8,32 \
   --repeats 2 --json "$OUT/encoders.json"

@@ -93,20 +93,28 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 def run_pipeline(tiles: Sequence[T], read: Callable[[T, np.ndarray], object], predict: Sequence[Predict],
                  consume: Callable[[list[T], np.ndarray], None], *, tile_shape: tuple[int, ...],
-                 batch_size: int, read_workers: int, times: StageTimes, prefetch: int = 2) -> None:
+                 batch_size: int, read_workers: int, times: StageTimes, prefetch: int = 2,
+                 first_batch: np.ndarray | None = None) -> None:
     """Read, predict and consume ``tiles`` in order, overlapping the three stages.
 
     ``read(tile, out)`` writes one tile (RGB uint8 ``tile_shape``, e.g. ``(S, S, 3)``) into ``out``, its
     slot of the batch array (no copy to stack a batch); each of ``predict`` (one per model replica, each
     called from its own thread) maps ``(N, *tile_shape)`` to ``(N, k, s, s)``; ``consume(batch_tiles,
     probs)`` runs in the writer thread in batch order. The first exception of any stage stops the others;
-    batches predicted before it are still consumed in order, then it is re-raised.
+    batches predicted before it are still consumed in order, then it is re-raised. ``first_batch``: the
+    pixels of the first ``batch_size`` tiles, read already (the model starts on them at once).
     """
     if not predict:
         raise ValueError("run_pipeline needs at least one predict function")
     batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
     lanes = max(1, prefetch, len(predict) + 1)  # every replica finds a batch read when it is free
-    _Pipeline(batches, read, predict, consume, tile_shape, max(1, read_workers), times, lanes).run()
+    pipeline = _Pipeline(batches, read, predict, consume, tile_shape, max(1, read_workers), times, lanes)
+    if first_batch is not None and batches:
+        if first_batch.shape != (len(batches[0]), *tile_shape):
+            raise ValueError(f"the first batch read already has shape {first_batch.shape}, expected "
+                             f"{(len(batches[0]), *tile_shape)}")
+        pipeline.first_batch = first_batch
+    pipeline.run()
 
 
 class _Pipeline(Generic[T]):
@@ -118,6 +126,7 @@ class _Pipeline(Generic[T]):
         self.batches, self.read, self.predict, self.consume = batches, read, predict, consume
         self.tile_shape, self.read_workers, self.times = tile_shape, read_workers, times
         self.lanes = lanes  # batches being read at once
+        self.first_batch: np.ndarray | None = None
         self.stop = threading.Event()
         # the writer must not be stopped by a failing model: it drains what was predicted, then ends
         self.write_stop = threading.Event()
@@ -190,6 +199,11 @@ class _Pipeline(Generic[T]):
                 ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="wsiseg-lane") as lane_pool:
             in_flight: deque[tuple[int, list[T], Future[np.ndarray]]] = deque()
             for seq, batch in enumerate(self.batches):
+                if seq == 0 and self.first_batch is not None:
+                    ready: Future[np.ndarray] = Future()
+                    ready.set_result(self.first_batch)
+                    in_flight.append((seq, batch, ready))
+                    continue
                 in_flight.append((seq, batch, lane_pool.submit(self._read_batch, batch, pool)))
                 if len(in_flight) >= self.lanes and not self._hand_on(in_flight.popleft()):
                     return

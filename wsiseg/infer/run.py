@@ -175,12 +175,14 @@ class SegmentationRun:
         self.name, self.on_read_error = name, on_read_error
         self._failed: dict[int, str] = {}  # tile index -> why it could not be read (reader threads)
         self._failed_lock = threading.Lock()
+        self._first_batch: np.ndarray | None = None  # the first batch's pixels, read before the run started
         self._progress = progress
         self._bar: tqdm[Any] | None = None  # made when the run starts (a cohort plans the next slide earlier)
 
     def run(self) -> int:
-        """Segment the remaining tiles; every chunk is written and the journal committed when it returns
-        (also when it raises: what was stitched before the error is committed first)."""
+        """Predict and stitch the remaining tiles, writing the chunks they finish. When it raises, what was
+        stitched before the error is committed to the journal first; otherwise :meth:`complete` commits,
+        and writes the chunks the last tiles leave open: the model is free once this returns."""
         t = self.tiling
         n = len(self.grid.tiles)
         self._bar = tqdm(total=n, initial=n - len(self.remaining), unit="tile", desc=self.name,
@@ -188,20 +190,43 @@ class SegmentationRun:
         try:
             try:
                 predict = [partial(self._predict, replica) for replica in replicas_of(self.model)]
+                first, self._first_batch = self._first_batch, None
                 run_pipeline(self.remaining, self._read, predict, self._consume,
                              tile_shape=(t.tile_size, t.tile_size, 3), batch_size=self.batch_size,
-                             read_workers=self.read_workers, times=self.times)
-            finally:
+                             read_workers=self.read_workers, times=self.times, first_batch=first)
+            except BaseException:
                 self.checkpointer.flush()
+                raise
+        except BaseException:
+            self.chunks.close()
+            raise
+        finally:
+            self._bar.close()
+        return len(self.remaining)
+
+    def complete(self) -> None:
+        """After :meth:`run`: commit what was stitched, then blend and write the chunks still open (the last
+        rows of the slide)."""
+        try:
+            self.checkpointer.flush()
             t0 = time.perf_counter()
             rest = self.stitcher.finish()
             self.times.add("stitch", time.perf_counter() - t0)
             for fut in self.chunks.submit(rest):
                 fut.result()
         finally:
-            self._bar.close()
             self.chunks.close()
-        return len(self.remaining)
+
+    def prefetch(self) -> None:
+        """Read the first batch's tiles now, exactly as the run would (focus measured, unreadable tiles
+        recorded), so that the model starts on them as soon as the run starts: a cohort calls this while
+        the model is still busy with the previous slide. Memory: one batch of tiles."""
+        t = self.tiling
+        first = self.remaining[:self.batch_size]
+        pixels = np.empty((len(first), t.tile_size, t.tile_size, 3), np.uint8)
+        for tile, out in zip(first, pixels, strict=True):
+            self._read(tile, out)
+        self._first_batch = pixels
 
     def _read(self, tile: Tile, out: np.ndarray) -> None:
         t = self.tiling

@@ -176,9 +176,9 @@ def plan_slide(slide_path: str | Path, model: Predictor, out: str | Path, option
 
 class SlideTask:
     """One slide between :func:`plan_slide` and its result: :meth:`predict` runs the model over its tiles
-    (read -> infer -> stitch -> write), :meth:`finish` writes what needs every tile (QC label image,
-    composition, preview) and marks the output finished. Timings: ``wall`` counts planning, the model phase
-    and finishing, not time spent waiting between them."""
+    (read -> infer -> stitch -> write), :meth:`finish` writes the chunks the last tiles left open and what
+    needs every tile (QC label image, composition, preview) and marks the output finished. Timings:
+    ``wall`` counts planning, the model phase and finishing, not time spent waiting between them."""
 
     def __init__(self, slide_path: Path, out: Path, slide: Slide, model: Predictor, options: SegmentOptions,
                  previous: OutputMetadata | None, progress: bool, t_start: float) -> None:
@@ -225,6 +225,13 @@ class SlideTask:
         self.n_predicted = 0
         self._busy_s = time.perf_counter() - t_start  # planning; predict and finish add theirs
 
+    def prefetch(self) -> None:
+        """Read the first batch's tiles now (see :meth:`SegmentationRun.prefetch`): a cohort calls this while
+        the model is still busy with the previous slide, so the model's first batch here is ready."""
+        t0 = time.perf_counter()
+        self.run.prefetch()
+        self._busy_s += time.perf_counter() - t0
+
     def predict(self) -> int:
         """Run the model over the tiles not stitched yet; the number of tiles predicted."""
         t0 = time.perf_counter()
@@ -238,6 +245,7 @@ class SlideTask:
         """Write what needs every tile, mark the output finished and remove the journal (after
         :meth:`predict`)."""
         t0 = time.perf_counter()
+        self.run.complete()
         unreadable = self.checkpointer.unreadable
         qc_record, tissue, png = _summaries(self.out, self.slide, self.writer, self.layout, self.qc,
                                             self.options)

@@ -3,7 +3,8 @@ never waits between slides.
 
 While the model runs over slide *i* (:meth:`~wsiseg.infer.segment.SlideTask.predict`; its tiles are read,
 predicted and written concurrently inside it), slide *i + 1* is planned in one thread (opened, its tissue
-and QC found, its tiles laid out: :func:`~wsiseg.infer.segment.plan_slide`) and slide *i - 1* finished in
+and QC found, its tiles laid out: :func:`~wsiseg.infer.segment.plan_slide`, and its first batch read:
+:meth:`~wsiseg.infer.segment.SlideTask.prefetch`) and slide *i - 1* finished in
 another (QC label image, composition, preview, GeoJSON and objects: :meth:`SlideTask.finish` and
 :func:`~wsiseg.infer.cohort.plan.export_job`). Every phase of a slide still runs once and in order, so the
 outputs are those of slide-after-slide runs.
@@ -58,7 +59,14 @@ def run_local(jobs: list[SlideJob], model: Predictor, progress: bool, single: bo
 def _plan(job: SlideJob, model: Predictor, progress: bool,
           options: SegmentOptions) -> SlideTask | SegmentResult:
     check_objects(model, options)
-    return plan_slide(job.slide, model, job.out, options, progress=progress)
+    task = plan_slide(job.slide, model, job.out, options, progress=progress)
+    if isinstance(task, SlideTask):
+        try:
+            task.prefetch()
+        except BaseException:
+            task.close()
+            raise
+    return task
 
 
 def _predicted(task: SlideTask | SegmentResult, job: SlideJob,

@@ -1,0 +1,72 @@
+"""``run_pipeline``: several model replicas, batches consumed in order, a first batch read beforehand."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from wsiseg.infer.pipeline import StageTimes, run_pipeline
+
+SHAPE = (2, 2, 3)
+
+
+def _read(tile: int, out: np.ndarray) -> None:
+    out.fill(tile % 256)
+
+
+def _replica(delay_s: float, calls: list[int], fail_at: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        first = int(tiles[0, 0, 0, 0])
+        if fail_at is not None and first == fail_at:
+            raise RuntimeError("replica failed")
+        time.sleep(delay_s)
+        calls.append(first)
+        return tiles[:, None, :, :, 0].astype(np.float32)
+    return predict
+
+
+@pytest.mark.parametrize("n_replicas", [1, 2, 3])
+def test_replicas_share_batches_and_consume_in_order(n_replicas: int) -> None:
+    calls: list[list[int]] = [[] for _ in range(n_replicas)]
+    # the first replica is slow: later batches overtake it, yet they are consumed in order
+    replicas = [_replica(0.05 if i == 0 else 0.005, calls[i]) for i in range(n_replicas)]
+    consumed: list[list[int]] = []
+    run_pipeline(list(range(40)), _read, replicas, lambda b, p: consumed.append(b), tile_shape=SHAPE,
+                 batch_size=4, read_workers=2, times=StageTimes())
+    assert consumed == [list(range(i, i + 4)) for i in range(0, 40, 4)]
+    assert sorted(c for replica in calls for c in replica) == list(range(0, 40, 4))
+    if n_replicas > 1:
+        assert all(calls), calls  # every replica predicted something
+
+
+def test_first_batch_read_beforehand_is_not_read_again() -> None:
+    read_tiles: list[int] = []
+    lock = threading.Lock()
+
+    def read(tile: int, out: np.ndarray) -> None:
+        with lock:
+            read_tiles.append(tile)
+        _read(tile, out)
+
+    first = np.stack([np.full(SHAPE, t, np.uint8) for t in range(3)])
+    probs: list[np.ndarray] = []
+    run_pipeline(list(range(7)), read, [_replica(0, [])], lambda b, p: probs.append(p), tile_shape=SHAPE,
+                 batch_size=3, read_workers=1, times=StageTimes(), first_batch=first)
+    assert sorted(read_tiles) == [3, 4, 5, 6]
+    assert [int(p[0, 0, 0, 0]) for p in probs] == [0, 3, 6]
+    with pytest.raises(ValueError, match="first batch"):
+        run_pipeline(list(range(7)), read, [_replica(0, [])], lambda b, p: None, tile_shape=SHAPE,
+                     batch_size=2, read_workers=1, times=StageTimes(), first_batch=first)
+
+
+def test_a_failing_replica_stops_the_run_after_the_batches_before_it() -> None:
+    consumed: list[int] = []
+    replicas = [_replica(0.01, [], fail_at=20) for _ in range(2)]  # whichever takes batch 20 fails
+    with pytest.raises(RuntimeError, match="replica failed"):
+        run_pipeline(list(range(40)), _read, replicas, lambda b, p: consumed.append(b[0]), tile_shape=SHAPE,
+                     batch_size=4, read_workers=2, times=StageTimes())
+    assert consumed == list(range(0, len(consumed) * 4, 4)) and 20 not in consumed
