@@ -18,7 +18,10 @@ def _read(tile: int, out: np.ndarray) -> None:
     out.fill(tile % 256)
 
 
-def _replica(delay_s: float, calls: list[int], fail_at: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def _replica(delay_s: float, calls: list[int], fail_at: int | None = None) -> Predict:
     def predict(tiles: np.ndarray) -> np.ndarray:
         first = int(tiles[0, 0, 0, 0])
         if fail_at is not None and first == fail_at:
