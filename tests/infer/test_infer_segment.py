@@ -141,12 +141,18 @@ class Slow(ColourModel):
         return super().predict(tiles, out_size)
 
 m = Slow(SYNTHETIC_CLASSES, palette, mpp=1.0, tile_size=128)
+if sys.argv[3] == "2":  # two replicas sharing the slide's batches
+    from wsiseg.infer.replicas import ModelReplicas
+    m = ModelReplicas([m, Slow(SYNTHETIC_CLASSES, palette, mpp=1.0, tile_size=128)])
 segment_slide(sys.argv[1], m, sys.argv[2], mpp=1.0, tile_size=128, overlap=16, chunk_size=128, tissue=False,
               progress=False, preview=False, batch_size=1)
 """
 
 
-def test_resume_after_sigkill(synthetic_slide: SyntheticSlide, tmp_path: Path) -> None:
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_resume_after_sigkill(synthetic_slide: SyntheticSlide, tmp_path: Path, replicas: int) -> None:
+    """kill -9 mid-run (one model, or two replicas sharing the slide), then a rerun on one model: it
+    predicts only the tiles after the last commit and the output equals an uninterrupted run's."""
     truth = synthetic_slide.truth
     kwargs = {"mpp": 1.0, "tile_size": 128, "overlap": 16, "chunk_size": 128, "tissue": False,
               "progress": False, "preview": False, "batch_size": 1}
@@ -158,7 +164,8 @@ def test_resume_after_sigkill(synthetic_slide: SyntheticSlide, tmp_path: Path) -
     script = tmp_path / "run.py"
     script.write_text(_KILL_SCRIPT.format(palette=truth.palette.tolist()))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), str(synthetic_slide.path), str(out)], env=env)
+    proc = subprocess.Popen([sys.executable, str(script), str(synthetic_slide.path), str(out), str(replicas)],
+                            env=env)
     journal = out / WORK_DIR / "journal.json"
     deadline = time.monotonic() + 120
     cursor = 0
