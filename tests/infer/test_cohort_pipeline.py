@@ -3,7 +3,10 @@ the next is planned and the previous finished, and the outputs stay those of sli
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +125,46 @@ def test_a_stopped_run_closes_the_planned_slide_and_resumes(
 
 def test_no_jobs_no_outcomes() -> None:
     assert list(local.run_local([], _model(), False, False, SegmentOptions())) == []
+
+
+def test_outcomes_are_reported_in_input_order(slides: list[Path], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The corrupt second slide fails while the first is still finishing: its line still comes second."""
+    finish = SlideTask.finish
+
+    def slow_finish(task: SlideTask) -> Any:
+        if task.slide_path.name == "a.svs":
+            time.sleep(1.0)
+        return finish(task)
+
+    monkeypatch.setattr(SlideTask, "finish", slow_finish)
+    lines: list[str] = []
+    segment_slides(slides[:3], _model(), tmp_path / "out", single=False, progress=True, report=lines.append)
+    assert [line.split(":")[0] for line in lines] == ["a.svs", "wsiseg", "c.svs"], lines
+    assert "b_corrupt.svs" in lines[1]
+
+
+def test_ctrl_c_while_a_slide_is_planned_closes_it(slides: list[Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    closed: list[str] = []
+    plan, close = local.plan_slide, SlideTask.close
+
+    def slow_plan(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.0)  # the interrupt arrives while the run waits for this
+        task = plan(*args, **kwargs)
+        opened.append(task.slide_path.name)
+        return task
+
+    def recording_close(task: SlideTask) -> None:
+        closed.append(task.slide_path.name)
+        close(task)
+
+    monkeypatch.setattr(local, "plan_slide", slow_plan)
+    monkeypatch.setattr(SlideTask, "close", recording_close)
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        segment_slides([slides[0], slides[2]], _model(), tmp_path / "out", single=False, progress=False)
+    timer.join()
+    assert "a.svs" in opened and sorted(closed) == sorted(opened)  # every slide opened is closed again

@@ -7,15 +7,25 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from wsiseg.errors import ConfigError, MissingMppError, OutputError, SlideError
-from wsiseg.infer import ColourModel, NullModel, RunStatus, open_segmentation, preview_path, segment_slide
+from wsiseg.infer import (
+    ColourModel,
+    NullModel,
+    PatternModel,
+    RunStatus,
+    open_segmentation,
+    preview_path,
+    segment_slide,
+)
 from wsiseg.infer.journal import WORK_DIR
 from wsiseg.slide import TissueMask
 from wsiseg.synthetic import SYNTHETIC_CLASSES
@@ -320,3 +330,39 @@ def test_killed_before_the_preview_is_written_resumes_to_write_it(synthetic_slid
     assert res.resumed and model.tiles == n  # nothing predicted again
     assert open_segmentation(out).finished and preview_path(out).stat().st_size > 1000
     assert not (out / WORK_DIR).exists()
+
+
+@pytest.mark.parametrize("failing_write", [1, 4, 16])
+def test_a_failed_chunk_write_is_redone_on_resume(synthetic_slide: SyntheticSlide, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  failing_write: int) -> None:
+    """A write that fails (disk full) while the stitcher waits for a writer: the journal never moves past
+    it, so the resumed output equals an uninterrupted run's."""
+    from wsiseg.io.omezarr import SegmentationWriter
+
+    model = PatternModel(SYNTHETIC_CLASSES, mpp=2.0, tile_size=64)
+    kwargs = {"mpp": 2.0, "tile_size": 64, "overlap": 16, "chunk_size": 16, "tissue": False,
+              "progress": False, "preview": False, "batch_size": 4, "write_workers": 1,
+              "checkpoint_s": 1000.0}
+    segment_slide(synthetic_slide.path, model, tmp_path / "ref.zarr", **kwargs)
+    write_chunk = SegmentationWriter.write_chunk
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def flaky(self: SegmentationWriter, box: Any, probs: np.ndarray) -> None:
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        if n == failing_write:
+            time.sleep(0.05)  # the queue fills behind it
+            raise OSError(28, "No space left on device")
+        write_chunk(self, box, probs)
+
+    out = tmp_path / "cut.zarr"
+    monkeypatch.setattr(SegmentationWriter, "write_chunk", flaky)
+    with pytest.raises(OSError, match="No space"):
+        segment_slide(synthetic_slide.path, model, out, **kwargs)
+    monkeypatch.setattr(SegmentationWriter, "write_chunk", write_chunk)
+    segment_slide(synthetic_slide.path, model, out, **kwargs)
+    for a, b in zip(_arrays(tmp_path / "ref.zarr"), _arrays(out), strict=True):
+        assert np.array_equal(a, b), f"{(a != b).sum()} values differ"

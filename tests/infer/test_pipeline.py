@@ -73,3 +73,29 @@ def test_a_failing_replica_stops_the_run_after_the_batches_before_it() -> None:
         run_pipeline(list(range(40)), _read, replicas, lambda b, p: consumed.append(b[0]), tile_shape=SHAPE,
                      batch_size=4, read_workers=2, times=StageTimes())
     assert consumed == list(range(0, len(consumed) * 4, 4)) and 20 not in consumed
+
+
+def test_a_stalled_replica_does_not_let_the_others_run_ahead() -> None:
+    """Batches predicted but not consumed stay bounded (2 per replica + 1) while one replica stalls."""
+    lock = threading.Lock()
+    state = {"predicted": 0, "consumed": 0, "peak": 0}
+    stalled = threading.Event()
+
+    def replica(stall_s: float) -> Predict:
+        def predict(tiles: np.ndarray) -> np.ndarray:
+            if stall_s and not stalled.is_set():
+                stalled.set()
+                time.sleep(stall_s)
+            with lock:
+                state["predicted"] += 1
+                state["peak"] = max(state["peak"], state["predicted"] - state["consumed"])
+            return tiles[:, None, :, :, 0].astype(np.float32)
+        return predict
+
+    def consume(batch: list[int], probs: np.ndarray) -> None:
+        with lock:
+            state["consumed"] += 1
+
+    run_pipeline(list(range(400)), _read, [replica(0.5), replica(0.0)], consume, tile_shape=SHAPE,
+                 batch_size=2, read_workers=2, times=StageTimes())
+    assert state["consumed"] == 200 and state["peak"] <= 5, state

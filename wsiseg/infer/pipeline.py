@@ -132,6 +132,10 @@ class _Pipeline(Generic[T]):
         self.write_stop = threading.Event()
         self.read_q: queue.Queue[Any] = queue.Queue(maxsize=1)
         self.write_q: queue.Queue[Any] = queue.Queue(maxsize=max(1, len(predict) - 1))
+        # batches handed to the models and not consumed yet: at most one queued, one per replica and what
+        # the writer holds back to restore batch order (a stalled replica must not let the others run
+        # ahead by the whole slide); the reader takes a token per batch, the writer gives it back
+        self.tokens = threading.Semaphore(2 * len(predict) + 1)
 
     def run(self) -> None:
         read_stage = _Stage[Any]("wsiseg-reader", self._reader, self.stop)
@@ -213,8 +217,12 @@ class _Pipeline(Generic[T]):
         _put(self.read_q, _STOP, self.stop)
 
     def _hand_on(self, read: tuple[int, list[T], Future[np.ndarray]]) -> bool:
-        """Queue a batch whose reads were started, once they are done; False when the run stopped."""
+        """Queue a batch whose reads were started, once they are done and a token is free; False when the
+        run stopped."""
         seq, batch, fut = read
+        while not self.tokens.acquire(timeout=0.1):
+            if self.stop.is_set():
+                return False
         return not self.stop.is_set() and _put(self.read_q, (seq, batch, fut.result()), self.stop)
 
     def _read_batch(self, batch: list[T], pool: ThreadPoolExecutor) -> np.ndarray:
@@ -245,4 +253,5 @@ class _Pipeline(Generic[T]):
             waiting[seq] = (batch, probs)
             while expected in waiting:
                 self.consume(*waiting.pop(expected))
+                self.tokens.release()
                 expected += 1

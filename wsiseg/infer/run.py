@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -69,8 +69,8 @@ class ChunkWriter:
         for chunk in chunks:
             if chunk.empty:
                 continue
-            while len(self._queued) >= self._max_queued:
-                self._queued.pop(0).result()
+            while len(self._queued) >= self._max_queued:  # back-pressure: wait, never raise here (a
+                wait([self._queued.pop(0)])  # failed write surfaces where it is committed: Checkpointer)
             futures.append(self._pool.submit(self._write, chunk))
             self._queued.append(futures[-1])
         self._queued[:] = [f for f in self._queued if not f.done()]
@@ -114,6 +114,11 @@ class Checkpointer:
         self._unsaved += n_tiles
         if time.perf_counter() - self._last_save >= self.interval_s:
             self.save()
+
+    def fail(self, exc: BaseException) -> None:
+        """Stitching failed midway: the stitcher's state may be past chunks never handed to a writer, so
+        nothing more is saved or committed (a resumed run redoes everything after the last commit)."""
+        self._failed.append(exc)
 
     def commit_ready(self) -> None:
         """Commit every saved state but the latest (waiting for their chunks to be written)."""
@@ -253,15 +258,20 @@ class SegmentationRun:
     def _consume(self, batch: list[Tile], probs: np.ndarray) -> None:
         t0 = time.perf_counter()
         finished: list[FinishedChunk] = []
-        for tile, p in zip(batch, probs, strict=True):
-            with self._failed_lock:
-                problem = self._failed.pop(tile.index, None)
-            if problem is None:
-                finished.extend(self.stitcher.add(tile.row, tile.col, p))
-            else:  # the cursor passes it, so a resumed run does not read it again
-                self._skip_unreadable(tile, problem)
-                finished.extend(self.stitcher.advance(tile.index + 1))
-        self.checkpointer.stitched(self.chunks.submit(finished), len(batch))
+        try:
+            for tile, p in zip(batch, probs, strict=True):
+                with self._failed_lock:
+                    problem = self._failed.pop(tile.index, None)
+                if problem is None:
+                    finished.extend(self.stitcher.add(tile.row, tile.col, p))
+                else:  # the cursor passes it, so a resumed run does not read it again
+                    self._skip_unreadable(tile, problem)
+                    finished.extend(self.stitcher.advance(tile.index + 1))
+            writes = self.chunks.submit(finished)
+        except BaseException as exc:
+            self.checkpointer.fail(exc)
+            raise
+        self.checkpointer.stitched(writes, len(batch))
         self.times.add("stitch", time.perf_counter() - t0)
         if self._bar is not None:
             self._bar.update(len(batch))

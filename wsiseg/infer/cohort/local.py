@@ -43,17 +43,33 @@ def run_local(jobs: list[SlideJob], model: Predictor, progress: bool, single: bo
                 current, planned = planned, None
                 if i + 1 < len(jobs):  # the next slide is planned while this one is predicted
                     planned = planner.submit(_plan, jobs[i + 1], model, progress, options)
-                try:
-                    finishing.append((job, finisher.submit(_predicted(current.result(), job, options))))
-                except WsisegError as exc:
-                    if single:
-                        raise
-                    yield Outcome(job.index, error=exc)
+                finishing.append((job, _start(current, job, finisher, single, options)))
                 yield from _finished(finishing, single, wait=False)
             yield from _finished(finishing, single, wait=True)
         finally:
             if planned is not None:
                 _close_unused(planned)
+
+
+def _start(planned: Future[SlideTask | SegmentResult], job: SlideJob, finisher: ThreadPoolExecutor,
+           single: bool, options: SegmentOptions) -> Future[SegmentResult]:
+    """Predict a planned slide here; its finishing (in ``finisher``), or its WsisegError, as a future (so
+    that outcomes keep the input order)."""
+    try:
+        task = planned.result()
+    except WsisegError as exc:
+        if single:
+            raise
+        return _failed(exc)
+    except BaseException:
+        _close_unused(planned)  # interrupted while it was being planned: closed once it is
+        raise
+    try:
+        return finisher.submit(_predicted(task, job, options))
+    except WsisegError as exc:
+        if single:
+            raise
+        return _failed(exc)
 
 
 def _plan(job: SlideJob, model: Predictor, progress: bool,
@@ -100,8 +116,16 @@ def _finished(finishing: Finishing, single: bool, *, wait: bool) -> Generator[Ou
             yield Outcome(job.index, error=exc)
 
 
+def _failed(exc: WsisegError) -> Future[SegmentResult]:
+    """A slide's error as a finished future, so that it is reported in input order."""
+    future: Future[SegmentResult] = Future()
+    future.set_exception(exc)
+    return future
+
+
 def _close_unused(planned: Future[SlideTask | SegmentResult]) -> None:
-    """Close a slide that was planned but never predicted (the run stopped early)."""
+    """Close a slide that was planned but never predicted (the run stopped early; waits for its planning
+    to end when it is under way)."""
     if planned.cancel() or planned.exception() is not None:
         return
     task = planned.result()
