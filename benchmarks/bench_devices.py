@@ -1,12 +1,13 @@
 """Throughput of ``segment --devices`` with N model replicas against one, on the same slides in one run.
 
-    python benchmarks/bench_devices.py [--devices cpu,cpu] [--slides 6] [--size 2048]
+    python benchmarks/bench_devices.py [--devices cpu,cpu] [--slides 6] [--size 2048] [--one-slide 6144]
 
 Both runs take the path of ``segment --devices`` (a DeviceCluster and run_cluster), with ``--threads`` torch
 threads per replica: first one replica on the first device, then one per device, so they differ only in
 the number of replicas. Synthetic slides, a random-weight tiny SAM-Path at 2 um/px, 128 px tiles.
 Prints tiles/s of each and the scaling ratio (target >= 0.9 N); on a GPU machine pass cuda devices and a
-real checkpoint with ``--checkpoint``.
+real checkpoint with ``--checkpoint``. ``--one-slide SIZE`` also times one slide of that side, which
+``--devices`` spreads over replicas in one process (``ModelReplicas``), against one replica.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wsiseg.infer.cohort import ModelSpec
 
 
 def main() -> None:
@@ -24,6 +29,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per replica (both runs)")
+    ap.add_argument("--one-slide", type=int, default=0, help="also one slide of this side (level-0 px)")
     args = ap.parse_args()
     import torch
 
@@ -62,6 +68,29 @@ def main() -> None:
         one, many = rates[1], rates[len(devices)]
         target = 0.9 * len(devices)
         print(f"scaling: {many / one:.2f}x with {len(devices)} replicas (target >= {target:.1f}x)")
+        if args.one_slide:
+            _one_slide(root, args.one_slide, ModelSpec(checkpoint, devices[0]), devices, args.threads)
+
+
+def _one_slide(root: Path, size: int, spec: ModelSpec, devices: tuple[str, ...], threads: int) -> None:
+    """One slide: one replica against one per device sharing its batches (segment_slides' in-process path)."""
+    import torch
+
+    from wsiseg.infer.cohort import segment_slides
+    from wsiseg.synthetic import write_synthetic_slide
+
+    torch.set_num_threads(threads)
+    slide = write_synthetic_slide(root / "one.svs", size, size, mpp=0.5, seed=99).path
+    rates = {}
+    for run_devices in (devices[:1], devices):
+        t0 = time.perf_counter()
+        result = segment_slides([slide], spec, root / f"one{len(run_devices)}.zarr", single=True,
+                                devices=run_devices, progress=False, overwrite=True)
+        seconds = time.perf_counter() - t0
+        rates[len(run_devices)] = result.n_tiles / seconds
+        print(f"one slide, {len(run_devices)} replica(s): {result.n_tiles} tiles in {seconds:.1f} s = "
+              f"{rates[len(run_devices)]:.1f} tiles/s", flush=True)
+    print(f"one slide scaling: {rates[len(devices)] / rates[1]:.2f}x with {len(devices)} replicas")
 
 
 if __name__ == "__main__":
