@@ -39,6 +39,10 @@ from wsiseg.tiling import Tiling
 #: Longest side (level-0 pixels / downsample) of the raster a GeoJSON ROI is drawn into.
 ROI_RASTER_PX = 4096
 
+#: Which label values are artifacts (a lookup table over uint8 labels).
+_IS_ARTIFACT = np.zeros(256, bool)
+_IS_ARTIFACT[[int(a) for a in ARTIFACTS]] = True
+
 
 @dataclass
 class RunQC:
@@ -90,7 +94,7 @@ class RunQC:
         only), or None when nothing there is left out."""
         if self.mode is not QCMode.DEFAULT:
             return None
-        mask = np.isin(self.labels(box), [int(a) for a in ARTIFACTS])
+        mask = _IS_ARTIFACT[self.labels(box)]
         return mask if mask.any() else None
 
     def write(self, writer: SegmentationWriter, layout: Layout, extent_um: tuple[float, float]) -> QCAreas:

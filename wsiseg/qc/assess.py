@@ -7,6 +7,7 @@ probabilities and the QC areas are made of.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,14 +49,17 @@ class QCMap:
         blurred blocks of ``focus`` (a grid at ``analysis_mpp``) marked blur where they cover tissue."""
         rows = self._index(y0, y1, mpp, self.labels.shape[0])
         cols = self._index(x0, x1, mpp, self.labels.shape[1])
-        out = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        inside_r, inside_c = rows >= 0, cols >= 0
-        if inside_r.any() and inside_c.any():
-            out[np.ix_(inside_r, inside_c)] = self.labels[rows[inside_r][:, None], cols[inside_c][None, :]]
+        # beyond the thumbnail (index -1) is the padding's last row/column: background
+        out = np.ascontiguousarray(self._padded.take(rows, axis=0).take(cols, axis=1))
         if focus is not None and analysis_mpp is not None:
             blurred = focus.mask(y0, y1, x0, x1, mpp / analysis_mpp)
             out[blurred & (out == QCLabel.TISSUE)] = QCLabel.BLUR
         return out
+
+    @functools.cached_property
+    def _padded(self) -> np.ndarray:
+        """``labels`` with one more row and column of background (what index -1 picks)."""
+        return np.pad(self.labels, ((0, 1), (0, 1)))
 
     def _index(self, start: int, stop: int, mpp: float, size: int) -> np.ndarray:
         """Thumbnail index under the centre of each pixel ``start..stop - 1`` of a grid of ``mpp`` um/px

@@ -228,10 +228,10 @@ class FocusGrid:
         rows = np.floor((np.arange(y0, y1) + 0.5) * stride / self.block).astype(np.int64)
         cols = np.floor((np.arange(x0, x1) + 0.5) * stride / self.block).astype(np.int64)
         h, w = self._flags.shape
-        inside_r, inside_c = rows < h, cols < w
-        out = np.zeros((y1 - y0, x1 - x0), bool)
-        if inside_r.any() and inside_c.any():
-            with self._lock:
-                sub = self._flags[rows[inside_r][:, None], cols[inside_c][None, :]]
-            out[np.ix_(inside_r, inside_c)] = sub
-        return out
+        if h == 0 or w == 0:
+            return np.zeros((y1 - y0, x1 - x0), bool)
+        with self._lock:
+            out = self._flags.take(np.minimum(rows, h - 1), axis=0).take(np.minimum(cols, w - 1), axis=1)
+        out[rows >= h] = False
+        out[:, cols >= w] = False
+        return np.asarray(out)
