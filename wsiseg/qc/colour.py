@@ -57,6 +57,12 @@ def colour_features(od: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.astype(np.float32), total
 
 
+def _logsumexp(parts: np.ndarray) -> np.ndarray:
+    """``log(sum(exp(parts), axis=1))`` of ``(n, k)``, without overflow."""
+    top = parts.max(axis=1)
+    return np.asarray(top + np.log(np.exp(parts - top[:, None]).sum(axis=1)))
+
+
 @dataclass(frozen=True)
 class GaussianMixture:
     """A Gaussian mixture in the 3-D feature space: ``weights (k,)``, ``means (k, 3)``, ``covariances
@@ -66,6 +72,7 @@ class GaussianMixture:
     means: np.ndarray
     covariances: np.ndarray
     _chol: np.ndarray = field(init=False, repr=False, compare=False)
+    _whiten: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         k = len(self.weights)
@@ -77,17 +84,23 @@ class GaussianMixture:
         except np.linalg.LinAlgError:
             raise ConfigError("a colour mixture's covariance is not positive definite") from None
         object.__setattr__(self, "_chol", chol)
+        # whitening x -> L^-1 (x - mu) as one 3 x 3 product per component (a solve per call costs 10x more)
+        object.__setattr__(self, "_whiten", np.linalg.inv(chol))
+
+    def component_log_pdfs(self, x: np.ndarray) -> np.ndarray:
+        """``log w_j + log N(x | mu_j, C_j)`` per component, ``(n, k)`` float64, for ``x`` ``(n, 3)``."""
+        x = np.asarray(x, np.float64)
+        parts = np.empty((len(x), len(self.weights)))
+        for j, (w, mu, chol, whiten) in enumerate(zip(self.weights, self.means, self._chol, self._whiten,
+                                                      strict=True)):
+            z = (x - mu) @ whiten.T
+            parts[:, j] = (math.log(w) - 0.5 * (z * z).sum(axis=1) - float(np.log(np.diag(chol)).sum())
+                           - 1.5 * math.log(2 * math.pi))
+        return parts
 
     def log_pdf(self, x: np.ndarray) -> np.ndarray:
         """Log density of the mixture at ``x`` ``(n, 3)`` -> ``(n,)`` float64."""
-        x = np.asarray(x, np.float64)
-        parts = np.empty((len(x), len(self.weights)))
-        for j, (w, mu, chol) in enumerate(zip(self.weights, self.means, self._chol, strict=True)):
-            z = np.linalg.solve(chol, (x - mu).T)
-            parts[:, j] = (math.log(w) - 0.5 * (z * z).sum(axis=0) - float(np.log(np.diag(chol)).sum())
-                           - 1.5 * math.log(2 * math.pi))
-        top = parts.max(axis=1)
-        return np.asarray(top + np.log(np.exp(parts - top[:, None]).sum(axis=1)))
+        return _logsumexp(self.component_log_pdfs(x))
 
     @classmethod
     def fit(cls, x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 300,
@@ -104,10 +117,8 @@ class GaussianMixture:
         weights = np.full(k, 1.0 / k)
         previous = -np.inf
         for _ in range(iterations):
-            model = cls(weights, means, covariances)
-            parts = np.stack([GaussianMixture(np.ones(1), means[j:j + 1], covariances[j:j + 1]).log_pdf(x)
-                              for j in range(k)], axis=1) + np.log(weights)
-            total = model.log_pdf(x)
+            parts = cls(weights, means, covariances).component_log_pdfs(x)
+            total = _logsumexp(parts)
             resp = np.exp(parts - total[:, None])
             nk = resp.sum(axis=0) + 1e-12
             weights = nk / n

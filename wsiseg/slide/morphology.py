@@ -48,6 +48,9 @@ def _within(mask: np.ndarray, radius: float, *, complement: bool) -> np.ndarray:
         if not block.any():
             out[y:y1] = False
             continue
+        if block.all():  # every pixel is at distance 0
+            out[y:y1] = True
+            continue
         distance = ndimage.distance_transform_edt(~block)
         out[y:y1] = (distance * distance <= limit)[y - top:y1 - top, halo:halo + w]
     return out
