@@ -161,14 +161,14 @@ def plan_slide(slide_path: str | Path, model: Predictor, out: str | Path, option
     (QC), lay out the tiles, and create or reopen the output; the :class:`SlideTask` that runs the rest, or
     the result when the output is finished already (skipped). The task holds the slide open: use it as a
     context manager (or call :meth:`SlideTask.close`)."""
-    t_start = time.perf_counter()
+    started, t_start = _now(), time.perf_counter()
     slide_path, out = Path(slide_path), Path(out)
     previous = existing_metadata(out, options.overwrite)
     if previous is not None and previous.finished is not None and not options.overwrite:
         return _skipped(slide_path, out, previous)
     slide = open_slide(slide_path, mpp=options.slide_mpp)  # its MissingMppError names --slide-mpp
     try:
-        return SlideTask(slide_path, out, slide, model, options, previous, progress, t_start)
+        return SlideTask(slide_path, out, slide, model, options, previous, progress, (started, t_start))
     except BaseException:
         slide.close()
         raise
@@ -181,7 +181,9 @@ class SlideTask:
     ``wall`` counts planning, the model phase and finishing, not time spent waiting between them."""
 
     def __init__(self, slide_path: Path, out: Path, slide: Slide, model: Predictor, options: SegmentOptions,
-                 previous: OutputMetadata | None, progress: bool, t_start: float) -> None:
+                 previous: OutputMetadata | None, progress: bool, start: tuple[str, float]) -> None:
+        """``start``: when planning began (ISO time for the metadata, perf_counter seconds)."""
+        started, t_start = start
         self.slide_path, self.out, self.slide, self.options = slide_path, out, slide, options
         self.tiling = tiling = options.tiling(model)
         slide_record = _slide_record(slide, slide_path)
@@ -203,7 +205,7 @@ class SlideTask:
                                          chunk_size=tiling.chunk_size, version=options.ngff_version,
                                          create=state is None)
         self.metadata = OutputMetadata(slide_record, model.classes, tiling.output_mpp, tiling.mpp, provenance,
-                                       params, __version__, resumed_id or uuid.uuid4().hex, _now(),
+                                       params, __version__, resumed_id or uuid.uuid4().hex, started,
                                        tiles_analysed=len(grid.tiles), tiles_total=grid.n_total)
         self.previous_timings = committed.get("timings", {})
         self.writer.write_metadata(self.metadata)
