@@ -64,16 +64,23 @@ class ChunkWriter:
         self._times.add("write", time.perf_counter() - t0)
 
     def submit(self, chunks: list[FinishedChunk]) -> list[Future[None]]:
-        """Queue the non-empty ``chunks``; returns their futures."""
+        """Queue the non-empty ``chunks``; returns their futures. Raises the error of an earlier write seen
+        failed while waiting for room, but only once every chunk is queued (none is lost: the caller stops
+        committing, see :meth:`Checkpointer.fail`)."""
         futures = []
+        failed: BaseException | None = None
         for chunk in chunks:
             if chunk.empty:
                 continue
-            while len(self._queued) >= self._max_queued:  # back-pressure: wait, never raise here (a
-                wait([self._queued.pop(0)])  # failed write surfaces where it is committed: Checkpointer)
+            while len(self._queued) >= self._max_queued:  # back-pressure
+                oldest = self._queued.pop(0)
+                wait([oldest])
+                failed = failed or oldest.exception()
             futures.append(self._pool.submit(self._write, chunk))
             self._queued.append(futures[-1])
         self._queued[:] = [f for f in self._queued if not f.done()]
+        if failed is not None:
+            raise failed
         return futures
 
     def close(self) -> None:
