@@ -95,13 +95,8 @@ def _adapt(rgb: np.ndarray, mpp: float, model: InkColourModel, settings: PenSett
     suspect = visible & (top > 0)
     # the tissue sample keeps away from regions the strong evidence alone already calls ink: a stroke's faint
     # edges, over tissue, read as tissue by the model's ratio and would teach the image's own model the ink
-    labels, n = ndimage.label(suspect)
-    px_um2 = mpp * mpp
-    strong = np.bincount(labels[suspect & (top > settings.strong_log_ratio)], minlength=n + 1) * px_um2
-    inked = ((np.bincount(labels.ravel(), minlength=n + 1) * px_um2 >= settings.min_area_um2)
-             & (strong >= settings.strong_share * settings.min_area_um2))
-    inked[0] = False
-    near_ink = morphology.dilate(inked[labels], settings.grow_um / mpp)
+    inked = _regions_kept(suspect, suspect & (top > settings.strong_log_ratio), suspect, mpp * mpp, settings)
+    near_ink = morphology.dilate(inked, settings.grow_um / mpp)
     tissue_like = visible & (top <= 0) & ~near_ink
     if tissue_like.sum() < OWN_MIN_SAMPLES or not suspect.any():
         return
