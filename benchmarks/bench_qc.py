@@ -16,13 +16,19 @@ tissue left alone, and what QC costs. Prints figures (JSON lines) and a summary.
    flagged.
 4. Clean slides: CMU-1, the 60 GlaS images and two synthetic slides: tissue after QC against tissue
    detected (the same before QC), and the analysable share lost.
-5. Speed: the QC of a 512 px image at 0.5 um/px; ``segment --model null`` (1024 px tiles at 0.5 um/px, the
+5. Lines: a coverslip edge (a straight line 15-40 um wide) and an air bubble's rim (a circle's, 10-25 um
+   wide), each a neutral grey absorber (total OD 0.6-1.5 and 0.5-1.2) composited over every image. No
+   detector is built for them: this measures what the stage does with them. Figures: share of the line's
+   pixels over tissue excluded (as ink) and left analysed; share of the line over glass made analysable;
+   clean tissue (no line within reach) lost.
+6. Speed: the QC of a 512 px image at 0.5 um/px; ``segment --model null`` (1024 px tiles at 0.5 um/px, the
    worst case: nothing hides the focus check's CPU) on a ``--size`` synthetic slide with and without QC
    (alternating, median of ``--pairs`` ratios); ``--model`` times a real model instead (there the model's
    own time hides the focus check, which runs in the reader threads).
 
     .venv/bin/python benchmarks/bench_qc.py [--shared ../shared/data] [--fixtures HISTOLAB] [--seed 0]
-        [--sections ink,pure,blur,clean,speed] [--glas-every 1] [--pairs 3] [--size 20480] [--model FILE]
+        [--sections ink,pure,blur,clean,lines,speed] [--glas-every 1] [--pairs 3] [--size 20480]
+        [--model FILE]
 """
 
 from __future__ import annotations
@@ -45,9 +51,12 @@ from wsiseg.qc.assess import tissue_of
 from wsiseg.slide import open_slide
 from wsiseg.synthetic.artifacts import (
     INK_COLOURS,
+    NEUTRAL,
     blur_region,
     composite,
     ink_od,
+    line_density,
+    ring_density,
     share_on_grid,
     stroke_density,
 )
@@ -118,6 +127,40 @@ def bench_ink(shared: Path, settings: QCSettings, seed: int, every: int, work: P
             "worst_image": {"ink_excluded": round(worst_recall, 4), "clean_excluded": round(worst_fp, 4)},
             "per_image_meeting_both_targets": round(sum(1 for *_, r, f in per_image if r >= 0.9 and f <= 0.02)
                                                     / len(per_image), 3)}
+
+
+def bench_lines(shared: Path, settings: QCSettings, seed: int, every: int, work: Path) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    kinds = {"coverslip_edge": (line_density, (15.0, 40.0), (0.6, 1.5)),
+             "bubble_rim": (ring_density, (10.0, 25.0), (0.5, 1.2))}
+    counts = {kind: np.zeros(7) for kind in kinds}
+    excluded_images = dict.fromkeys(kinds, 0)
+    n_images = 0
+    for _, rgb, mpp, _ in _images(shared, every):
+        n_images += 1
+        clean_map, _ = _assess(rgb, mpp, work, settings)
+        for kind, (draw, widths, densities) in kinds.items():
+            density = draw(rgb.shape[:2], mpp, rng, width_um=float(rng.uniform(*widths)))
+            od = density[..., None] * float(rng.uniform(*densities)) * np.asarray(NEUTRAL, np.float32)
+            qc_map, _ = _assess(composite(rgb, od), mpp, work, settings)
+            shape = qc_map.labels.shape
+            line = share_on_grid(density >= 0.5, mpp, qc_map.mpp, shape) >= 0.5
+            clean = (share_on_grid(density > 0.01, mpp, qc_map.mpp, shape) == 0) & clean_map.tissue
+            analysable = qc_map.labels == QCLabel.TISSUE
+            pen = qc_map.labels == QCLabel.PEN
+            over_tissue, over_glass = line & clean_map.tissue, line & ~clean_map.tissue
+            counts[kind] += [(pen & over_tissue).sum(), (analysable & over_tissue).sum(), over_tissue.sum(),
+                             (analysable & over_glass).sum(), over_glass.sum(), (~analysable & clean).sum(),
+                             clean.sum()]
+            excluded_images[kind] += int((pen & over_tissue).sum() > 0.5 * over_tissue.sum())
+    out: dict[str, Any] = {"section": "lines", "images": n_images}
+    for kind, c in counts.items():
+        out[kind] = {"over_tissue_excluded": round(c[0] / max(c[2], 1), 4),
+                     "over_tissue_analysed": round(c[1] / max(c[2], 1), 4),
+                     "images_mostly_excluded": excluded_images[kind],
+                     "over_glass_made_analysable": round(c[3] / max(c[4], 1), 4),
+                     "clean_tissue_lost": round(c[5] / max(c[6], 1), 4)}
+    return out
 
 
 def bench_pure(settings: QCSettings, seed: int, fixtures: Path | None, work: Path) -> dict[str, Any]:
@@ -256,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--fixtures", type=Path, default=None, help="a histolab checkout (optional)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sections", default="ink,pure,blur,clean,speed")
+    parser.add_argument("--sections", default="ink,pure,blur,clean,lines,speed")
     parser.add_argument("--glas-every", type=int, default=1, help="use every n-th GlaS Test A image")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--size", type=int, default=20480, help="side of the synthetic slide segmented (px)")
@@ -271,12 +314,13 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(tmp)
         for section in sections:
             t0 = time.perf_counter()
-            if section in ("ink", "blur") and shared is None:
+            if section in ("ink", "blur", "lines") and shared is None:
                 print(json.dumps({"section": section, "skipped": "no ../shared/data"}))
                 continue
             runs = {"ink": lambda: bench_ink(shared, settings, args.seed, args.glas_every, work),  # type: ignore[arg-type]
                     "pure": lambda: bench_pure(settings, args.seed, args.fixtures, work),
                     "blur": lambda: bench_blur(shared, settings),  # type: ignore[arg-type]
+                    "lines": lambda: bench_lines(shared, settings, args.seed, args.glas_every, work),  # type: ignore[arg-type]
                     "clean": lambda: bench_clean(shared, settings, work),
                     "speed": lambda: bench_speed(settings, args.pairs, args.size, args.model, work)}
             result = runs[section]()

@@ -1,5 +1,6 @@
 """Artifacts with exact ground truth on real or synthetic images: pen strokes composited in optical density
-from measured ink colours, and Gaussian blur of known regions. What the QC tests and
+from measured ink colours, dark neutral lines (coverslip edges, air-bubble rims), and Gaussian blur of known
+regions. What the QC tests and
 ``benchmarks/bench_qc.py`` measure detection against.
 
 Ink on a slide absorbs on top of the tissue under it, so a stroke is added in optical density (OD): the
@@ -75,6 +76,35 @@ def stroke_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator,
     coarse = np.clip(density * along, 0.0, 1.0)
     full = ndimage.zoom(coarse, (h / ch, w / cw), order=1, mode="nearest", grid_mode=True)
     return np.asarray(full[:h, :w], dtype=np.float32)
+
+
+#: OD direction of a neutral (grey) absorber: what a coverslip edge or a bubble's rim looks like in a scan.
+NEUTRAL = (1 / 3, 1 / 3, 1 / 3)
+
+
+def line_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator, *,
+                 width_um: float, edge_um: float = 3.0) -> np.ndarray:
+    """Relative density 0..1 (float32 ``shape``) of a straight line across an image of ``mpp`` um/px (a
+    coverslip edge): random angle, through a random point of the image's middle 40 %, ``width_um`` wide
+    with a flat core and linear edges of ``edge_um``."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+    distance = np.abs((yy - cy) * np.cos(angle) - (xx - cx) * np.sin(angle)) * mpp
+    return np.asarray(np.clip(1 - (distance - width_um / 2) / edge_um, 0, 1), dtype=np.float32)
+
+
+def ring_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator, *,
+                 width_um: float, edge_um: float = 3.0) -> np.ndarray:
+    """Relative density 0..1 (float32 ``shape``) of a circle's rim (an air bubble's): radius 25-40 % of the
+    shorter side, centred in the image's middle 20 %, ``width_um`` wide with linear edges of ``edge_um``."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    radius = rng.uniform(0.25, 0.4) * min(h, w)
+    cy, cx = rng.uniform(0.4, 0.6) * h, rng.uniform(0.4, 0.6) * w
+    distance = np.abs(np.hypot(yy - cy, xx - cx) - radius) * mpp
+    return np.asarray(np.clip(1 - (distance - width_um / 2) / edge_um, 0, 1), dtype=np.float32)
 
 
 def ink_od(density: np.ndarray, colour: InkColour, rng: np.random.Generator) -> np.ndarray:
