@@ -17,6 +17,7 @@ from wsiseg.classes import ClassList
 from wsiseg.errors import ConfigError
 from wsiseg.io.hashing import file_sha256
 from wsiseg.model.checkpoint import load_checkpoint
+from wsiseg.model.cuda_lanes import Lanes
 from wsiseg.model.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from wsiseg.model.sam_path import SamPath
 
@@ -77,6 +78,10 @@ class SamPathPredictor:
     for ``sam_path_vit_b`` in bf16, after about a minute of compilation on the first batch; worth it for
     thousands of tiles). Batches smaller than the first one are padded to its size, so the last batch of a
     slide does not compile again. The outputs are those of the eager model up to float rounding.
+
+    On CUDA each thread that calls :meth:`predict` gets a stream and pinned host buffers of its own
+    (:mod:`wsiseg.model.cuda_lanes`): several threads on one GPU overlap one's copies with another's forward
+    pass. The outputs are the same as on the default stream.
     """
 
     def __init__(self, model: SamPath, classes: ClassList, *, mpp: float | None = None,
@@ -108,6 +113,8 @@ class SamPathPredictor:
         self._forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
             torch.compile(self.model) if compile else self.model)
         self._batch = 0  # the compiled batch size (the first one seen)
+        # CUDA: a stream and pinned buffers per calling thread (several threads may share one GPU)
+        self._lanes = Lanes(self._device) if self._device.type == "cuda" else None
 
     def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
         """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, s, s)`` float32 class probabilities (sum 1 over the k real
@@ -134,21 +141,48 @@ class SamPathPredictor:
         pixels = np.ascontiguousarray(tiles)
         if not pixels.flags.writeable:  # torch warns about (and may not guard) read-only memory: copy it
             pixels = pixels.copy()
+        if self._lanes is not None:
+            return self._predict_on_lane(pixels, (h, w))
         with torch.inference_mode():
-            x = torch.from_numpy(pixels).to(self._device, non_blocking=True)
-            x = to_model_input(x, self.model.input_size, self._mean, self._std,
-                               antialias=self.model.antialias_input)
-            if self.compiled:
-                self._batch = self._batch or n
-                if n < self._batch:  # the compiled shape: pad, then drop the padding's outputs
-                    x = torch.cat([x, x.new_zeros((self._batch - n, *x.shape[1:]))])
-            dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(self.precision)
-            with torch.autocast(self._device.type, dtype=dtype, enabled=dtype is not None):
-                logits, iou = self._forward(x)
-            logits, iou = logits[:n], iou[:n]
-            probs = self.model.class_probs(logits, (h, w))
+            probs, iou = self._device_forward(torch.from_numpy(pixels).to(self._device), (h, w))
             return (probs.cpu().numpy().astype(np.float32, copy=False),
-                    self.model.class_logits(iou).float().cpu().numpy().astype(np.float32, copy=False))
+                    iou.cpu().numpy().astype(np.float32, copy=False))
+
+    def _device_forward(self, tiles: torch.Tensor,
+                        size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(N, H, W, 3)`` tiles on the device -> probabilities ``(N, k, *size)`` and IoUs ``(N, k)``
+        (float32, on the device; nothing waits for the device)."""
+        n = tiles.shape[0]
+        x = to_model_input(tiles, self.model.input_size, self._mean, self._std,
+                           antialias=self.model.antialias_input)
+        if self.compiled:
+            self._batch = self._batch or n
+            if n < self._batch:  # the compiled shape: pad, then drop the padding's outputs
+                x = torch.cat([x, x.new_zeros((self._batch - n, *x.shape[1:]))])
+        dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(self.precision)
+        with torch.autocast(self._device.type, dtype=dtype, enabled=dtype is not None):
+            logits, iou = self._forward(x)
+        return self.model.class_probs(logits[:n], size), self.model.class_logits(iou[:n]).float()
+
+    def _predict_on_lane(self, pixels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_with_iou` on CUDA, on this thread's lane (:mod:`wsiseg.model.cuda_lanes`): tiles in
+        through a pinned buffer, probabilities back into one, both copies asynchronous on the lane's own
+        stream; the thread then waits for that stream alone."""
+        assert self._lanes is not None
+        lane = self._lanes.current()
+        with torch.inference_mode(), torch.cuda.stream(lane.stream):
+            staged = lane.pinned("tiles", pixels.shape, torch.uint8)
+            np.copyto(staged.numpy(), pixels)  # safe: the last copy out of it finished before it returned
+            probs, iou = self._device_forward(staged.to(self._device, non_blocking=True), size)
+            probs_host = lane.pinned("probs", tuple(probs.shape), probs.dtype)
+            probs_host.copy_(probs, non_blocking=True)
+            iou_host = lane.pinned("iou", tuple(iou.shape), iou.dtype)
+            iou_host.copy_(iou, non_blocking=True)
+            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            done.record(lane.stream)
+        done.synchronize()
+        # copies: the pinned buffers are this lane's, refilled by its next batch
+        return probs_host.numpy().astype(np.float32), iou_host.numpy().astype(np.float32)
 
     def provenance(self) -> dict[str, Any]:
         """Model name, config, classes, base weight hashes, checkpoint hash, versions (JSON-serialisable)."""
