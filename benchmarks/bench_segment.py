@@ -164,11 +164,9 @@ def section_a(slide_path: Path, workers: int, batch: int, repeats: int) -> dict[
 
 
 def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: int, overlap: int,
-                workers: int, batch: int, max_tiles: int | None, repeats: int,
-                segment_predictor: Any = None) -> dict[str, Any]:
-    """Model alone on pre-read tiles vs ``segment_slide`` on the same tiles (best of ``repeats`` each);
-    ``segment_predictor`` (default ``predictor``): what segment runs, e.g. several lanes of the model."""
-    segment_predictor = segment_predictor or predictor
+                workers: int, batch: int, max_tiles: int | None, repeats: int) -> dict[str, Any]:
+    """Model alone on pre-read tiles (one thread) vs ``segment_slide`` on the same tiles (best of
+    ``repeats`` each; segment calls the model from ``predictor.lanes`` threads)."""
     import numpy as np
 
     with open_slide(slide_path) as slide:
@@ -203,7 +201,7 @@ def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: 
             predictor.predict(tiles[i:i + batch], out_size)
         model_times.append(time.perf_counter() - t0)
         with tempfile.TemporaryDirectory() as tmp:
-            res = segment_slide(slide_path, segment_predictor, Path(tmp) / "m.zarr", mpp=mpp, tile_size=tile,
+            res = segment_slide(slide_path, predictor, Path(tmp) / "m.zarr", mpp=mpp, tile_size=tile,
                                 overlap=overlap, batch_size=batch, read_workers=workers, progress=False,
                                 preview=False, mask=mask)
         walls.append(res.timings["wall"])
@@ -226,8 +224,8 @@ def section_b(slide_path: Path, large: Path, cache: Path, workers: int, batch: i
               lanes: int = 1) -> dict[str, Any]:
     """Tiny preset over the whole ``large`` slide (fixed per-slide costs amortised); the real preset on
     ``real_tiles`` tiles of ``slide_path``, in segment with ``lanes`` model threads on the one device
-    (:class:`~wsiseg.infer.replicas.ModelReplicas` of predictors sharing one module: while one lane waits
-    for its probabilities to come back, the next lane's batch is already queued on the device)."""
+    (each on its own CUDA stream with pinned buffers: while one lane's tiles are copied in or its
+    probabilities back, the other lane's forward pass runs; the predictor's default on CUDA is 2)."""
     import torch
 
     from wsiseg.model import SamPathPredictor, load_model
@@ -250,16 +248,10 @@ def section_b(slide_path: Path, large: Path, cache: Path, workers: int, batch: i
         real = SamPath(ModelConfig.from_preset(real_preset, len(SYNTHETIC_CLASSES), input_size=real_input))
         pred = SamPathPredictor(real, SYNTHETIC_CLASSES, mpp=real_mpp, tile_size=real_input, device=device,
                                 precision=precision, compile=real_compile)
-        lane_models = None
-        if lanes > 1:
-            from wsiseg.infer.replicas import ModelReplicas
-
-            lane_models = ModelReplicas([pred] + [
-                SamPathPredictor(real, SYNTHETIC_CLASSES, mpp=real_mpp, tile_size=real_input, device=device,
-                                 precision=precision, compile=real_compile) for _ in range(lanes - 1)])
+        pred.lanes = lanes  # model threads on the device, each on its own stream (CUDA)
         out["real"] = _efficiency(f"{real_preset} at {real_input} px, {lanes} lane(s)", slide_path, pred,
                                   real_mpp, real_input, real_input // 8, workers, batch, real_tiles,
-                                  real_repeats, lane_models)
+                                  real_repeats)
     return out
 
 

@@ -22,6 +22,10 @@ class Predictor(Protocol):
     ``tile_size``: default tile side in pixels at ``mpp``; ``device``: where it runs ("cpu", "cuda", ...);
     ``output_stride``: input pixels per pixel of the model's own output grid (SAM-Path: 4, its mask decoder
     predicts at 1/4 of the input; a per-pixel model: 1). ``wsiseg segment`` writes at that grid by default.
+
+    Optional: ``lanes``, how many threads a run lets call ``predict`` at once (default 1; see
+    :func:`lanes_of`). :class:`~wsiseg.model.SamPathPredictor` on CUDA has 2: while one thread's tiles are
+    copied in or its probabilities back, the other's forward pass keeps the GPU busy.
     """
 
     classes: ClassList
@@ -39,3 +43,8 @@ class Predictor(Protocol):
     def provenance(self) -> dict[str, Any]:
         """JSON-serialisable description: model name/config, weights sha256, version."""
         ...
+
+
+def lanes_of(model: Predictor) -> int:
+    """How many threads may call ``model.predict`` at once: its ``lanes`` attribute, 1 when it has none."""
+    return max(1, int(getattr(model, "lanes", 1)))

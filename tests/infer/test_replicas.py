@@ -64,3 +64,50 @@ def test_replicas_must_be_one_model() -> None:
     assert replicas_of(single) == (single,)
     pair = ModelReplicas([_replica(), _replica()])
     assert pair.device == "cpu,cpu" and pair.provenance()["device"] == "cpu,cpu"
+
+
+class _LanedModel(CountingModel):
+    """A model that asks for ``lanes`` threads; records which threads called it and how many at once."""
+
+    def __init__(self, lanes: int) -> None:
+        super().__init__(PatternModel(SYNTHETIC_CLASSES, mpp=MPP, tile_size=TILE, seed=0), sleep_s=0.03)
+        import threading
+
+        self.lanes = lanes
+        self.threads: set[int] = set()
+        self.at_once = self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
+        import threading
+
+        with self._lock:
+            self.threads.add(threading.get_ident())
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
+        try:
+            return super().predict(tiles, out_size)
+        finally:
+            with self._lock:
+                self.at_once -= 1
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_a_model_with_lanes_is_called_from_that_many_threads_with_the_same_output(
+        synthetic_slide: SyntheticSlide, tmp_path: Path, lanes: int) -> None:
+    one = segment_slide(synthetic_slide.path, _replica(), tmp_path / "one.zarr", batch_size=2, progress=False)
+    model = _LanedModel(lanes)
+    laned = segment_slide(synthetic_slide.path, model, tmp_path / "laned.zarr", batch_size=2, progress=False)
+
+    assert laned.n_predicted == one.n_predicted == model.tiles
+    assert len(model.threads) == lanes  # lanes_of(model) model threads
+    assert model.most_at_once == lanes  # and they overlap (each call sleeps 30 ms)
+    for got, want in zip(_arrays(laned.out), _arrays(one.out), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_lanes_of_defaults_to_one() -> None:
+    from wsiseg.predictor import lanes_of
+
+    assert lanes_of(_replica()) == 1
+    assert lanes_of(_LanedModel(3)) == 3

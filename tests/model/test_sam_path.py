@@ -358,3 +358,46 @@ def test_compiled_predictor_pads_small_batches_to_the_compiled_shape(monkeypatch
     np.testing.assert_allclose(full, eager.predict(tiles, 16), atol=1e-6)
     np.testing.assert_allclose(last, eager.predict(tiles[:3], 16), atol=1e-6)
     assert compiled.provenance()["compiled"] is True
+
+
+def test_lanes_default_and_the_first_compiled_call_runs_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One lane on the CPU (2 on CUDA, not testable here: benchmarks/check_cuda_lanes.py checks that path on
+    a GPU); lanes < 1 is refused. With compile=True the first call compiles while the other threads wait for
+    it: a stand-in for torch.compile that takes 0.2 s on its first call records how many calls overlap it."""
+    import threading
+    import time
+
+    model = tiny(size=64)
+    assert SamPathPredictor(model, CLASSES, device="cpu").lanes == 1
+    assert SamPathPredictor(model, CLASSES, device="cpu", lanes=3).lanes == 3
+    with pytest.raises(ConfigError, match="lanes"):
+        SamPathPredictor(model, CLASSES, device="cpu", lanes=0)
+
+    lock = threading.Lock()
+    state = {"running": 0, "overlap_first": 0, "calls": 0}
+
+    def fake_compile(fn):  # type: ignore[no-untyped-def]
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with lock:
+                state["calls"] += 1
+                first = state["calls"] == 1
+                state["running"] += 1
+            if first:
+                time.sleep(0.2)  # "compiling"
+                state["overlap_first"] = state["calls"] - 1  # calls that started meanwhile
+            with lock:
+                state["running"] -= 1
+            return fn(x)  # type: ignore[no-any-return]
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    compiled = SamPathPredictor(model, CLASSES, device="cpu", compile=True, lanes=3)
+    tiles = np.random.default_rng(4).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    want = SamPathPredictor(model, CLASSES, device="cpu").predict(tiles, 16)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda _: compiled.predict(tiles, 16), range(6)))
+    assert state["calls"] == 6 and state["overlap_first"] == 0
+    for g in got:
+        np.testing.assert_allclose(g, want, atol=1e-6)

@@ -33,7 +33,7 @@ from wsiseg.infer.quality import RunQC
 from wsiseg.infer.replicas import replicas_of
 from wsiseg.infer.stitch import FinishedChunk, Stitcher
 from wsiseg.io.omezarr import SegmentationWriter
-from wsiseg.predictor import Predictor
+from wsiseg.predictor import Predictor, lanes_of
 from wsiseg.qc import FocusGrid
 from wsiseg.slide.grid import Tile, TileGrid
 from wsiseg.slide.reader import Slide
@@ -201,7 +201,8 @@ class SegmentationRun:
                          disable=not self._progress, file=sys.stderr, dynamic_ncols=True, leave=True)
         try:
             try:
-                predict = [partial(self._predict, replica) for replica in replicas_of(self.model)]
+                predict = [partial(self._predict, replica) for replica in replicas_of(self.model)
+                           for _ in range(lanes_of(replica))]
                 first, self._first_batch = self._first_batch, None
                 run_pipeline(self.remaining, self._read, predict, self._consume,
                              tile_shape=(t.tile_size, t.tile_size, 3), batch_size=self.batch_size,

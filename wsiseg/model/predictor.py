@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,14 +82,17 @@ class SamPathPredictor:
 
     On CUDA each thread that calls :meth:`predict` gets a stream and pinned host buffers of its own
     (:mod:`wsiseg.model.cuda_lanes`): several threads on one GPU overlap one's copies with another's forward
-    pass. The outputs are the same as on the default stream.
+    pass. The outputs are the same as on the default stream. ``lanes`` (default: 2 on CUDA, else 1) tells a
+    run how many threads to call it from (:func:`wsiseg.predictor.lanes_of`); a compiled model compiles on
+    the first call while the other threads wait.
     """
 
     def __init__(self, model: SamPath, classes: ClassList, *, mpp: float | None = None,
                  tile_size: int | None = None, device: str | torch.device = "auto",
                  precision: Precision | str = Precision.FP32,
                  normalization: dict[str, list[float]] | None = None,
-                 provenance: dict[str, Any] | None = None, compile: bool = False) -> None:
+                 provenance: dict[str, Any] | None = None, compile: bool = False,
+                 lanes: int | None = None) -> None:
         classes.require_count(model.num_classes, "the model")
         self._device = resolve_device(device)
         try:
@@ -115,6 +119,11 @@ class SamPathPredictor:
         self._batch = 0  # the compiled batch size (the first one seen)
         # CUDA: a stream and pinned buffers per calling thread (several threads may share one GPU)
         self._lanes = Lanes(self._device) if self._device.type == "cuda" else None
+        if lanes is not None and lanes < 1:
+            raise ConfigError(f"lanes must be at least 1, got {lanes}")
+        self.lanes = lanes or (2 if self._lanes is not None else 1)
+        self._compiling = threading.Lock()  # the first compiled call compiles; others wait for it
+        self._compiled_once = False
 
     def predict(self, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
         """``(N, H, W, 3)`` uint8 RGB -> ``(N, k, s, s)`` float32 class probabilities (sum 1 over the k real
@@ -141,6 +150,17 @@ class SamPathPredictor:
         pixels = np.ascontiguousarray(tiles)
         if not pixels.flags.writeable:  # torch warns about (and may not guard) read-only memory: copy it
             pixels = pixels.copy()
+        if self.compiled and not self._compiled_once:
+            with self._compiling:  # one thread compiles (and fixes the batch size), the others wait
+                if not self._compiled_once:
+                    out = self._predict_here(pixels, (h, w))
+                    self._compiled_once = True
+                    return out
+        return self._predict_here(pixels, (h, w))
+
+    def _predict_here(self, pixels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_with_iou` of contiguous tiles (on this thread's lane on CUDA)."""
+        h, w = size
         if self._lanes is not None:
             return self._predict_on_lane(pixels, (h, w))
         with torch.inference_mode():
