@@ -110,8 +110,9 @@ class SamPathPredictor:
         self.output_stride = native_output_stride(self.tile_size, model.input_size)
         self.device = str(self._device)
         norm = normalization or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-        self._mean = tuple(float(v) for v in norm["mean"])
-        self._std = tuple(float(v) for v in norm["std"])
+        # made once: a tensor built from floats per batch would be a pageable copy waiting for the stream
+        self._mean_on_device = torch.tensor([float(v) for v in norm["mean"]], device=self._device)
+        self._std_on_device = torch.tensor([float(v) for v in norm["std"]], device=self._device)
         self._provenance = dict(provenance or {})
         self.compiled = bool(compile)
         self._forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
@@ -173,7 +174,7 @@ class SamPathPredictor:
         """uint8 ``(N, H, W, 3)`` tiles on the device -> probabilities ``(N, k, *size)`` and IoUs ``(N, k)``
         (float32, on the device; nothing waits for the device)."""
         n = tiles.shape[0]
-        x = to_model_input(tiles, self.model.input_size, self._mean, self._std,
+        x = to_model_input(tiles, self.model.input_size, self._mean_on_device, self._std_on_device,
                            antialias=self.model.antialias_input)
         if self.compiled:
             self._batch = self._batch or n

@@ -19,8 +19,19 @@ HIPT_MEAN = (0.5, 0.5, 0.5)
 HIPT_STD = (0.5, 0.5, 0.5)
 
 
-def to_model_input(tiles: torch.Tensor, input_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                   std: Sequence[float] = IMAGENET_STD, *, antialias: bool = False) -> torch.Tensor:
+def _per_channel(values: Sequence[float] | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` (3) as a ``(1, 3, 1, 1)`` tensor of ``like``'s dtype and device. A tensor already there is
+    used as it is: building one from Python floats on a GPU is a copy from pageable memory, which waits
+    for the stream (pass tensors made once where that matters)."""
+    if isinstance(values, torch.Tensor):
+        return values.to(dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+
+
+def to_model_input(tiles: torch.Tensor, input_size: int,
+                   mean: Sequence[float] | torch.Tensor = IMAGENET_MEAN,
+                   std: Sequence[float] | torch.Tensor = IMAGENET_STD, *,
+                   antialias: bool = False) -> torch.Tensor:
     """``(N, H, W, 3)`` uint8 (or 0..255 float) RGB -> ``(N, 3, S, S)`` float32 normalised model input.
 
     Scaled to 0..1, normalised with ``mean``/``std``, then resized bilinearly (align_corners=False) to
@@ -29,8 +40,7 @@ def to_model_input(tiles: torch.Tensor, input_size: int, mean: Sequence[float] =
     (checkpoints of layout v1) resizes before normalising and antialiases when shrinking.
     """
     x = tiles.permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    m, s = _per_channel(mean, x), _per_channel(std, x)
     resize = x.shape[-2:] != (input_size, input_size)
     if resize and antialias:
         shrink = x.shape[-2] > input_size or x.shape[-1] > input_size
