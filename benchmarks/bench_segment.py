@@ -209,12 +209,19 @@ def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: 
     model_s, wall = min(model_times), min(walls)
     out = {"label": label, "tiles": len(tiles), "segment_tiles": res.n_tiles, "wall_s": wall,
            "model_only_s": model_s, "efficiency": model_s * res.n_tiles / len(tiles) / wall,
-           "model_busy_share": res.timings["infer"] / res.timings["wall"],
+           "model_busy_share": res.timings["model_busy"] / res.timings["wall"],
            "model_starved_s": res.timings["wait_input"], "stages_s": res.timings}
+    t = res.timings
     print(f"    {label}: {res.n_tiles} tiles of {tile}x{tile} at {mpp} um/px on {predictor.device}")
     print(f"      wall {wall:.1f} s, model alone {model_s:.1f} s -> efficiency {out['efficiency']:.2f} "
-          f"(target >= 0.95); model busy {100 * out['model_busy_share']:.1f}% of the run, waited for "
-          f"tiles {res.timings['wait_input']:.2f} s")
+          f"(target >= 0.95); model busy {100 * out['model_busy_share']:.1f}% of the run")
+    idle = t["wall"] - t["model_busy"]
+    print(f"      where the model's idle {idle:.2f} s went: {t['first_batch']:.2f} s before the first batch, "
+          f"{t['idle_between']:.2f} s in {t['idle_gaps']:.0f} gaps between batches (longest "
+          f"{t['longest_idle_gap'] * 1e3:.0f} ms), {idle - t['first_batch'] - t['idle_between']:.2f} s after "
+          "the last (finishing the output); "
+          f"model threads waited {t['wait_input']:.2f} s for tiles and {t['wait_output']:.2f} s for the "
+          "writer")
     return out
 
 

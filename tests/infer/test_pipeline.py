@@ -99,3 +99,36 @@ def test_a_stalled_replica_does_not_let_the_others_run_ahead() -> None:
     run_pipeline(list(range(400)), _read, [replica(0.5), replica(0.0)], consume, tile_shape=SHAPE,
                  batch_size=2, read_workers=2, times=StageTimes())
     assert state["consumed"] == 200 and state["peak"] <= 5, state
+
+
+def test_model_occupancy_reads_where_the_idle_time_goes() -> None:
+    """A slow reader (40 ms per batch) and a fast model (10 ms): the model idles between batches, ~30 ms
+    each; two threads on a slow model with fast reads: the busy union is about half the summed model time;
+    a slow consumer shows as ``wait_output``. (Bounds loose enough for a loaded machine: this checks the
+    accounting, not speed.)"""
+    def slow_read(tile: int, out: np.ndarray) -> None:
+        time.sleep(0.01)  # 4 tiles per batch, one read worker: 40 ms per batch
+        _read(tile, out)
+
+    starved = StageTimes()
+    run_pipeline(list(range(40)), slow_read, [_replica(0.01, [])], lambda b, p: None, tile_shape=SHAPE,
+                 batch_size=4, read_workers=1, times=starved)
+    assert 5 <= starved.idle_gaps <= 9  # 10 batches (a loaded machine may have the next one ready at times)
+    assert starved.longest_idle_gap >= 0.015
+    assert starved.longest_idle_gap <= starved.idle_between <= starved.wait_input + 0.05
+    assert 0.09 <= starved.model_busy <= starved.infer + 0.01
+    assert starved.first_batch >= 0.035  # the first batch's reads
+    assert starved.wait_input >= 0.2
+
+    busy = StageTimes()
+    run_pipeline(list(range(80)), _read, [_replica(0.05, []), _replica(0.05, [])], lambda b, p: None,
+                 tile_shape=SHAPE, batch_size=4, read_workers=2, times=busy)
+    assert busy.infer >= 0.95  # 20 batches of 50 ms
+    assert busy.model_busy <= 0.75 * busy.infer  # two threads at once: the union is about half
+
+    held = StageTimes()
+    run_pipeline(list(range(16)), _read, [_replica(0.0, [])], lambda b, p: time.sleep(0.05),
+                 tile_shape=SHAPE, batch_size=2, read_workers=1, times=held)
+    assert held.wait_output >= 0.1  # 8 batches of 50 ms to consume, at most 3 waiting
+    assert set(held.as_dict()) >= {"model_busy", "idle_gaps", "idle_between", "longest_idle_gap",
+                                   "first_batch", "wait_output"}

@@ -39,27 +39,73 @@ _STOP = object()
 @dataclass
 class StageTimes:
     """Seconds spent per stage. ``read`` and ``write`` sum the tasks over all their worker threads;
-    ``infer`` is time inside the model (summed over replicas); ``wait_input`` is the model stage idle
-    waiting for tiles;
+    ``infer`` is time inside the model (summed over the model threads); ``wait_input`` is model threads
+    idle waiting for tiles, ``wait_output`` model threads holding a result the writer has no room for yet;
     ``stitch`` is blending (and saving resume state); ``journal`` is committing the resume journal;
-    ``wall`` is the whole run."""
+    ``wall`` is the whole run.
+
+    Where the model's idle time goes: ``model_busy`` is the time at least one model thread was inside the
+    model (the union over threads: with several threads on one device, the time the device had work
+    queued); between two such spans the model was idle: ``idle_gaps`` of them, ``idle_between`` seconds
+    in all, the longest ``longest_idle_gap``; and ``first_batch`` seconds before the first span (reading
+    the first batch)."""
 
     read: float = 0.0
     infer: float = 0.0
     wait_input: float = 0.0
+    wait_output: float = 0.0
     stitch: float = 0.0
     write: float = 0.0
     journal: float = 0.0
     wall: float = 0.0
+    model_busy: float = 0.0
+    idle_gaps: int = 0
+    idle_between: float = 0.0
+    longest_idle_gap: float = 0.0
+    first_batch: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _active: int = field(default=0, repr=False)
+    _since: float | None = field(default=None, repr=False)  # start of the busy span, or of the idle one
+    _started: float = field(default_factory=time.perf_counter, repr=False)
+
+    def pipeline_started(self) -> None:
+        """The pipeline starts: ``first_batch`` counts from here."""
+        with self._lock:
+            self._started = time.perf_counter()
 
     def add(self, name: str, seconds: float) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + seconds)
 
+    def model_started(self) -> None:
+        """A model thread enters the model."""
+        with self._lock:
+            now = time.perf_counter()
+            if self._active == 0:
+                if self._since is None:
+                    self.first_batch = now - self._started
+                else:
+                    gap = now - self._since
+                    self.idle_gaps += 1
+                    self.idle_between += gap
+                    self.longest_idle_gap = max(self.longest_idle_gap, gap)
+                self._since = now
+            self._active += 1
+
+    def model_finished(self, seconds: float) -> None:
+        """A model thread leaves the model after ``seconds`` in it."""
+        with self._lock:
+            now = time.perf_counter()
+            self.infer += seconds
+            self._active -= 1
+            if self._active == 0 and self._since is not None:
+                self.model_busy += now - self._since
+                self._since = now
+
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(getattr(self, k)), 4)
-                for k in ("read", "infer", "wait_input", "stitch", "write", "journal", "wall")}
+                for k in ("read", "infer", "wait_input", "wait_output", "stitch", "write", "journal", "wall",
+                          "model_busy", "idle_gaps", "idle_between", "longest_idle_gap", "first_batch")}
 
 
 class _Stage(Generic[T]):
@@ -138,6 +184,7 @@ class _Pipeline(Generic[T]):
         self.tokens = threading.Semaphore(2 * len(predict) + 1)
 
     def run(self) -> None:
+        self.times.pipeline_started()
         read_stage = _Stage[Any]("wsiseg-reader", self._reader, self.stop)
         write_stage = _Stage[Any]("wsiseg-writer", self._writer, self.write_stop)
         model_stages = [_Stage[Any](f"wsiseg-model-{i}", partial(self._model_loop, fn), self.stop)
@@ -177,10 +224,16 @@ class _Pipeline(Generic[T]):
                     self.read_q.put_nowait(_STOP)
                 return
             seq, batch, tiles_arr = item
+            self.times.model_started()
             t0 = time.perf_counter()
-            probs = predict(tiles_arr)
-            self.times.add("infer", time.perf_counter() - t0)
-            if not _put(self.write_q, (seq, batch, probs), self.write_stop):
+            try:
+                probs = predict(tiles_arr)
+            finally:
+                self.times.model_finished(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            handed = _put(self.write_q, (seq, batch, probs), self.write_stop)
+            self.times.add("wait_output", time.perf_counter() - t0)
+            if not handed:
                 return
 
     def _next_input(self) -> Any:
