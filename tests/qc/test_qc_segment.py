@@ -252,3 +252,50 @@ def test_info_reports_tissue_after_qc(inked: dict[str, Any], capsys: pytest.Capt
     assert code == 0, err
     info = json.loads(out)
     assert 0 < info["tissue_fraction"] < info["tissue_detected"] and info["qc"]["pen"] > 0.02
+
+
+class _Killed(BaseException):
+    """A kill -9 stand-in raised inside the run's last steps."""
+
+
+def test_a_run_killed_while_rewriting_labels_qc_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed once after labels/qc was written (journal still there), then again half-way through rewriting
+    it (its group deleted, still listed): the next run finishes and equals an uninterrupted one."""
+    from wsiseg.infer import PatternModel, RunStatus, segment_slide
+    from wsiseg.infer.quality import RunQC
+    from wsiseg.io.omezarr import SegmentationWriter
+    from wsiseg.synthetic import SYNTHETIC_CLASSES
+
+    slide = write_synthetic_slide(tmp_path / "s.svs", 1400, 1100, mpp=0.5, seed=1).path
+
+    def model() -> PatternModel:
+        return PatternModel(SYNTHETIC_CLASSES, mpp=2.0, tile_size=128)
+
+    want = segment_slide(slide, model(), tmp_path / "want.zarr", progress=False)
+    out = tmp_path / "o.zarr"
+    write = RunQC.write
+
+    def write_then_die(self: RunQC, *args: Any) -> Any:
+        write(self, *args)
+        raise _Killed
+
+    monkeypatch.setattr(RunQC, "write", write_then_die)
+    with pytest.raises(_Killed):
+        segment_slide(slide, model(), out, progress=False)
+    monkeypatch.setattr(RunQC, "write", write)
+
+    def delete_then_die(self: SegmentationWriter, name: str, *args: Any) -> None:
+        del self._root["labels"][name]
+        raise _Killed
+
+    monkeypatch.setattr(SegmentationWriter, "write_label_image", delete_then_die)
+    with pytest.raises(_Killed):
+        segment_slide(slide, model(), out, progress=False)
+    monkeypatch.undo()
+
+    resumed = segment_slide(slide, model(), out, progress=False)
+    assert resumed.status is RunStatus.RESUMED
+    got, ref = open_segmentation(out), open_segmentation(want.out)
+    np.testing.assert_array_equal(np.asarray(got.labels[0][...]), np.asarray(ref.labels[0][...]))
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(out, mode="r")["labels/qc/0"][...]),
+                                  np.asarray(zarr.open_group(want.out, mode="r")["labels/qc/0"][...]))

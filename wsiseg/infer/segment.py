@@ -15,7 +15,6 @@ import json
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,23 +281,18 @@ def _summaries(out: Path, slide: Slide, writer: SegmentationWriter, layout: Layo
                options: SegmentOptions) -> tuple[dict[str, Any] | None, dict[str, Any], Path | None]:
     """What a run writes once every tile is in, before it marks the output finished (a run killed here
     redoes only this): the QC label image and record, the tissue composition, the preview. The QC label
-    image is written on a thread of its own while the composition is counted (the output is opened first,
-    so the label group it adds is not read half-written)."""
+    image is rewritten before the output is opened again: a run killed while writing it left it
+    half-written, and opening reads every label image."""
+    qc_record = None
+    if qc is not None:
+        size_um = (slide.dimensions[0] * slide.mpp[0], slide.dimensions[1] * slide.mpp[1])
+        areas = qc.write(writer, layout, size_um)
+        qc_record = qc.record(areas)
+        _warn_if_mostly_artifact(slide.path.name, areas, options.qc_settings.warn_excluded_share)
     from wsiseg.export.composition import composition
     from wsiseg.io.omezarr import open_segmentation
 
-    seg = open_segmentation(out)
-    qc_record = None
-    if qc is None:
-        tissue = composition(seg).to_dict()
-    else:
-        size_um = (slide.dimensions[0] * slide.mpp[0], slide.dimensions[1] * slide.mpp[1])
-        with ThreadPoolExecutor(1, thread_name_prefix="wsiseg-qc-labels") as pool:
-            written = pool.submit(qc.write, writer, layout, size_um)
-            tissue = composition(seg).to_dict()
-            areas = written.result()
-        qc_record = qc.record(areas)
-        _warn_if_mostly_artifact(slide.path.name, areas, options.qc_settings.warn_excluded_share)
+    tissue = composition(open_segmentation(out)).to_dict()
     png: Path | None = None
     if options.preview:
         from wsiseg.infer.preview import write_preview
