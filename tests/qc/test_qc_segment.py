@@ -258,7 +258,8 @@ class _Killed(BaseException):
     """A kill -9 stand-in raised inside the run's last steps."""
 
 
-def test_a_run_killed_while_rewriting_labels_qc_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_killed_while_rewriting_labels_qc_resumes(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed once after labels/qc was written (journal still there), then again half-way through rewriting
     it (its group deleted, still listed): the next run finishes and equals an uninterrupted one."""
     from wsiseg.infer import PatternModel, RunStatus, segment_slide
