@@ -216,12 +216,12 @@ def _efficiency(label: str, slide_path: Path, predictor: Any, mpp: float, tile: 
     print(f"      wall {wall:.1f} s, model alone {model_s:.1f} s -> efficiency {out['efficiency']:.2f} "
           f"(target >= 0.95); model busy {100 * out['model_busy_share']:.1f}% of the run")
     idle = t["wall"] - t["model_busy"]
-    print(f"      where the model's idle {idle:.2f} s went: {t['first_batch']:.2f} s before the first batch, "
-          f"{t['idle_between']:.2f} s in {t['idle_gaps']:.0f} gaps between batches (longest "
-          f"{t['longest_idle_gap'] * 1e3:.0f} ms), {idle - t['first_batch'] - t['idle_between']:.2f} s after "
-          "the last (finishing the output); "
-          f"model threads waited {t['wait_input']:.2f} s for tiles and {t['wait_output']:.2f} s for the "
-          "writer")
+    after = t["pipeline"] - t["first_batch"] - t["model_busy"] - t["idle_between"]
+    print(f"      where the model's idle {idle:.2f} s went: {t['wall'] - t['pipeline']:.2f} s planning and "
+          f"finishing the slide, {t['first_batch']:.2f} s to the first batch, {t['idle_between']:.2f} s in "
+          f"{t['idle_gaps']:.0f} gaps between batches (longest {t['longest_idle_gap'] * 1e3:.0f} ms), "
+          f"{after:.2f} s draining the last; model threads waited {t['wait_input']:.2f} s for tiles and "
+          f"{t['wait_output']:.2f} s for the writer")
     return out
 
 

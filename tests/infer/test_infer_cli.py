@@ -216,6 +216,39 @@ def test_precision_flag_reaches_the_model(synthetic_slide: SyntheticSlide, tiny_
     assert (outs["fp32"] == outs["bf16"]).mean() > 0.9
 
 
+def test_lanes_flag_reaches_the_model_and_changes_nothing_but_threads(
+        synthetic_slide: SyntheticSlide, tiny_checkpoint: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """--lanes 2 on the CPU: the model is called from two threads, and the output equals one lane's."""
+    from wsiseg.model import SamPathPredictor
+
+    threads: set[str] = set()
+    predict = SamPathPredictor.predict
+
+    def recording(self: SamPathPredictor, tiles: np.ndarray, out_size: int | None = None) -> np.ndarray:
+        import threading
+
+        threads.add(threading.current_thread().name)
+        return predict(self, tiles, out_size)
+
+    monkeypatch.setattr(SamPathPredictor, "predict", recording)
+    arrays = {}
+    for lanes in ("1", "2"):
+        threads.clear()
+        out = tmp_path / f"lanes{lanes}.zarr"
+        code, _, err = _cli(["segment", str(synthetic_slide.path), "--model", str(tiny_checkpoint), "--out",
+                             str(out), "--quiet", "--device", "cpu", "--lanes", lanes], capsys)
+        assert code == 0, err
+        assert len(threads) == int(lanes), threads
+        seg = open_segmentation(out)
+        arrays[lanes] = (np.asarray(seg.probs[0][...]), np.asarray(seg.labels[0][...]))
+    for one, two in zip(arrays["1"], arrays["2"], strict=True):
+        np.testing.assert_array_equal(one, two)
+    code, _, err = _cli(["segment", str(synthetic_slide.path), "--model", str(tiny_checkpoint), "--out",
+                         str(tmp_path / "x.zarr"), "--lanes", "0"], capsys)
+    assert code == 2 and "--lanes" in err
+
+
 @pytest.mark.parametrize(("extra", "width"), [([], 1024), (["--preview-size", "300"], 300)])
 def test_preview_is_about_preview_size_on_its_long_side(synthetic_slide: SyntheticSlide, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str], extra: list[str],

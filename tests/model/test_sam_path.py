@@ -401,3 +401,15 @@ def test_lanes_default_and_the_first_compiled_call_runs_alone(monkeypatch: pytes
     assert state["calls"] == 6 and state["overlap_first"] == 0
     for g in got:
         np.testing.assert_allclose(g, want, atol=1e-6)
+
+
+@pytest.mark.parametrize(("size", "table"), [(1, 1), (3, 5), (14, 27), (64, 127), (8, 27)])
+def test_rel_pos_lookup_equals_segment_anythings(size: int, table: int) -> None:
+    """The relative-position lookup with its index made on the table's device (no index copy to the GPU)
+    equals segment-anything's get_rel_pos, including tables of another length (interpolated there)."""
+    from segment_anything.modeling.image_encoder import get_rel_pos
+
+    from wsiseg.model.attention import _rel_pos
+
+    rel = torch.randn(table, 8, generator=torch.Generator().manual_seed(size))
+    assert torch.equal(_rel_pos(size, rel), get_rel_pos(size, size, rel))

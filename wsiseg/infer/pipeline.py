@@ -45,10 +45,12 @@ class StageTimes:
     ``wall`` is the whole run.
 
     Where the model's idle time goes: ``model_busy`` is the time at least one model thread was inside the
-    model (the union over threads: with several threads on one device, the time the device had work
-    queued); between two such spans the model was idle: ``idle_gaps`` of them, ``idle_between`` seconds
-    in all, the longest ``longest_idle_gap``; and ``first_batch`` seconds before the first span (reading
-    the first batch)."""
+    model's ``predict`` (the union over threads; host time, so on a GPU it includes the copies to and from
+    pinned memory, and it is an upper bound of the time the device had work queued); between two such spans
+    the model was idle: ``idle_gaps`` of them, ``idle_between`` seconds in all, the longest
+    ``longest_idle_gap``; ``first_batch`` seconds from the pipeline's start to the first span (reading the
+    first batch). ``pipeline`` is the pipeline's own duration: ``wall`` minus it is planning and finishing
+    the output."""
 
     read: float = 0.0
     infer: float = 0.0
@@ -63,15 +65,21 @@ class StageTimes:
     idle_between: float = 0.0
     longest_idle_gap: float = 0.0
     first_batch: float = 0.0
+    pipeline: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _active: int = field(default=0, repr=False)
     _since: float | None = field(default=None, repr=False)  # start of the busy span, or of the idle one
     _started: float = field(default_factory=time.perf_counter, repr=False)
 
     def pipeline_started(self) -> None:
-        """The pipeline starts: ``first_batch`` counts from here."""
+        """The pipeline starts: ``first_batch`` and ``pipeline`` count from here."""
         with self._lock:
             self._started = time.perf_counter()
+
+    def pipeline_ended(self) -> None:
+        """The pipeline ends (every batch handed to the writer): adds its duration to ``pipeline``."""
+        with self._lock:
+            self.pipeline += time.perf_counter() - self._started
 
     def add(self, name: str, seconds: float) -> None:
         with self._lock:
@@ -105,7 +113,8 @@ class StageTimes:
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(getattr(self, k)), 4)
                 for k in ("read", "infer", "wait_input", "wait_output", "stitch", "write", "journal", "wall",
-                          "model_busy", "idle_gaps", "idle_between", "longest_idle_gap", "first_batch")}
+                          "model_busy", "idle_gaps", "idle_between", "longest_idle_gap", "first_batch",
+                          "pipeline")}
 
 
 class _Stage(Generic[T]):
@@ -208,6 +217,7 @@ class _Pipeline(Generic[T]):
             _put(self.write_q, _STOP, self.write_stop)
             write_stage.thread.join()
             read_stage.thread.join()
+            self.times.pipeline_ended()
         errors = [write_stage.error, model_error, *(s.error for s in model_stages), read_stage.error]
         for err in errors:
             if err is not None:

@@ -31,14 +31,25 @@ class AttentionKernel(str, enum.Enum):
     FOLDED = "folded"  #: fused attention with the terms folded into q and k (no N x N tensor)
 
 
+def _rel_pos(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """segment-anything's ``get_rel_pos(size, size, rel_pos)`` -> ``(size, size, d)``, with the index made
+    on ``rel_pos``'s device: its own is a CPU tensor, and indexing a GPU table with it copies the index over
+    from pageable memory, which waits for the stream (twice per attention block, every forward). Tables of
+    another length (resized by interpolation there) take segment-anything's own path."""
+    if rel_pos.shape[0] != 2 * size - 1:
+        return get_rel_pos(size, size, rel_pos)  # type: ignore[no-any-return]
+    coords = torch.arange(size, device=rel_pos.device)
+    return rel_pos[coords[:, None] - coords[None, :] + (size - 1)]
+
+
 def _rel_terms(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, h: int,
                w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Decomposed relative-position terms of queries ``q (B, heads, h * w, d)`` (unscaled):
     ``rel_h (B, heads, h, w, h)`` (over key rows) and ``rel_w (B, heads, h, w, w)`` (over key columns)."""
     b, n_heads, _, d = q.shape
     r_q = q.reshape(b, n_heads, h, w, d)
-    rh = get_rel_pos(h, h, rel_pos_h).to(q.dtype)  # (h_q, h_k, d)
-    rw = get_rel_pos(w, w, rel_pos_w).to(q.dtype)  # (w_q, w_k, d)
+    rh = _rel_pos(h, rel_pos_h).to(q.dtype)  # (h_q, h_k, d)
+    rw = _rel_pos(w, rel_pos_w).to(q.dtype)  # (w_q, w_k, d)
     rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh)
     rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw)
     return rel_h, rel_w

@@ -1,11 +1,13 @@
-"""Host <-> GPU transfers that leave the GPU busy: one CUDA stream and pinned host buffers per model thread.
+"""Host <-> GPU transfers that leave the GPU busy: a CUDA stream and pinned host buffers per concurrent call.
 
-A run gives each model replica a thread of its own (:func:`~wsiseg.infer.pipeline.run_pipeline`); several
-threads may drive one GPU ("lanes"). On the default stream their work would queue one after the other:
-while one thread copies its tiles in, or waits for its probabilities to come back, the GPU has nothing
-queued. With a stream per thread, a thread's copies (in from pinned memory, out into pinned memory, both
-``non_blocking``) run on the GPU's copy engines while another thread's forward pass runs, and a thread waits
-only for its own stream (an event), never for the device.
+A run calls a model from several threads (:func:`~wsiseg.predictor.lanes_of`); several threads may drive
+one GPU. On the default stream their work would queue one after the other: while one thread copies its
+tiles in, or waits for its probabilities to come back, the GPU has nothing queued. With a stream per lane
+(one per call running at once), a call's copies (in from pinned memory, out into pinned memory, both
+``non_blocking``) run on the GPU's copy engines while another call's forward pass runs, and a thread waits
+only for its lane's stream (an event), never for the whole device. (segment-anything's relative-position
+lookup indexed GPU tables with CPU indices, a copy that waits for the stream; ``wsiseg.model.attention``
+makes those indices on the device.)
 
 Pinned (page-locked) memory is what makes a copy asynchronous (from pageable memory CUDA copies through a
 staging buffer, holding the host thread) and about twice as fast. It is expensive to allocate, so each lane
@@ -15,7 +17,9 @@ probabilities out).
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,21 +46,39 @@ class Lane:
 
 
 class Lanes:
-    """The :class:`Lane` of each thread that uses a CUDA ``device`` (created on a thread's first use)."""
+    """The lanes of one CUDA ``device``, kept as long as the predictor: a call takes a free lane (a new one
+    when none is free, so there are as many as calls ever ran at once) and gives it back (:meth:`take`).
+
+    Lanes outlive the threads that use them, and must: a run starts new model threads, and the CUDA caching
+    allocator reuses a freed block only on the stream it was allocated on, so a new stream per run would
+    strand every run's activations on the device."""
 
     def __init__(self, device: torch.device) -> None:
         if device.type != "cuda":
             raise ValueError(f"lanes are for CUDA devices, not {device}")
         self.device = device
-        self._local = threading.local()
+        self.created = 0
+        self._free: list[Lane] = []
+        self._lock = threading.Lock()
 
-    def current(self) -> Lane:
-        """This thread's lane. Its stream first waits for the work already queued on the device's current
-        stream (the model's weights, copied there when it was built)."""
-        lane: Lane | None = getattr(self._local, "lane", None)
+    @contextlib.contextmanager
+    def take(self) -> Iterator[Lane]:
+        """A lane for this call alone, returned to the pool afterwards."""
+        with self._lock:
+            lane = self._free.pop() if self._free else None
         if lane is None:
-            stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            lane = Lane(self.device, stream)
-            self._local.lane = lane
-        return lane
+            lane = self._new()
+        try:
+            yield lane
+        finally:
+            with self._lock:
+                self._free.append(lane)
+
+    def _new(self) -> Lane:
+        """A new lane; its stream first waits for the work already queued on the device's current stream (the
+        model's weights, copied there when it was built)."""
+        stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with self._lock:
+            self.created += 1
+        return Lane(self.device, stream)

@@ -80,7 +80,7 @@ class SamPathPredictor:
     thousands of tiles). Batches smaller than the first one are padded to its size, so the last batch of a
     slide does not compile again. The outputs are those of the eager model up to float rounding.
 
-    On CUDA each thread that calls :meth:`predict` gets a stream and pinned host buffers of its own
+    On CUDA each call runs on a lane, a stream and pinned host buffers of its own while it runs
     (:mod:`wsiseg.model.cuda_lanes`): several threads on one GPU overlap one's copies with another's forward
     pass. The outputs are the same as on the default stream. ``lanes`` (default: 2 on CUDA, else 1) tells a
     run how many threads to call it from (:func:`wsiseg.predictor.lanes_of`); a compiled model compiles on
@@ -118,7 +118,7 @@ class SamPathPredictor:
         self._forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
             torch.compile(self.model) if compile else self.model)
         self._batch = 0  # the compiled batch size (the first one seen)
-        # CUDA: a stream and pinned buffers per calling thread (several threads may share one GPU)
+        # CUDA: a stream and pinned buffers per call running at once (several threads may share one GPU)
         self._lanes = Lanes(self._device) if self._device.type == "cuda" else None
         if lanes is not None and lanes < 1:
             raise ConfigError(f"lanes must be at least 1, got {lanes}")
@@ -186,24 +186,24 @@ class SamPathPredictor:
         return self.model.class_probs(logits[:n], size), self.model.class_logits(iou[:n]).float()
 
     def _predict_on_lane(self, pixels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`predict_with_iou` on CUDA, on this thread's lane (:mod:`wsiseg.model.cuda_lanes`): tiles in
-        through a pinned buffer, probabilities back into one, both copies asynchronous on the lane's own
-        stream; the thread then waits for that stream alone."""
+        """:meth:`predict_with_iou` on CUDA, on a lane of its own (:mod:`wsiseg.model.cuda_lanes`): tiles in
+        through a pinned buffer, probabilities back into one, both copies asynchronous on the lane's stream;
+        the thread then waits for that stream alone."""
         assert self._lanes is not None
-        lane = self._lanes.current()
-        with torch.inference_mode(), torch.cuda.stream(lane.stream):
-            staged = lane.pinned("tiles", pixels.shape, torch.uint8)
-            np.copyto(staged.numpy(), pixels)  # safe: the last copy out of it finished before it returned
-            probs, iou = self._device_forward(staged.to(self._device, non_blocking=True), size)
-            probs_host = lane.pinned("probs", tuple(probs.shape), probs.dtype)
-            probs_host.copy_(probs, non_blocking=True)
-            iou_host = lane.pinned("iou", tuple(iou.shape), iou.dtype)
-            iou_host.copy_(iou, non_blocking=True)
-            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
-            done.record(lane.stream)
-        done.synchronize()
-        # copies: the pinned buffers are this lane's, refilled by its next batch
-        return probs_host.numpy().astype(np.float32), iou_host.numpy().astype(np.float32)
+        with self._lanes.take() as lane:
+            with torch.inference_mode(), torch.cuda.stream(lane.stream):
+                staged = lane.pinned("tiles", pixels.shape, torch.uint8)
+                np.copyto(staged.numpy(), pixels)  # safe: the lane's last copy out of it has finished
+                probs, iou = self._device_forward(staged.to(self._device, non_blocking=True), size)
+                probs_host = lane.pinned("probs", tuple(probs.shape), probs.dtype)
+                probs_host.copy_(probs, non_blocking=True)
+                iou_host = lane.pinned("iou", tuple(iou.shape), iou.dtype)
+                iou_host.copy_(iou, non_blocking=True)
+                done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                done.record(lane.stream)
+            done.synchronize()
+            # copies, made before the lane is free again: its buffers are refilled by its next call
+            return probs_host.numpy().astype(np.float32), iou_host.numpy().astype(np.float32)
 
     def provenance(self) -> dict[str, Any]:
         """Model name, config, classes, base weight hashes, checkpoint hash, versions (JSON-serialisable)."""
@@ -228,12 +228,14 @@ def load_model(path: str | os.PathLike[str], device: str = "auto",
                sam_checkpoint: str | os.PathLike[str] | None = None,
                hipt_checkpoint: str | os.PathLike[str] | None = None, *,
                classes: ClassList | None = None,
-               precision: Precision | str = Precision.FP32, compile: bool = False) -> SamPathPredictor:
+               precision: Precision | str = Precision.FP32, compile: bool = False,
+               lanes: int | None = None) -> SamPathPredictor:
     """Load a ``.wsiseg`` checkpoint as a ready :class:`~wsiseg.predictor.Predictor`.
 
     Slim checkpoints need the official SAM/HIPT files they were trained from (sha256-checked).
-    ``classes`` (optional) must have the checkpoint's class count. Raises CheckpointError,
-    ClassMismatchError or ConfigError (bad device/precision).
+    ``classes`` (optional) must have the checkpoint's class count. ``lanes``: model threads a run may use
+    (default 2 on CUDA, else 1; see :class:`SamPathPredictor`). Raises CheckpointError, ClassMismatchError
+    or ConfigError (bad device/precision/lanes).
     """
     model, data = load_checkpoint(path, sam_checkpoint=sam_checkpoint, hipt_checkpoint=hipt_checkpoint,
                                   classes=classes)
@@ -243,4 +245,4 @@ def load_model(path: str | os.PathLike[str], device: str = "auto",
     }
     return SamPathPredictor(model, data.classes, mpp=data.mpp, tile_size=data.tile_size, device=device,
                             precision=precision, normalization=data.normalization, provenance=prov,
-                            compile=compile)
+                            compile=compile, lanes=lanes)

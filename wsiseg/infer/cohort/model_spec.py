@@ -23,7 +23,8 @@ class ModelSpec:
     ``sam_checkpoint``, ``hipt_checkpoint``: the official SAM/HIPT weight files a slim checkpoint needs.
     ``mpp``, ``tile_size``: resolution (um/px) and tile side (px) of the null model, which needs both;
     ignored for checkpoints (they record their own). ``precision``: ``fp32`` (the reference's arithmetic),
-    ``bf16`` or ``fp16``; ``compile``: ``torch.compile`` the model (:class:`~wsiseg.model.SamPathPredictor`).
+    ``bf16`` or ``fp16``; ``compile``: ``torch.compile`` the model; ``lanes``: model threads per device
+    (default 2 on CUDA, else 1) (all three: :class:`~wsiseg.model.SamPathPredictor`).
 
     Paths may be given as path-likes and are kept as strings. Raises :class:`ConfigError` for a null model
     without ``mpp`` and ``tile_size``.
@@ -37,6 +38,7 @@ class ModelSpec:
     tile_size: int | None = None
     precision: str = "fp32"
     compile: bool = False
+    lanes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("checkpoint", "sam_checkpoint", "hipt_checkpoint"):  # strings: hashable, picklable
@@ -73,5 +75,5 @@ class ModelSpec:
         predictor: Predictor = load_model(self.checkpoint, device=self.device,
                                           sam_checkpoint=self.sam_checkpoint,
                                           hipt_checkpoint=self.hipt_checkpoint, precision=self.precision,
-                                          compile=self.compile)
+                                          compile=self.compile, lanes=self.lanes)
         return predictor
