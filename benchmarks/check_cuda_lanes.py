@@ -1,12 +1,14 @@
 """Check and time the CUDA lanes (``wsiseg.model.cuda_lanes``) on a GPU machine: the first step of
 ``benchmarks/gpu_run.sh``. Exits 1 when a check fails; needs CUDA (exits 0 with a note without it).
 
-1. Equality: the predictor's lane path (pinned buffers, a stream per thread, asynchronous copies) against the
+1. Equality: the predictor's lane path (pinned buffers, a stream per lane, asynchronous copies) against the
    same model on the default stream with blocking copies, fp32: max |p - p_ref| (expected 0, or float noise
    where cuDNN picks another algorithm), also with two threads calling at once on different batches.
+   Batch sizes vary, so a lane's pinned buffers grow and smaller batches use a view of them.
 2. Overlap: ``--preset`` (default sam_path_vit_b at 1024 px, ``--precision`` bf16) on ``--tiles`` random tiles
-   in batches of ``--batch``: tiles/s with one thread, and with two threads sharing the model and the GPU
-   (each on its lane). The second figure is what ``segment`` gets with two model lanes on one GPU.
+   in batches of ``--batch``: tiles/s on the default stream with blocking copies (the path before lanes),
+   with one thread on a lane, and with two threads sharing the model and the GPU (each on its lane). The
+   last is what ``segment`` gets with two model lanes on one GPU.
 
     python benchmarks/check_cuda_lanes.py [--preset sam_path_vit_b] [--input-size 1024] [--batch 16]
         [--tiles 256] [--precision bf16]
@@ -36,11 +38,14 @@ def _reference(pred: SamPathPredictor, tiles: np.ndarray, size: int) -> np.ndarr
 
 
 def check_equal(batch: int) -> bool:
+    """fp32 tiny preset: the lane path against the default stream, alone and from two threads at once."""
     torch.manual_seed(0)
     model = SamPath(ModelConfig.from_preset("tiny", len(SYNTHETIC_CLASSES), input_size=256))
     pred = SamPathPredictor(model, SYNTHETIC_CLASSES, mpp=1.0, tile_size=256, device="cuda")
     rng = np.random.default_rng(0)
-    batches = [rng.integers(0, 256, (batch, 256, 256, 3), dtype=np.uint8) for _ in range(4)]
+    # sizes vary: a buffer grows (3 -> 8 -> 12) and smaller batches use a view of a larger one
+    sizes = [3, batch, max(1, batch // 2), batch + 4]
+    batches = [rng.integers(0, 256, (n, 256, 256, 3), dtype=np.uint8) for n in sizes]
     refs = [_reference(pred, b, 64) for b in batches]
     alone = max(float(np.abs(pred.predict(b, 64) - r).max()) for b, r in zip(batches, refs, strict=True))
     with ThreadPoolExecutor(2) as pool:
@@ -60,7 +65,12 @@ def time_lanes(preset: str, input_size: int, batch: int, n_tiles: int, precision
     out = input_size // pred.output_stride
     n_batches = max(2, n_tiles // batch)
     pred.predict(tiles, out)  # warm-up
+    _reference(pred, tiles, out)
     torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n_batches):  # the path before lanes: default stream, pageable blocking copies
+        _reference(pred, tiles, out)
+    before = n_batches * batch / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for _ in range(n_batches):
         pred.predict(tiles, out)
@@ -70,8 +80,9 @@ def time_lanes(preset: str, input_size: int, batch: int, n_tiles: int, precision
         t0 = time.perf_counter()
         list(pool.map(lambda _: pred.predict(tiles, out), range(n_batches)))
         two = n_batches * batch / (time.perf_counter() - t0)
-    print(f"{preset} at {input_size} px, {precision}, batch {batch}: one thread {one:.1f} tiles/s, two lanes "
-          f"{two:.1f} tiles/s ({two / one:.2f}x)")
+    print(f"{preset} at {input_size} px, {precision}, batch {batch}: default stream with blocking copies "
+          f"{before:.1f} tiles/s; one lane {one:.1f} tiles/s; two lanes {two:.1f} tiles/s "
+          f"({two / before:.2f}x the default stream)")
 
 
 def main() -> int:

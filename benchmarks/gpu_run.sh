@@ -2,7 +2,8 @@
 # The GPU benchmarks as one script, for a lent CUDA machine whose python3 has torch (see README,
 # "Benchmarks"). Wheels of the other dependencies travel in .whl/ (a stub rasterio in .whl/stub: segment
 # does not vectorise). Figures go to stdout and, one log per step, to $OUT (default ./gpu-results).
-set -u
+set -u -o pipefail
+status=0
 OUT=${OUT:-gpu-results}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=8
 if [ -d .whl ]; then
@@ -19,7 +20,7 @@ python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.
 step() {
   local name=$1 limit=$2; shift 2
   case " ${STEPS:-all} " in *" all "*|*" $name "*) ;; *) return 0 ;; esac
-  echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+  echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log" || { echo "== $name failed"; status=1; }
 }
 step lanes_check 90 python3 benchmarks/check_cuda_lanes.py --batch 16 --tiles 256
 step model 100 python3 benchmarks/bench_model.py --device cuda --precision bf16 --batch 32 --repeats 5 \
@@ -35,3 +36,4 @@ step lanes 190 python3 benchmarks/bench_segment.py --sections b --device cuda --
 step profile 60 python3 benchmarks/profile_model.py --preset sam_path_vit_b --batch 16
 step encoders 300 python3 benchmarks/bench_encoders.py --device cuda --skip-cpu-time --batches 1,8,32 \
   --repeats 2 --json "$OUT/encoders.json"
+exit $status
