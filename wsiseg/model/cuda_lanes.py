@@ -28,7 +28,7 @@ import torch
 
 @dataclass
 class Lane:
-    """One thread's stream and pinned buffers on one CUDA device."""
+    """A lane: a stream and pinned host buffers on one CUDA device, used by one call at a time."""
 
     device: torch.device
     stream: torch.cuda.Stream

@@ -81,10 +81,10 @@ class SamPathPredictor:
     slide does not compile again. The outputs are those of the eager model up to float rounding.
 
     On CUDA each call runs on a lane, a stream and pinned host buffers of its own while it runs
-    (:mod:`wsiseg.model.cuda_lanes`): several threads on one GPU overlap one's copies with another's forward
-    pass. The outputs are the same as on the default stream. ``lanes`` (default: 2 on CUDA, else 1) tells a
-    run how many threads to call it from (:func:`wsiseg.predictor.lanes_of`); a compiled model compiles on
-    the first call while the other threads wait.
+    (:mod:`wsiseg.model.cuda_lanes`): several threads on one GPU can overlap one's copies with another's
+    forward pass. The outputs are the same as on the default stream. ``lanes`` (default: 2 on CUDA, else
+    1) tells a run how many threads to call it from (:func:`wsiseg.predictor.lanes_of`); a compiled model
+    compiles on the first call while the other threads wait.
     """
 
     def __init__(self, model: SamPath, classes: ClassList, *, mpp: float | None = None,
@@ -149,8 +149,6 @@ class SamPathPredictor:
         if n == 0:
             return np.zeros((0, k, h, w), np.float32), np.zeros((0, k), np.float32)
         pixels = np.ascontiguousarray(tiles)
-        if not pixels.flags.writeable:  # torch warns about (and may not guard) read-only memory: copy it
-            pixels = pixels.copy()
         if self.compiled and not self._compiled_once:
             with self._compiling:  # one thread compiles (and fixes the batch size), the others wait
                 if not self._compiled_once:
@@ -160,12 +158,13 @@ class SamPathPredictor:
         return self._predict_here(pixels, (h, w))
 
     def _predict_here(self, pixels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`predict_with_iou` of contiguous tiles (on this thread's lane on CUDA)."""
-        h, w = size
+        """:meth:`predict_with_iou` of contiguous tiles (on a lane on CUDA)."""
         if self._lanes is not None:
-            return self._predict_on_lane(pixels, (h, w))
+            return self._predict_on_lane(pixels, size)
+        if not pixels.flags.writeable:  # torch warns about (and may not guard) read-only memory: copy it
+            pixels = pixels.copy()
         with torch.inference_mode():
-            probs, iou = self._device_forward(torch.from_numpy(pixels).to(self._device), (h, w))
+            probs, iou = self._device_forward(torch.from_numpy(pixels).to(self._device), size)
             return (probs.cpu().numpy().astype(np.float32, copy=False),
                     iou.cpu().numpy().astype(np.float32, copy=False))
 
