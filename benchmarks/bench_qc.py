@@ -50,8 +50,9 @@ from wsiseg.qc import FocusGrid, QCLabel, QCSettings, assess_slide, block_size
 from wsiseg.qc.assess import tissue_of
 from wsiseg.slide import open_slide
 from wsiseg.synthetic.artifacts import (
+    BUBBLE_RIM,
+    COVERSLIP_EDGE,
     INK_COLOURS,
-    NEUTRAL,
     blur_region,
     composite,
     ink_od,
@@ -131,17 +132,17 @@ def bench_ink(shared: Path, settings: QCSettings, seed: int, every: int, work: P
 
 def bench_lines(shared: Path, settings: QCSettings, seed: int, every: int, work: Path) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    kinds = {"coverslip_edge": (line_density, (15.0, 40.0), (0.6, 1.5)),
-             "bubble_rim": (ring_density, (10.0, 25.0), (0.5, 1.2))}
+    kinds = {"coverslip_edge": (line_density, (15.0, 40.0), COVERSLIP_EDGE),
+             "bubble_rim": (ring_density, (10.0, 25.0), BUBBLE_RIM)}
     counts = {kind: np.zeros(7) for kind in kinds}
     excluded_images = dict.fromkeys(kinds, 0)
     n_images = 0
     for _, rgb, mpp, _ in _images(shared, every):
         n_images += 1
         clean_map, _ = _assess(rgb, mpp, work, settings)
-        for kind, (draw, widths, densities) in kinds.items():
+        for kind, (draw, widths, absorber) in kinds.items():
             density = draw(rgb.shape[:2], mpp, rng, width_um=float(rng.uniform(*widths)))
-            od = density[..., None] * float(rng.uniform(*densities)) * np.asarray(NEUTRAL, np.float32)
+            od = ink_od(density, absorber, rng)
             qc_map, _ = _assess(composite(rgb, od), mpp, work, settings)
             shape = qc_map.labels.shape
             line = share_on_grid(density >= 0.5, mpp, qc_map.mpp, shape) >= 0.5

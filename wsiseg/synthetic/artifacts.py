@@ -78,8 +78,16 @@ def stroke_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator,
     return np.asarray(full[:h, :w], dtype=np.float32)
 
 
-#: OD direction of a neutral (grey) absorber: what a coverslip edge or a bubble's rim looks like in a scan.
-NEUTRAL = (1 / 3, 1 / 3, 1 / 3)
+#: Neutral (grey) absorbers, what a coverslip edge or a bubble's rim looks like in a scan, with the total OD
+#: ranges the benchmark composites them at (not measured: no public fixture with a ground truth was found).
+COVERSLIP_EDGE = InkColour("coverslip edge", (1 / 3, 1 / 3, 1 / 3), (0.6, 1.5))
+BUBBLE_RIM = InkColour("bubble rim", (1 / 3, 1 / 3, 1 / 3), (0.5, 1.2))
+
+
+def _band(distance_um: np.ndarray, width_um: float, edge_um: float) -> np.ndarray:
+    """Relative density 0..1 (float32) at ``distance_um`` from a band's centre line: a flat core
+    ``width_um`` wide with linear edges of ``edge_um``."""
+    return np.asarray(np.clip(1 - (distance_um - width_um / 2) / edge_um, 0, 1), dtype=np.float32)
 
 
 def line_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator, *,
@@ -91,8 +99,7 @@ def line_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator, *
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle = rng.uniform(0, np.pi)
     cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
-    distance = np.abs((yy - cy) * np.cos(angle) - (xx - cx) * np.sin(angle)) * mpp
-    return np.asarray(np.clip(1 - (distance - width_um / 2) / edge_um, 0, 1), dtype=np.float32)
+    return _band(np.abs((yy - cy) * np.cos(angle) - (xx - cx) * np.sin(angle)) * mpp, width_um, edge_um)
 
 
 def ring_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator, *,
@@ -103,8 +110,7 @@ def ring_density(shape: tuple[int, int], mpp: float, rng: np.random.Generator, *
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     radius = rng.uniform(0.25, 0.4) * min(h, w)
     cy, cx = rng.uniform(0.4, 0.6) * h, rng.uniform(0.4, 0.6) * w
-    distance = np.abs(np.hypot(yy - cy, xx - cx) - radius) * mpp
-    return np.asarray(np.clip(1 - (distance - width_um / 2) / edge_um, 0, 1), dtype=np.float32)
+    return _band(np.abs(np.hypot(yy - cy, xx - cx) - radius) * mpp, width_um, edge_um)
 
 
 def ink_od(density: np.ndarray, colour: InkColour, rng: np.random.Generator) -> np.ndarray:
